@@ -1,0 +1,238 @@
+"""The `superposition` command line.
+
+Heavy imports (torch, matplotlib) wait inside the commands, so `--help` is instant.
+Every user error ends as one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, get_args
+
+import typer
+
+from .config import Activation, ConfigError, DataKind, Device, Model, Optimizer, Schedule
+
+app = typer.Typer(
+    help="Train, measure, save and draw toy models of superposition.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+PRESETS = ("seed",)
+
+
+def _choices(kind: Any) -> str:
+    return "|".join(get_args(kind))
+
+
+def _numbers(name: str, text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"{name}: {text!r} is not a comma-separated list of numbers, e.g. 0,0.9,0.99") from None
+
+
+def _progress(quiet: bool) -> bool:
+    return not quiet and sys.stderr.isatty()
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+@app.command()
+def train(
+    out: Annotated[Path, typer.Option(help="Run directory to write (replaced if it is one of ours).")],
+    config: Annotated[Path | None, typer.Option(help="TOML file with the same keys as these flags (or a run's config.json); flags override it.")] = None,
+    model: Annotated[str | None, typer.Option(help=_choices(Model))] = None,
+    activation: Annotated[str | None, typer.Option(help=_choices(Activation))] = None,
+    features: Annotated[int | None, typer.Option(help="Number of features n.")] = None,
+    hidden: Annotated[int | None, typer.Option(help="Hidden dimensions m.")] = None,
+    sparsity: Annotated[str | None, typer.Option(help="Comma-separated sparsities S in [0, 1), one instance each.")] = None,
+    importance_decay: Annotated[float | None, typer.Option(help="Importance of feature i is R**i.")] = None,
+    importance: Annotated[str | None, typer.Option(help="Explicit comma-separated importance per feature.")] = None,
+    data: Annotated[str | None, typer.Option(help=_choices(DataKind))] = None,
+    steps: Annotated[int | None, typer.Option()] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    lr: Annotated[float | None, typer.Option()] = None,
+    optimizer: Annotated[str | None, typer.Option(help=_choices(Optimizer))] = None,
+    weight_decay: Annotated[float | None, typer.Option()] = None,
+    schedule: Annotated[str | None, typer.Option(help=_choices(Schedule))] = None,
+    warmup: Annotated[int | None, typer.Option(help="Linear warmup steps.")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    device: Annotated[str | None, typer.Option(help=_choices(Device))] = None,
+    warm_start: Annotated[bool | None, typer.Option("--warm-start/--no-warm-start", help="Train the sparsities in sequence, each from the previous one's weights (the seed's quirk).")] = None,
+    early_stop: Annotated[float | None, typer.Option(help="Stop once no instance's loss fell by more than this fraction over 500 steps.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Train one batched model: one instance per sparsity value."""
+    from .config import read_config_file, resolve
+
+    keys: dict[str, Any] = read_config_file(config) if config else {}
+    flags = {
+        "model": model,
+        "activation": activation,
+        "features": features,
+        "hidden": hidden,
+        "sparsity": _numbers("sparsity", sparsity),
+        "importance_decay": importance_decay,
+        "importance": _numbers("importance", importance),
+        "data": data,
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "optimizer": optimizer,
+        "weight_decay": weight_decay,
+        "schedule": schedule,
+        "warmup": warmup,
+        "seed": seed,
+        "device": device,
+        "warm_start": warm_start,
+        "early_stop": early_stop,
+    }
+    given = {k: v for k, v in flags.items() if v is not None}
+    # A flag replaces whichever of a pair of alternative keys the file used.
+    for a, b in (("sparsity", "feature_probability"), ("importance_decay", "importance")):
+        if a in given:
+            keys.pop(b, None)
+        if b in given:
+            keys.pop(a, None)
+    resolved = resolve({**{k.replace("-", "_"): v for k, v in keys.items()}, **given})
+
+    from .files import atomic_dir, check_output_dir
+    from .runs import record
+    from .train import resolve_device, train as fit
+
+    check_output_dir(out)
+    resolved = resolved.model_copy(update={"device": str(resolve_device(resolved.device).type)})
+    result = fit(resolved, progress=_progress(quiet))
+    with atomic_dir(out) as staging:
+        metrics = record(staging, resolved, result)
+    _print_metrics(resolved, metrics)
+    print(f"run written to {out}")
+
+
+@app.command()
+def metrics(
+    run: Annotated[Path, typer.Argument(help="A run directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print metrics.json instead of a table.")] = False,
+) -> None:
+    """Print the metrics of a run, one row per instance."""
+    from .runs import load_run
+
+    loaded = load_run(run)
+    if as_json:
+        print(json.dumps(loaded.metrics, indent=2))
+    else:
+        _print_metrics(loaded.config, loaded.metrics)
+
+
+@app.command()
+def plot(
+    run: Annotated[Path, typer.Argument(help="A run directory.")],
+    out: Annotated[Path | None, typer.Option(help="Directory for the figures (default: the run).")] = None,
+) -> None:
+    """Draw a run's figures: W Wᵀ with bias, norm/superposition bars, weights."""
+    from .plots import write_figures
+    from .runs import load_run
+
+    loaded = load_run(run)
+    target = out or run
+    target.mkdir(parents=True, exist_ok=True)
+    for path in write_figures(loaded.config, loaded.params, target):
+        print(path)
+
+
+@app.command()
+def reproduce(
+    name: Annotated[str, typer.Argument(help="|".join(PRESETS))],
+    out: Annotated[Path, typer.Option(help="Output directory.")],
+    data: Annotated[str | None, typer.Option(help=f"{_choices(DataKind)} (default: the preset's).")] = None,
+    warm_start: Annotated[bool, typer.Option(help="Train sparsities in sequence from the previous weights.")] = False,
+    steps: Annotated[int | None, typer.Option(help="Override the preset's number of steps.")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    device: Annotated[str | None, typer.Option(help=_choices(Device))] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Run one of the paper's or the seed's experiments end to end."""
+    if name not in PRESETS:
+        raise ConfigError(f"name: unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    from .experiments import seed as preset
+
+    overrides = {"data": data, "steps": steps, "seed": seed, "device": device}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if warm_start:
+        overrides["warm_start"] = True
+    rows = preset.reproduce(out, overrides, progress=_progress(quiet))
+    _print_summary(rows)
+    for net in preset.MODELS:
+        print(f"figure: {out / f'{net}.png'}")
+
+
+def _print_metrics(config, metrics: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    from .plots import describe
+
+    table = Table(title=describe(config), title_justify="left")
+    for column in ("instance", "1-S", "loss", "represented", "diagonal", "D*", "mean superposition"):
+        table.add_column(column, justify="right")
+    for k, row in enumerate(metrics["instances"]):
+        probs = row["feature_probability"]
+        table.add_row(
+            str(k),
+            f"{sum(probs) / len(probs):.4g}",
+            f"{row['loss']:.4g}",
+            f"{row['represented']}/{config.features}",
+            str(row["diagonal_count"]),
+            f"{row['dimensions_per_feature']:.3f}",
+            f"{sum(row['superposition']) / len(row['superposition']):.3f}",
+        )
+    _console().print(table)
+
+
+def _print_summary(rows: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    table = Table()
+    for column in ("net", "sparsity", "represented", "diagonal", "loss"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(
+            f"{row['net']} ({row['model']})",
+            f"{row['sparsity']:g}",
+            str(row["represented"]),
+            str(row["diagonal_count"]),
+            f"{row['loss']:.4g}",
+        )
+    _console().print(table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app, turning every user error into one line and exit 2."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="superposition", standalone_mode=False)
+    except typer.TyperException as error:  # typer's (vendored click) usage errors
+        context = getattr(error, "ctx", None)
+        where = f" (see `{context.command_path} --help`)" if context else ""
+        _fail(f"{error.format_message()}{where}")
+    except ConfigError as error:
+        _fail(str(error))
+    except (typer.Abort, KeyboardInterrupt):
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)

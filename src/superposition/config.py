@@ -1,0 +1,207 @@
+"""One config object, validated once at the edge (CLI flags, TOML file, saved run).
+
+Users speak in convenient keys (`sparsity = [0, 0.9]`, `importance_decay = 0.7`);
+`resolve` turns those into the `Config` that is trained and saved, where
+`feature_probability` and `importance` are full [instance][feature] lists.
+Everything after `resolve` trusts the config.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Model = Literal["tied", "untied", "mlp"]
+Activation = Literal["relu", "linear"]
+DataKind = Literal["paper", "seed"]
+Optimizer = Literal["adam", "adamw"]
+Schedule = Literal["constant", "linear", "cosine"]
+Device = Literal["auto", "cpu", "cuda"]
+
+# The seed's sweep: also the default instances of `superposition train`.
+SEED_SPARSITIES = (0.0, 0.7, 0.9, 0.99, 0.999)
+
+
+class ConfigError(ValueError):
+    """Bad user input; the message is one line naming the field and the fix."""
+
+
+class Config(BaseModel):
+    """A fully resolved training config: one instance per row of `feature_probability`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: Model = "tied"
+    activation: Activation = "relu"
+    features: int = Field(20, gt=0)
+    hidden: int = Field(5, gt=0)
+    feature_probability: list[list[float]]  # [instance][feature], each in (0, 1]
+    importance: list[list[float]]  # [instance][feature], each >= 0
+    data: DataKind = "paper"
+    optimizer: Optimizer = "adamw"
+    weight_decay: float = Field(0.01, ge=0)
+    lr: float = Field(1e-3, gt=0)
+    schedule: Schedule = "constant"
+    warmup: int = Field(0, ge=0)
+    steps: int = Field(10_000, gt=0)
+    batch_size: int = Field(1024, gt=0)
+    seed: int = 0
+    device: Device = "auto"
+    warm_start: bool = False
+    early_stop: float | None = Field(None, gt=0)
+    eval_batch_size: int = Field(10_000, gt=0)
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> Config:
+        for name in ("feature_probability", "importance"):
+            rows = getattr(self, name)
+            if not rows:
+                raise ValueError(f"{name}: needs at least one instance")
+            for row in rows:
+                if len(row) != self.features:
+                    raise ValueError(
+                        f"{name}: every instance needs {self.features} values "
+                        f"(one per feature), got {len(row)}"
+                    )
+        if len(self.feature_probability) != len(self.importance):
+            raise ValueError(
+                f"importance: has {len(self.importance)} instances but feature_probability "
+                f"has {len(self.feature_probability)}"
+            )
+        for p in (p for row in self.feature_probability for p in row):
+            if not (0 < p <= 1) or math.isnan(p):
+                raise ValueError(
+                    f"feature_probability: {p} is outside (0, 1] (sparsity must be in [0, 1))"
+                )
+        for v in (v for row in self.importance for v in row):
+            if not (v >= 0) or math.isinf(v):
+                raise ValueError(f"importance: {v} is not a finite value >= 0")
+        if self.model == "mlp" and self.activation != "relu":
+            raise ValueError(
+                "activation: the mlp model always has its hidden ReLU and a linear output; "
+                "leave activation at relu"
+            )
+        if self.warmup >= self.steps:
+            raise ValueError(f"warmup: {self.warmup} must be smaller than steps ({self.steps})")
+        return self
+
+    @property
+    def instances(self) -> int:
+        return len(self.feature_probability)
+
+
+# Keys a user may give besides Config's own fields.
+CONVENIENCE_KEYS = {"sparsity", "importance_decay"}
+USER_KEYS = set(Config.model_fields) | CONVENIENCE_KEYS
+
+
+def _normalise_keys(raw: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        if name not in USER_KEYS:
+            valid = ", ".join(sorted(USER_KEYS))
+            raise ConfigError(f"unknown key '{key}'; valid keys are: {valid}")
+        out[name] = value
+    return out
+
+
+def _as_number_list(name: str, value: Any) -> list[float]:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [float(value)]
+    if isinstance(value, list) and value and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+    ):
+        return [float(v) for v in value]
+    raise ConfigError(f"{name}: expected a number or a non-empty list of numbers, got {value!r}")
+
+
+def _per_instance(name: str, value: Any, instances: int) -> list[list[float]]:
+    """A flat list applies to every instance; a nested list gives one row per instance."""
+    if isinstance(value, list) and value and all(isinstance(v, list) for v in value):
+        return [_as_number_list(name, row) for row in value]
+    row = _as_number_list(name, value)
+    return [list(row) for _ in range(instances)]
+
+
+def resolve(raw: dict[str, Any]) -> Config:
+    """Turn user keys (from flags and/or a config file) into a validated Config."""
+    keys = _normalise_keys(raw)
+    features = keys.get("features", Config.model_fields["features"].default)
+    if not isinstance(features, int) or isinstance(features, bool) or features <= 0:
+        raise ConfigError(f"features: must be a whole number > 0, got {features!r}")
+
+    if "sparsity" in keys and "feature_probability" in keys:
+        raise ConfigError("sparsity: give either sparsity or feature_probability, not both")
+    if "feature_probability" in keys:
+        probs = _per_instance("feature_probability", keys.pop("feature_probability"), 1)
+        if len(probs) == 1 and len(probs[0]) != features:
+            raise ConfigError(
+                f"feature_probability: give {features} values per instance, got {len(probs[0])}"
+            )
+    else:
+        sparsity = _as_number_list("sparsity", keys.pop("sparsity", list(SEED_SPARSITIES)))
+        for s in sparsity:
+            if not (0 <= s < 1):
+                raise ConfigError(
+                    f"sparsity: {s} is outside [0, 1); use values such as 0,0.9,0.99"
+                )
+        # Rounded so that 1 - 0.999 is stored as 0.001, not 0.0010000000000000009.
+        probs = [[round(1 - s, 12)] * features for s in sparsity]
+
+    if "importance_decay" in keys and "importance" in keys:
+        raise ConfigError("importance_decay: give either importance_decay or importance, not both")
+    if "importance" in keys:
+        importance = _per_instance("importance", keys.pop("importance"), len(probs))
+    else:
+        decay = _as_number_list("importance_decay", keys.pop("importance_decay", 0.7))
+        if len(decay) != 1 or not (decay[0] > 0):
+            raise ConfigError(f"importance_decay: must be one number > 0, got {decay}")
+        importance = [[decay[0] ** i for i in range(features)] for _ in probs]
+
+    try:
+        return Config(feature_probability=probs, importance=importance, **keys)
+    except ValidationError as error:
+        raise ConfigError(_one_line(error)) from None
+
+
+def _one_line(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"] if not isinstance(part, int))
+    message = first["msg"].removeprefix("Value error, ")
+    if not where:
+        return message
+    value = first.get("input")
+    shown = "" if isinstance(value, (dict, list)) else f" (got {value!r})"
+    return f"{where}: {message}{shown}"
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """User keys from a TOML file (or a run's config.json, to train it again)."""
+    if not path.is_file():
+        raise ConfigError(f"config: no such file {path}")
+    text = path.read_text()
+    try:
+        if path.suffix == ".json":
+            data = json.loads(text)
+            data.pop("package_version", None)
+            return data
+        return tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"config: {path} is not valid {path.suffix[1:].upper()}: {error}") from None
+
+
+def validate_saved(data: dict[str, Any], source: Path) -> Config:
+    """A Config read back from a run directory."""
+    data = dict(data)
+    data.pop("package_version", None)
+    try:
+        return Config(**data)
+    except (ValidationError, TypeError) as error:
+        detail = _one_line(error) if isinstance(error, ValidationError) else str(error)
+        raise ConfigError(f"run: {source} holds an invalid config ({detail})") from None

@@ -1,0 +1,1 @@
+"""Presets of `superposition reproduce NAME`: each trains the runs of one experiment."""

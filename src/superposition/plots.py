@@ -1,0 +1,141 @@
+"""Figures, every label and file name built from the config that was trained.
+
+  gram     the seed's figure: per instance, W Wᵀ (or W W_out) in RdBu over ±1.3
+           with the bias as a strip beside it, titled 1-S=...
+  norms    the paper's bars: length ||W_i||, colour = superposition of feature i
+  weights  W and b as heatmaps per instance
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+
+from .config import Config
+from .metrics import superposition
+from .models import Params, gram
+from .files import write_atomic
+
+GRAM_LIMIT = 1.3  # the seed's colour range for W Wᵀ
+MODEL_NAMES = {"tied": "tied (x W Wᵀ)", "untied": "untied (x W W_out)", "mlp": "mlp (ReLU(x W) W_out)"}
+
+
+def density_label(probabilities: list[float]) -> str:
+    low, high = min(probabilities), max(probabilities)
+    return f"1-S={low:.3f}" if low == high else f"1-S={low:.3g}…{high:.3g}"
+
+
+def importance_label(importance: list[list[float]]) -> str:
+    rows = {tuple(row) for row in importance}
+    if len(rows) > 1:
+        return "I varies by instance"
+    row = np.array(next(iter(rows)))
+    if np.allclose(row, row[0]):
+        return f"I={row[0]:g}"
+    ratios = row[1:] / np.where(row[:-1] == 0, np.nan, row[:-1])
+    if row[0] == 1 and np.allclose(ratios, ratios[0]):
+        return f"I={ratios[0]:.3g}^i"
+    return f"I={row[0]:.3g}…{row[-1]:.3g}"
+
+
+def describe(config: Config) -> str:
+    """One line naming what was trained, for figure titles."""
+    activation = "" if config.model == "mlp" else f" {config.activation}"
+    optimizer = "AdamW" if config.optimizer == "adamw" else "Adam"
+    warm = ", warm start" if config.warm_start else ""
+    return (
+        f"{MODEL_NAMES[config.model]}{activation}, {config.features} features → {config.hidden} hidden, "
+        f"{importance_label(config.importance)}, {config.data} data, {optimizer} lr {config.lr:g} "
+        f"wd {config.weight_decay:g}, {config.steps:,} steps × {config.batch_size}, seed {config.seed}{warm}"
+    )
+
+
+def stem(config: Config) -> str:
+    activation = "" if config.model == "mlp" else f"-{config.activation}"
+    return f"{config.model}{activation}-{config.features}x{config.hidden}"
+
+
+def gram_figure(config: Config, params: Params) -> Figure:
+    matrices = gram(params, config.model).numpy()
+    biases = params["b"].numpy()
+    n = config.instances
+    fig = Figure(figsize=(5 * n, 4.4))
+    grid = fig.add_gridspec(1, 3 * n, width_ratios=[config.features, 1.2, 4] * n, wspace=0.1)
+    for k in range(n):
+        ax = fig.add_subplot(grid[0, 3 * k])
+        ax.imshow(matrices[k], cmap="RdBu", vmin=-GRAM_LIMIT, vmax=GRAM_LIMIT)
+        ax.set_title(density_label(config.feature_probability[k]))
+        strip = fig.add_subplot(grid[0, 3 * k + 1])
+        limit = GRAM_LIMIT * max(float(np.abs(biases[k]).max()), 1e-12)
+        strip.imshow(biases[k][:, None], cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+        for a in (ax, strip):
+            a.set_xticks([])
+            a.set_yticks([])
+    matrix = "W Wᵀ" if config.model == "tied" else "W W_out"
+    fig.suptitle(f"{matrix} and bias b — {describe(config)}", fontsize=10)
+    return fig
+
+
+def norms_figure(config: Config, params: Params) -> Figure:
+    norms = params["W"].norm(dim=-1).numpy()
+    interference = superposition(params["W"]).numpy()
+    n, features = config.instances, config.features
+    fig = Figure(figsize=(2.6 * n + 1, 0.22 * features + 1.6))
+    axes = fig.subplots(1, n, sharex=True, sharey=True, squeeze=False)[0]
+    colours = ScalarMappable(norm=Normalize(vmin=0, vmax=1), cmap="viridis")
+    for k, ax in enumerate(axes):
+        ax.barh(np.arange(features), norms[k], color=colours.to_rgba(interference[k]))
+        ax.set_title(density_label(config.feature_probability[k]), fontsize=10)
+        ax.set_xlabel("‖W_i‖")
+    axes[0].invert_yaxis()  # feature 0, the most important, on top
+    axes[0].set_ylabel("feature i")
+    fig.colorbar(colours, ax=list(axes), label="superposition Σ_{j≠i} (Ŵ_i·W_j)², clipped at 1")
+    fig.suptitle(describe(config), fontsize=9)
+    return fig
+
+
+def weights_figure(config: Config, params: Params) -> Figure:
+    W = params["W"].numpy()
+    b = params["b"].numpy()
+    n = config.instances
+    fig = Figure(figsize=(2.2 * n + 1, 0.2 * config.features + 2))
+    grid = fig.add_gridspec(1, 3 * n, width_ratios=[config.hidden, 1, 1.5] * n, wspace=0.15)
+    limit = max(float(np.abs(W).max()), float(np.abs(b).max()), 1e-12)
+    for k in range(n):
+        ax = fig.add_subplot(grid[0, 3 * k])
+        image = ax.imshow(W[k], cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+        ax.set_title(density_label(config.feature_probability[k]), fontsize=10)
+        ax.set_xlabel("hidden")
+        strip = fig.add_subplot(grid[0, 3 * k + 1], sharey=ax)
+        strip.imshow(b[k][:, None], cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+        strip.set_xticks([0], ["b"])
+        strip.tick_params(labelleft=False)
+        if k == 0:
+            ax.set_ylabel("feature")
+        else:
+            ax.tick_params(labelleft=False)
+    fig.colorbar(image, ax=fig.axes, fraction=0.02)
+    fig.suptitle(f"W (feature × hidden) and b — {describe(config)}", fontsize=9)
+    return fig
+
+
+FIGURES = {"gram": gram_figure, "norms": norms_figure, "weights": weights_figure}
+
+
+def save_figure(fig: Figure, path: Path, dpi: int = 100) -> Path:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    write_atomic(path, buffer.getvalue())
+    return path
+
+
+def write_figures(config: Config, params: Params, directory: Path) -> list[Path]:
+    return [
+        save_figure(make(config, params), Path(directory) / f"{stem(config)}-{name}.png")
+        for name, make in FIGURES.items()
+    ]
