@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .config import Config
 from .metrics import superposition
@@ -93,6 +94,7 @@ def norms_figure(config: Config, params: Params) -> Figure:
         ax.set_title(density_label(config.feature_probability[k]), fontsize=10)
         ax.set_xlabel("‖W_i‖")
     axes[0].invert_yaxis()  # feature 0, the most important, on top
+    axes[0].yaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].set_ylabel("feature i")
     fig.colorbar(colours, ax=list(axes), label="superposition Σ_{j≠i} (Ŵ_i·W_j)², clipped at 1")
     fig.suptitle(describe(config), fontsize=9)
@@ -111,6 +113,8 @@ def weights_figure(config: Config, params: Params) -> Figure:
         image = ax.imshow(W[k], cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
         ax.set_title(density_label(config.feature_probability[k]), fontsize=10)
         ax.set_xlabel("hidden")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         strip = fig.add_subplot(grid[0, 3 * k + 1], sharey=ax)
         strip.imshow(b[k][:, None], cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
         strip.set_xticks([0], ["b"])

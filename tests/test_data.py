@@ -1,0 +1,59 @@
+import math
+
+import pytest
+import torch
+
+from superposition.data import sample
+
+
+def _probs(values, features):
+    return torch.tensor([[p] * features for p in values])
+
+
+@pytest.mark.parametrize("p", [1.0, 0.3, 0.05])
+def test_paper_density_and_mean(p):
+    x = sample("paper", _probs([p], 50), 20_000, torch.Generator().manual_seed(0))
+    assert x.shape == (1, 20_000, 50)
+    present = x > 0
+    n = present.numel()
+    assert present.float().mean().item() == pytest.approx(p, abs=4 * math.sqrt(p * (1 - p) / n) + 1e-9)
+    # present values are U[0, 1]: mean 1/2, variance 1/12, whatever the density
+    values = x[present]
+    assert values.mean().item() == pytest.approx(0.5, abs=4 * math.sqrt(1 / 12 / values.numel()))
+    assert values.var().item() == pytest.approx(1 / 12, rel=0.03)
+    assert values.max().item() <= 1.0
+
+
+def test_paper_each_instance_has_its_own_density():
+    x = sample("paper", _probs([0.9, 0.1], 20), 20_000, torch.Generator().manual_seed(1))
+    density = (x > 0).float().mean(dim=(1, 2))
+    assert density[0].item() == pytest.approx(0.9, abs=0.01)
+    assert density[1].item() == pytest.approx(0.1, abs=0.01)
+
+
+def test_paper_presence_independent_of_value():
+    # The seed's coupled draw would make present values < p; the paper's must not.
+    x = sample("paper", _probs([0.2], 20), 20_000, torch.Generator().manual_seed(2))
+    assert (x[x > 0] > 0.2).float().mean().item() == pytest.approx(0.8, abs=0.01)
+
+
+@pytest.mark.parametrize("p", [1.0, 0.3, 0.01])
+def test_seed_rows_are_unit_or_zero(p):
+    x = sample("seed", _probs([p], 20), 10_000, torch.Generator().manual_seed(3))
+    norms = x.norm(dim=-1)
+    nonzero = norms > 0
+    assert torch.allclose(norms[nonzero], torch.ones_like(norms[nonzero]), atol=1e-5)
+    # a row is all-zero exactly when no feature is present: probability (1-p)^20
+    assert (~nonzero).float().mean().item() == pytest.approx((1 - p) ** 20, abs=0.01)
+
+
+def test_seed_density():
+    p = 0.3
+    x = sample("seed", _probs([p], 20), 20_000, torch.Generator().manual_seed(4))
+    assert (x > 0).float().mean().item() == pytest.approx(p, abs=0.005)
+
+
+def test_same_generator_seed_same_batch():
+    a = sample("paper", _probs([0.5], 5), 64, torch.Generator().manual_seed(7))
+    b = sample("paper", _probs([0.5], 5), 64, torch.Generator().manual_seed(7))
+    assert torch.equal(a, b)

@@ -1,0 +1,95 @@
+import json
+import os
+
+import pytest
+import torch
+
+from superposition import load_run
+from superposition.config import ConfigError, resolve
+from superposition.files import atomic_dir
+from superposition.runs import record
+from superposition.train import train
+
+
+@pytest.fixture(scope="module")
+def trained():
+    config = resolve({"model": "untied", "features": 6, "hidden": 2, "sparsity": [0, 0.9], "steps": 30})
+    return config, train(config)
+
+
+def _write(path, trained):
+    config, result = trained
+    with atomic_dir(path) as staging:
+        record(staging, config, result)
+
+
+def test_round_trip(tmp_path, trained):
+    config, result = trained
+    _write(tmp_path / "run", trained)
+    run = load_run(tmp_path / "run")
+    assert run.config == config
+    assert set(run.params) == {"W", "W_out", "b"}
+    assert run.params["W"].shape == (2, 6, 2) and run.params["W_out"].shape == (2, 2, 6)
+    for name in run.params:
+        assert torch.equal(run.params[name], result.params[name])
+    assert len(run.metrics["instances"]) == 2
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["package_version"]
+    assert saved["feature_probability"] == [[1.0] * 6, [0.1] * 6]
+    assert saved["importance"][0][:2] == [1.0, 0.7]
+    history = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    assert history[0] == "step,loss_0,loss_1"
+    assert len(history) == 31
+    pngs = sorted(p.name for p in (tmp_path / "run").glob("*.png"))
+    assert pngs == ["untied-relu-6x2-gram.png", "untied-relu-6x2-norms.png", "untied-relu-6x2-weights.png"]
+
+
+def test_crash_leaves_no_complete_directory(tmp_path, trained):
+    config, result = trained
+    with pytest.raises(RuntimeError):
+        with atomic_dir(tmp_path / "run") as staging:
+            record(staging, config, result)
+            raise RuntimeError("killed")
+    assert os.listdir(tmp_path) == []
+
+
+def test_rewriting_a_run_replaces_it(tmp_path, trained):
+    _write(tmp_path / "run", trained)
+    _write(tmp_path / "run", trained)
+    assert sorted(os.listdir(tmp_path)) == ["run"]
+    load_run(tmp_path / "run")
+
+
+def test_refuses_a_directory_that_is_not_ours(tmp_path, trained):
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "thesis.tex").write_text("do not delete")
+    with pytest.raises(ConfigError, match="not a superposition run"):
+        _write(tmp_path / "precious", trained)
+    assert os.listdir(tmp_path / "precious") == ["thesis.tex"]
+    assert sorted(os.listdir(tmp_path)) == ["precious"]
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda d: (d / "model.safetensors").unlink(), "model.safetensors is missing"),
+        (lambda d: (d / "model.safetensors").write_bytes(b"\x00garbage"), "corrupted"),
+        (lambda d: (d / "metrics.json").write_text("{"), "corrupted"),
+        (lambda d: (d / "metrics.json").unlink(), "metrics.json is missing"),
+        (lambda d: (d / "config.json").unlink(), "not a run directory"),
+        (lambda d: (d / "config.json").write_text('{"model": "tied"}'), "invalid config"),
+    ],
+)
+def test_broken_runs_are_reported(tmp_path, trained, damage, message):
+    _write(tmp_path / "run", trained)
+    damage(tmp_path / "run")
+    with pytest.raises(ConfigError, match=message):
+        load_run(tmp_path / "run")
+
+
+def test_truncated_weights_are_reported(tmp_path, trained):
+    _write(tmp_path / "run", trained)
+    path = tmp_path / "run" / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:-40])
+    with pytest.raises(ConfigError, match="model.safetensors"):
+        load_run(tmp_path / "run")

@@ -1,0 +1,106 @@
+import math
+
+import pytest
+import torch
+
+from superposition.config import resolve
+from superposition.metrics import dimensions_per_feature, feature_norms
+from superposition.models import forward, init_params
+from superposition.train import lr_factor, train
+
+
+def _config(**keys):
+    base = {"features": 6, "hidden": 2, "sparsity": [0.0], "steps": 200, "batch_size": 256}
+    return resolve({**base, **keys})
+
+
+@pytest.mark.parametrize("model", ["tied", "untied", "mlp"])
+def test_same_seed_gives_identical_weights(model):
+    config = _config(model=model, sparsity=[0.0, 0.9], steps=50)
+    a, b = train(config), train(config)
+    assert a.params.keys() == b.params.keys()
+    for name in a.params:
+        assert torch.equal(a.params[name], b.params[name])
+    assert torch.equal(a.history, b.history)
+    c = train(config.model_copy(update={"seed": 1}))
+    assert not torch.equal(a.params["W"], c.params["W"])
+
+
+def test_init_scale_does_not_depend_on_number_of_instances():
+    few = init_params(_config(sparsity=[0.0] * 2), torch.Generator().manual_seed(0))
+    many = init_params(_config(sparsity=[0.0] * 400), torch.Generator().manual_seed(0))
+    expected = math.sqrt(2 / (6 + 2))  # xavier-normal std of one 6x2 matrix
+    assert many["W"].std().item() == pytest.approx(expected, rel=0.05)
+    assert torch.equal(few["W"][0], many["W"][0])
+    assert torch.count_nonzero(many["b"]) == 0
+
+
+def test_models_compute_what_they_say():
+    config = _config(model="untied", sparsity=[0.5])
+    params = init_params(config, torch.Generator().manual_seed(0))
+    x = torch.rand(1, 8, 6)
+    W, W_out, b = params["W"][0], params["W_out"][0], params["b"][0]
+    assert torch.allclose(forward(params, x, "untied", "relu")[0], torch.relu(x[0] @ W @ W_out + b))
+    assert torch.allclose(forward(params, x, "untied", "linear")[0], x[0] @ W @ W_out + b)
+    assert torch.allclose(forward(params, x, "tied", "relu")[0], torch.relu(x[0] @ W @ W.T + b))
+    assert torch.allclose(forward(params, x, "mlp", "relu")[0], torch.relu(x[0] @ W) @ W_out + b, atol=1e-6)
+
+
+def test_dense_relu_model_learns_exactly_the_top_m_features():
+    config = _config(features=8, hidden=3, importance_decay=0.7, lr=0.01, steps=2000, data="paper")
+    norms = feature_norms(train(config).params["W"])[0]
+    assert (norms > 0.5).tolist() == [True] * 3 + [False] * 5, norms
+
+
+def test_sparse_relu_model_represents_more_features_than_dimensions():
+    # The paper's intro setup: 5 features, 2 dims, density 0.05 -> a pentagon.
+    config = _config(features=5, hidden=2, importance_decay=1.0, sparsity=[0.95], lr=0.01, steps=4000)
+    W = train(config).params["W"]
+    assert (feature_norms(W)[0] > 0.5).sum().item() > 2
+    assert dimensions_per_feature(W).item() < 0.75
+    # the linear model, same budget, learns a rank-2 projection: ||W||_F² = m, so D* = 1
+    linear = train(config.model_copy(update={"activation": "linear"})).params["W"]
+    assert dimensions_per_feature(linear).item() == pytest.approx(1.0, abs=0.05)
+
+
+def test_warm_start_chains_instances():
+    config = _config(sparsity=[0.0, 0.0], steps=200, lr=0.01, warm_start=True)
+    result = train(config)
+    # instance 0 trains alone first: exactly a one-instance run
+    alone = train(_config(sparsity=[0.0], steps=200, lr=0.01))
+    assert torch.equal(result.params["W"][0], alone.params["W"][0])
+    # instance 1 starts where instance 0 ended, not from a fresh init
+    first, last = result.history[0], result.history[-1]
+    assert first[1] < 0.5 * first[0]
+    assert first[1].item() == pytest.approx(last[0].item(), rel=0.3)
+
+
+def test_early_stop_stops_a_converged_run():
+    config = _config(steps=5000, early_stop=0.05, lr=0.01)
+    result = train(config)
+    assert 1000 <= result.steps_run < 5000
+    assert result.steps_run % 500 == 0
+    assert result.history.shape == (result.steps_run, 1)
+
+
+@pytest.mark.parametrize(
+    "schedule, warmup, expected",
+    [
+        ("constant", 0, [1.0, 1.0, 1.0]),
+        ("linear", 0, [1.0, 0.5, 0.0]),
+        ("cosine", 0, [1.0, 0.5, 0.0]),
+        ("constant", 10, [0.1, 1.0, 1.0]),
+    ],
+)
+def test_lr_schedules(schedule, warmup, expected):
+    config = _config(steps=110, warmup=warmup, schedule=schedule)
+    steps = [0, warmup + (110 - warmup) // 2, 110]
+    assert [lr_factor(s, config) for s in steps] == pytest.approx(expected, abs=1e-9)
+
+
+def test_adam_and_adamw_differ_only_through_weight_decay():
+    adam = train(_config(optimizer="adam", weight_decay=0.0, steps=30))
+    adamw = train(_config(optimizer="adamw", weight_decay=0.0, steps=30))
+    assert torch.allclose(adam.params["W"], adamw.params["W"])
+    decayed = train(_config(optimizer="adamw", weight_decay=0.5, steps=30))
+    assert not torch.allclose(adamw.params["W"], decayed.params["W"])
