@@ -8,7 +8,7 @@ from superposition import load_run
 from superposition.config import ConfigError, resolve
 from superposition.files import atomic_dir
 from superposition.runs import record
-from superposition.train import train
+from superposition.train import settle, train
 
 
 @pytest.fixture(scope="module")
@@ -20,14 +20,14 @@ def trained():
 def _write(path, trained):
     config, result = trained
     with atomic_dir(path) as staging:
-        record(staging, config, result)
+        record(staging, result)
 
 
 def test_round_trip(tmp_path, trained):
     config, result = trained
     _write(tmp_path / "run", trained)
     run = load_run(tmp_path / "run")
-    assert run.config == config
+    assert run.config == result.config == settle(config)
     assert set(run.params) == {"W", "W_out", "b"}
     assert run.params["W"].shape == (2, 6, 2) and run.params["W_out"].shape == (2, 2, 6)
     for name in run.params:
@@ -48,7 +48,7 @@ def test_crash_leaves_no_complete_directory(tmp_path, trained):
     config, result = trained
     with pytest.raises(RuntimeError):
         with atomic_dir(tmp_path / "run") as staging:
-            record(staging, config, result)
+            record(staging, result)
             raise RuntimeError("killed")
     assert os.listdir(tmp_path) == []
 

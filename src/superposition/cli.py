@@ -13,7 +13,7 @@ from typing import Annotated, Any, get_args
 
 import typer
 
-from .config import Activation, ConfigError, DataKind, Device, Model, Optimizer, Schedule
+from .config import Activation, ConfigError, DataKind, Device, Engine, Model, Optimizer, Schedule
 
 app = typer.Typer(
     help="Train, measure, save and draw toy models of superposition.",
@@ -69,6 +69,7 @@ def train(
     warmup: Annotated[int | None, typer.Option(help="Linear warmup steps.")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     device: Annotated[str | None, typer.Option(help=_choices(Device))] = None,
+    engine: Annotated[str | None, typer.Option(help=f"{_choices(Engine)}: fused (compiled, CPU) or reference (autograd, any device).")] = None,
     warm_start: Annotated[bool | None, typer.Option("--warm-start/--no-warm-start", help="Train the sparsities in sequence, each from the previous one's weights (the seed's quirk).")] = None,
     early_stop: Annotated[float | None, typer.Option(help="Stop once no instance's loss fell by more than this fraction over 500 steps.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
@@ -95,6 +96,7 @@ def train(
         "warmup": warmup,
         "seed": seed,
         "device": device,
+        "engine": engine,
         "warm_start": warm_start,
         "early_stop": early_stop,
     }
@@ -109,14 +111,13 @@ def train(
 
     from .files import atomic_dir, check_output_dir
     from .runs import record
-    from .train import resolve_device, train as fit
+    from .train import settle, train as fit
 
     check_output_dir(out)
-    resolved = resolved.model_copy(update={"device": str(resolve_device(resolved.device).type)})
-    result = fit(resolved, progress=_progress(quiet))
+    result = fit(settle(resolved), progress=_progress(quiet))
     with atomic_dir(out) as staging:
-        metrics = record(staging, resolved, result)
-    _print_metrics(resolved, metrics)
+        metrics = record(staging, result)
+    _print_metrics(result.config, metrics)
     print(f"run written to {out}")
 
 

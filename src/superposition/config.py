@@ -22,6 +22,7 @@ DataKind = Literal["paper", "seed"]
 Optimizer = Literal["adam", "adamw"]
 Schedule = Literal["constant", "linear", "cosine"]
 Device = Literal["auto", "cpu", "cuda"]
+Engine = Literal["auto", "fused", "reference"]
 
 # The seed's sweep: also the default instances of `superposition train`.
 SEED_SPARSITIES = (0.0, 0.7, 0.9, 0.99, 0.999)
@@ -52,6 +53,7 @@ class Config(BaseModel):
     batch_size: int = Field(1024, gt=0)
     seed: int = 0
     device: Device = "auto"
+    engine: Engine = "auto"
     warm_start: bool = False
     early_stop: float | None = Field(None, gt=0)
     eval_batch_size: int = Field(10_000, gt=0)

@@ -67,11 +67,11 @@ def write_run(
     (directory / HISTORY).write_text(buffer.getvalue())
 
 
-def record(directory: Path, config: Config, result: TrainResult) -> dict[str, Any]:
+def record(directory: Path, result: TrainResult) -> dict[str, Any]:
     """Measure a trained model and write its whole run (files and figures) into `directory`."""
-    metrics = measure(config, result.params)
-    write_run(directory, config, result.params, result.history, metrics)
-    write_figures(config, result.params, directory)
+    metrics = measure(result.config, result.params)
+    write_run(directory, result.config, result.params, result.history, metrics)
+    write_figures(result.config, result.params, directory)
     return metrics
 
 

@@ -12,7 +12,10 @@ for `steps` steps with a fresh optimiser; instance 0 starts from its own init.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+
+import numpy as np
 
 import torch
 from jaxtyping import Float
@@ -20,25 +23,34 @@ from torch import Tensor
 
 from . import data
 from .config import Config, ConfigError
-from .models import Params, forward, init_params, loss_per_instance
+from .models import Params, forward, has_w_out, init_params, loss_per_instance
 
 EARLY_STOP_WINDOW = 500
-PROGRESS_EVERY = 100  # steps between progress-bar refreshes (each costs a device sync)
+CHUNK = 100  # steps per call of an engine; progress and early stop are checked between calls
+BETAS, EPS = (0.9, 0.999), 1e-8  # Adam's defaults, the same for both engines
 
 
 @dataclass
 class TrainResult:
+    config: Config  # as run: device and engine settled
     params: Params  # on the CPU
     history: Float[Tensor, "steps inst"]  # training loss per step and instance (NaN where not trained)
     steps_run: int
 
 
-def resolve_device(requested: str) -> torch.device:
-    if requested == "cuda" and not torch.cuda.is_available():
+def settle(config: Config) -> Config:
+    """Replace `auto` by what will run: the device, and the engine for it."""
+    device = config.device
+    if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device: cuda was asked for but no CUDA GPU is available; use --device cpu")
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    engine = config.engine
+    if engine == "auto":
+        engine = "fused" if device == "cpu" else "reference"
+    if engine == "fused" and device != "cpu":
+        raise ConfigError("engine: the fused engine runs on the CPU; use --engine reference with --device cuda")
+    return config.model_copy(update={"device": device, "engine": engine})
 
 
 def lr_factor(step: int, config: Config) -> float:
@@ -55,20 +67,28 @@ def lr_factor(step: int, config: Config) -> float:
 
 def make_optimizer(params: list[Tensor], config: Config) -> torch.optim.Optimizer:
     kind = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    return kind(params, lr=config.lr, weight_decay=config.weight_decay)
+    return kind(params, lr=config.lr, betas=BETAS, eps=EPS, weight_decay=config.weight_decay)
 
 
 def train(config: Config, progress: bool = False) -> TrainResult:
-    device = resolve_device(config.device)
+    config = settle(config)
     params = init_params(config, torch.Generator().manual_seed(config.seed))
-    data_gen = torch.Generator(device=device).manual_seed(config.seed)
+    device = torch.device(config.device)
+    generator = torch.Generator(device=device).manual_seed(config.seed)  # reference engine only
     probs = data.feature_probability(config, device)
     importance = data.importance(config, device)
-    reporter = _Progress(config, progress)
-    with reporter:
+
+    def fit(params: Params, first: int, count: int) -> tuple[Tensor, int]:
+        if config.engine == "fused":
+            run = _fused_stepper(params, probs[first : first + count], importance[first : first + count], config, first)
+        else:
+            run = _reference_stepper(params, probs[first : first + count], importance[first : first + count], config, generator)
+        return _fit(run, config, count, reporter)
+
+    with _Progress(config, progress) as reporter:
         if not config.warm_start:
             params = {k: v.to(device) for k, v in params.items()}
-            history, steps_run = _fit(params, probs, importance, config, data_gen, reporter)
+            history, steps_run = fit(params, 0, config.instances)
         else:
             history = torch.full((config.steps, config.instances), math.nan)
             steps_run = 0
@@ -76,49 +96,93 @@ def train(config: Config, progress: bool = False) -> TrainResult:
             finals = []
             for k in range(config.instances):
                 current = {name: v.clone().to(device) for name, v in previous.items()}
-                part, ran = _fit(current, probs[k : k + 1], importance[k : k + 1], config, data_gen, reporter)
+                part, ran = fit(current, k, 1)
                 history[:ran, k] = part[:, 0]
                 steps_run = max(steps_run, ran)
                 previous = current
                 finals.append(current)
             params = {name: torch.cat([p[name] for p in finals]) for name in params}
     return TrainResult(
+        config=config,
         params={k: v.detach().cpu() for k, v in params.items()},
         history=history[:steps_run],
         steps_run=steps_run,
     )
 
 
-def _fit(
+Stepper = Callable[[int, int], Float[Tensor, "steps inst"]]  # (first step, count) -> losses
+
+
+def _fit(run: Stepper, config: Config, instances: int, reporter: _Progress) -> tuple[Tensor, int]:
+    """Run `config.steps` steps in chunks, reporting progress and checking early stop between them."""
+    history = torch.empty(config.steps, instances)
+    done = 0
+    while done < config.steps:
+        count = min(CHUNK, config.steps - done)
+        history[done : done + count] = run(done, count)
+        done += count
+        reporter.advance(done, history[done - 1])
+        if config.early_stop and _converged(history[:done], config.early_stop):
+            break
+    return history[:done], done
+
+
+def _reference_stepper(
     params: Params,
     probs: Float[Tensor, "inst feat"],
     importance: Float[Tensor, "inst feat"],
     config: Config,
     generator: torch.Generator,
-    reporter: _Progress,
-) -> tuple[Float[Tensor, "steps inst"], int]:
-    """Train `params` in place; return the loss history and the number of steps run."""
+) -> Stepper:
+    """The plain loop: torch ops, autograd, torch.optim, on any device."""
     tensors = [p.requires_grad_() for p in params.values()]
     optimizer = make_optimizer(tensors, config)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
-    history = torch.empty(config.steps, probs.shape[0], device=probs.device)
-    for step in range(config.steps):
-        x = data.sample(config.data, probs, config.batch_size, generator)
-        out = forward(params, x, config.model, config.activation)
-        per_instance = loss_per_instance(out, x, importance)
-        optimizer.zero_grad(set_to_none=True)
-        per_instance.sum().backward()
-        optimizer.step()
-        schedule.step()
-        history[step] = per_instance.detach()
-        done = step + 1
-        if done % PROGRESS_EVERY == 0 or done == config.steps:
-            reporter.advance(done, history[step])
-        if config.early_stop and _converged(history[:done], config.early_stop):
-            break
-    for p in tensors:
-        p.requires_grad_(False)
-    return history[:done].cpu(), done
+
+    def run(first: int, count: int) -> Tensor:
+        losses = torch.empty(count, probs.shape[0], device=probs.device)
+        for s in range(count):
+            x = data.sample(config.data, probs, config.batch_size, generator)
+            out = forward(params, x, config.model, config.activation)
+            per_instance = loss_per_instance(out, x, importance)
+            optimizer.zero_grad(set_to_none=True)
+            per_instance.sum().backward()
+            optimizer.step()
+            schedule.step()
+            losses[s] = per_instance.detach()
+        return losses.cpu()
+
+    return run
+
+
+def _fused_stepper(
+    params: Params,
+    probs: Float[Tensor, "inst feat"],
+    importance: Float[Tensor, "inst feat"],
+    config: Config,
+    first_instance: int,
+) -> Stepper:
+    """The compiled loop of fused.py, updating `params` in place through numpy views."""
+    from . import fused
+
+    W, b = params["W"].numpy(), params["b"].numpy()
+    W_out = params["W_out"].numpy() if has_w_out(config.model) else np.zeros((W.shape[0], 1, 1), np.float32)
+    moments = [np.zeros_like(a) for a in (W, W, W_out, W_out, b, b)]
+    probs_np, importance_np = probs.numpy(), importance.numpy()
+
+    def run(first: int, count: int) -> Tensor:
+        lrs = np.array([config.lr * lr_factor(first + s, config) for s in range(count)], np.float32)
+        losses = np.empty((count, W.shape[0]), np.float32)
+        fused.train_steps(
+            W, W_out, b, *moments, probs_np, importance_np,
+            config.seed, first_instance, first, lrs,
+            BETAS[0], BETAS[1], EPS, config.weight_decay, config.optimizer == "adamw",
+            fused.MODEL_CODES[config.model], config.activation == "relu" and config.model != "mlp",
+            fused.DATA_CODES[config.data], config.batch_size, losses,
+        )  # fmt: skip
+        return torch.from_numpy(losses)
+
+    return run
 
 
 def _converged(history: Float[Tensor, "steps inst"], tol: float) -> bool:

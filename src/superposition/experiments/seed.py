@@ -46,13 +46,13 @@ def reproduce(out: Path, overrides: dict[str, Any], progress: bool = False) -> l
         for name, config in configs.items():
             result = train(config, progress=progress)
             (staging / name).mkdir()
-            metrics = record(staging / name, config, result)
+            metrics = record(staging / name, result)
             save_figure(gram_figure(config, result.params), staging / f"{name}.png")
             for instance in metrics["instances"]:
                 rows.append(
                     {
                         "net": name,
-                        "model": config.model,
+                        "model": result.config.model,
                         "sparsity": round(1 - instance["feature_probability"][0], 12),
                         "represented": instance["represented"],
                         "diagonal_count": instance["diagonal_count"],
