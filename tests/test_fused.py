@@ -1,0 +1,104 @@
+"""The fused engine against autograd, the paper's distribution, and the reference engine."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from superposition import fused
+from superposition.config import resolve
+from superposition.metrics import feature_norms
+from superposition.models import forward, init_params, loss_per_instance
+from superposition.train import train
+
+
+@pytest.mark.parametrize("model, activation", [("tied", "relu"), ("tied", "linear"), ("untied", "relu"), ("untied", "linear"), ("mlp", "relu")])
+@pytest.mark.parametrize("data_code", [0, 1])
+def test_hand_written_gradients_match_autograd(model, activation, data_code):
+    config = resolve({"model": model, "activation": activation, "features": 7, "hidden": 3, "sparsity": [0.5]})
+    params = init_params(config, torch.Generator().manual_seed(3))
+    params["b"] = torch.randn(1, 7, generator=torch.Generator().manual_seed(4)) * 0.3
+    importance = torch.tensor([config.importance[0]])
+    X = fused.sample(np.full(7, 0.5, np.float32), 11, 0, 0, 256, data_code)
+    W_out = params["W_out"][0].numpy() if "W_out" in params else np.zeros((1, 1), np.float32)
+    loss, gW, gD, gb = fused.gradients(
+        params["W"][0].numpy(), W_out, params["b"][0].numpy(), importance[0].numpy(), X,
+        fused.MODEL_CODES[model], activation == "relu" and model != "mlp",
+    )  # fmt: skip
+    leaves = {k: v.clone().requires_grad_() for k, v in params.items()}
+    x = torch.from_numpy(X.T.copy())[None]
+    reference = loss_per_instance(forward(leaves, x, model, activation), x, importance)[0]
+    reference.backward()
+    assert loss == pytest.approx(reference.item(), rel=1e-5)
+    torch.testing.assert_close(torch.from_numpy(gW), leaves["W"].grad[0], rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(torch.from_numpy(gb), leaves["b"].grad[0], rtol=1e-4, atol=1e-7)
+    if model != "tied":
+        torch.testing.assert_close(torch.from_numpy(gD), leaves["W_out"].grad[0], rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("p", [1.0, 0.3, 0.02])
+def test_one_draw_gives_the_papers_distribution(p):
+    X = np.stack([fused.sample(np.full(50, p, np.float32), 0, 0, step, 2048, 0) for step in range(4)])
+    n = X.size
+    present = X > 0
+    assert present.mean() == pytest.approx(p, abs=4 * math.sqrt(p * (1 - p) / n) + 1e-6)
+    values = X[present]
+    # present values are U[0, 1]: every decile holds a tenth of them
+    deciles = np.histogram(values, bins=10, range=(0, 1))[0] / values.size
+    assert np.abs(deciles - 0.1).max() < 4 * math.sqrt(0.09 / values.size)
+    assert values.max() < 1.0
+
+
+def test_draws_are_independent_across_features_rows_steps_and_instances():
+    probs = np.full(20, 0.5, np.float32)
+    a = fused.sample(probs, 0, 0, 0, 4096, 0)
+    others = {
+        "next step": fused.sample(probs, 0, 0, 1, 4096, 0),
+        "next instance": fused.sample(probs, 0, 1, 0, 4096, 0),
+        "next seed": fused.sample(probs, 1, 0, 0, 4096, 0),
+    }
+    bound = 4 / math.sqrt(a.size)
+    for name, b in others.items():
+        assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < bound, name
+    assert abs(np.corrcoef(a[:-1].ravel(), a[1:].ravel())[0, 1]) < bound  # neighbouring features
+    assert abs(np.corrcoef(a[:, :-1].ravel(), a[:, 1:].ravel())[0, 1]) < bound  # neighbouring rows
+    np.testing.assert_array_equal(a, fused.sample(probs, 0, 0, 0, 4096, 0))
+
+
+def test_seed_data_rows_are_unit_or_zero():
+    X = fused.sample(np.full(20, 0.1, np.float32), 0, 0, 0, 4096, 1)
+    norms = np.linalg.norm(X, axis=0)
+    assert np.allclose(norms[norms > 0], 1, atol=1e-5)
+    assert (X > 0).mean() == pytest.approx(0.1, abs=0.005)
+    assert (norms == 0).mean() == pytest.approx(0.9**20, abs=0.02)
+
+
+def test_result_does_not_depend_on_thread_count():
+    import numba
+
+    config = resolve({"features": 8, "hidden": 3, "sparsity": [0, 0.5, 0.9], "steps": 200})
+    both = train(config).params["W"]
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        one = train(config).params["W"]
+    finally:
+        numba.set_num_threads(before)
+    assert torch.equal(both, one)
+
+
+@pytest.mark.parametrize("model", ["tied", "untied", "mlp"])
+def test_engines_learn_the_same_solutions(model):
+    """Same config, different random streams: same features represented, losses within noise."""
+    config = resolve(
+        {"model": model, "features": 12, "hidden": 4, "sparsity": [0, 0.8, 0.97], "steps": 3000, "lr": 3e-3}
+    )
+    results = {engine: train(config.model_copy(update={"engine": engine})) for engine in ("fused", "reference")}
+    from superposition.metrics import eval_loss
+
+    losses = {engine: eval_loss(config, r.params) for engine, r in results.items()}
+    represented = {engine: (feature_norms(r.params["W"]) > 0.5).sum(-1) for engine, r in results.items()}
+    torch.testing.assert_close(losses["fused"], losses["reference"], rtol=0.1, atol=1e-5)
+    if model == "tied":  # untied and mlp can trade scale between W and W_out
+        assert torch.equal(represented["fused"], represented["reference"])
