@@ -161,6 +161,7 @@ def reproduce(
     steps: Annotated[int | None, typer.Option(help="Override the preset's number of steps.")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     device: Annotated[str | None, typer.Option(help=_choices(Device))] = None,
+    engine: Annotated[str | None, typer.Option(help=_choices(Engine))] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Run one of the paper's or the seed's experiments end to end."""
@@ -168,7 +169,7 @@ def reproduce(
         raise ConfigError(f"name: unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     from .experiments import seed as preset
 
-    overrides = {"data": data, "steps": steps, "seed": seed, "device": device}
+    overrides = {"data": data, "steps": steps, "seed": seed, "device": device, "engine": engine}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if warm_start:
         overrides["warm_start"] = True
