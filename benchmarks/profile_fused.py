@@ -43,7 +43,7 @@ def main() -> None:
         X = fused.sample(probs, 0, 0, 0, BATCH, 0)
         repeats = max(20, 200_000 // (feat * hid))
         draw = per_call(lambda: fused.sample(probs, 0, 0, 0, BATCH, 0), repeats)
-        backprop = per_call(lambda: fused.gradients(W, np.zeros((1, 1), np.float32), b, imp, X, 0, True), repeats)
+        backprop = per_call(lambda: fused.gradients(W, np.zeros((1, 1), np.float32), b, imp, X, True, False, True), repeats)
         Ws, bs = W[None].copy(), b[None].copy()
         moments = [np.zeros_like(a) for a in (Ws, Ws, Ws[:, :1, :1], Ws[:, :1, :1], bs, bs)]
         steps = 50
@@ -52,7 +52,7 @@ def main() -> None:
         whole = per_call(
             lambda: fused.train_steps(
                 Ws, Ws[:, :1, :1].copy(), bs, *moments, probs[None], imp[None], 0, 0, 0, lrs,
-                0.9, 0.999, 1e-8, 0.01, True, 0, True, 0, BATCH, losses,
+                0.9, 0.999, 1e-8, 0.01, True, True, False, True, 0, BATCH, losses,
             ),  # fmt: skip
             max(2, repeats // steps),
         ) / steps

@@ -19,6 +19,12 @@ def test_explicit_lists_and_dashed_keys():
     assert config.batch_size == 8
 
 
+def test_activations_default_by_model():
+    assert (resolve({}).activation, resolve({}).hidden_activation) == ("relu", "linear")
+    mlp = resolve({"model": "mlp"})
+    assert (mlp.activation, mlp.hidden_activation) == ("linear", "relu")
+
+
 def test_defaults_are_the_seeds_sweep():
     config = resolve({})
     assert [round(1 - row[0], 6) for row in config.feature_probability] == [0, 0.7, 0.9, 0.99, 0.999]
@@ -43,7 +49,8 @@ def test_defaults_are_the_seeds_sweep():
         ({"bogus": 1}, "bogus"),
         ({"steps": "many"}, "steps"),
         ({"importance": [1.0, 2.0]}, "importance"),
-        ({"model": "mlp", "activation": "linear"}, "activation"),
+        ({"model": "mlp", "activation": "relu"}, "activation"),
+        ({"model": "mlp", "hidden_activation": "linear"}, "activation"),
         ({"warmup": 20, "steps": 10}, "warmup"),
         ({"sparsity": [0.5], "feature_probability": [[0.5] * 20]}, "sparsity"),
     ],

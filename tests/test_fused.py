@@ -13,10 +13,22 @@ from superposition.models import forward, init_params, loss_per_instance
 from superposition.train import train
 
 
-@pytest.mark.parametrize("model, activation", [("tied", "relu"), ("tied", "linear"), ("untied", "relu"), ("untied", "linear"), ("mlp", "relu")])
+@pytest.mark.parametrize(
+    "model, activation, hidden",
+    [
+        ("tied", "relu", "linear"),
+        ("tied", "linear", "linear"),
+        ("tied", "relu", "relu"),
+        ("untied", "relu", "linear"),
+        ("untied", "linear", "relu"),
+        ("mlp", "linear", "relu"),
+    ],
+)
 @pytest.mark.parametrize("data_code", [0, 1])
-def test_hand_written_gradients_match_autograd(model, activation, data_code):
-    config = resolve({"model": model, "activation": activation, "features": 7, "hidden": 3, "sparsity": [0.5]})
+def test_hand_written_gradients_match_autograd(model, activation, hidden, data_code):
+    config = resolve(
+        {"model": model, "activation": activation, "hidden_activation": hidden, "features": 7, "hidden": 3, "sparsity": [0.5]}
+    )
     params = init_params(config, torch.Generator().manual_seed(3))
     params["b"] = torch.randn(1, 7, generator=torch.Generator().manual_seed(4)) * 0.3
     importance = torch.tensor([config.importance[0]])
@@ -24,11 +36,11 @@ def test_hand_written_gradients_match_autograd(model, activation, data_code):
     W_out = params["W_out"][0].numpy() if "W_out" in params else np.zeros((1, 1), np.float32)
     loss, gW, gD, gb = fused.gradients(
         params["W"][0].numpy(), W_out, params["b"][0].numpy(), importance[0].numpy(), X,
-        fused.MODEL_CODES[model], activation == "relu" and model != "mlp",
+        model == "tied", hidden == "relu", activation == "relu",
     )  # fmt: skip
     leaves = {k: v.clone().requires_grad_() for k, v in params.items()}
     x = torch.from_numpy(X.T.copy())[None]
-    reference = loss_per_instance(forward(leaves, x, model, activation), x, importance)[0]
+    reference = loss_per_instance(forward(leaves, x, config), x, importance)[0]
     reference.backward()
     assert loss == pytest.approx(reference.item(), rel=1e-5)
     torch.testing.assert_close(torch.from_numpy(gW), leaves["W"].grad[0], rtol=1e-4, atol=1e-7)

@@ -40,10 +40,16 @@ def test_models_compute_what_they_say():
     params = init_params(config, torch.Generator().manual_seed(0))
     x = torch.rand(1, 8, 6)
     W, W_out, b = params["W"][0], params["W_out"][0], params["b"][0]
-    assert torch.allclose(forward(params, x, "untied", "relu")[0], torch.relu(x[0] @ W @ W_out + b))
-    assert torch.allclose(forward(params, x, "untied", "linear")[0], x[0] @ W @ W_out + b)
-    assert torch.allclose(forward(params, x, "tied", "relu")[0], torch.relu(x[0] @ W @ W.T + b))
-    assert torch.allclose(forward(params, x, "mlp", "relu")[0], torch.relu(x[0] @ W) @ W_out + b, atol=1e-6)
+
+    def run(**keys):
+        return forward(params, x, _config(sparsity=[0.5], **keys))[0]
+
+    assert torch.allclose(run(model="untied"), torch.relu(x[0] @ W @ W_out + b))
+    assert torch.allclose(run(model="untied", activation="linear"), x[0] @ W @ W_out + b)
+    assert torch.allclose(run(model="tied"), torch.relu(x[0] @ W @ W.T + b))
+    assert torch.allclose(run(model="mlp"), torch.relu(x[0] @ W) @ W_out + b, atol=1e-6)
+    privileged = run(model="tied", hidden_activation="relu")
+    assert torch.allclose(privileged, torch.relu(torch.relu(x[0] @ W) @ W.T + b), atol=1e-6)
 
 
 def test_dense_relu_model_learns_exactly_the_top_m_features():

@@ -53,7 +53,8 @@ def train(
     out: Annotated[Path, typer.Option(help="Run directory to write (replaced if it is one of ours).")],
     config: Annotated[Path | None, typer.Option(help="TOML file with the same keys as these flags (or a run's config.json); flags override it.")] = None,
     model: Annotated[str | None, typer.Option(help=_choices(Model))] = None,
-    activation: Annotated[str | None, typer.Option(help=_choices(Activation))] = None,
+    activation: Annotated[str | None, typer.Option(help=f"{_choices(Activation)}, of the output.")] = None,
+    hidden_activation: Annotated[str | None, typer.Option(help=f"{_choices(Activation)}; relu with tied is the paper's privileged-basis model.")] = None,
     features: Annotated[int | None, typer.Option(help="Number of features n.")] = None,
     hidden: Annotated[int | None, typer.Option(help="Hidden dimensions m.")] = None,
     sparsity: Annotated[str | None, typer.Option(help="Comma-separated sparsities S in [0, 1), one instance each.")] = None,
@@ -81,6 +82,7 @@ def train(
     flags = {
         "model": model,
         "activation": activation,
+        "hidden_activation": hidden_activation,
         "features": features,
         "hidden": hidden,
         "sparsity": _numbers("sparsity", sparsity),

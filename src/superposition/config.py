@@ -38,7 +38,8 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: Model = "tied"
-    activation: Activation = "relu"
+    activation: Activation = "relu"  # of the output
+    hidden_activation: Activation = "linear"
     features: int = Field(20, gt=0)
     hidden: int = Field(5, gt=0)
     feature_probability: list[list[float]]  # [instance][feature], each in (0, 1]
@@ -83,10 +84,10 @@ class Config(BaseModel):
         for v in (v for row in self.importance for v in row):
             if not (v >= 0) or math.isinf(v):
                 raise ValueError(f"importance: {v} is not a finite value >= 0")
-        if self.model == "mlp" and self.activation != "relu":
+        if self.model == "mlp" and (self.activation, self.hidden_activation) != ("linear", "relu"):
             raise ValueError(
-                "activation: the mlp model always has its hidden ReLU and a linear output; "
-                "leave activation at relu"
+                "activation: the mlp model is ReLU(x W) W_out + b, a hidden ReLU and a linear output; "
+                "for other activations use --model untied with --hidden-activation"
             )
         if self.warmup >= self.steps:
             raise ValueError(f"warmup: {self.warmup} must be smaller than steps ({self.steps})")
@@ -166,6 +167,10 @@ def resolve(raw: dict[str, Any]) -> Config:
             raise ConfigError(f"importance_decay: must be one number > 0, got {decay}")
         importance = [[decay[0] ** i for i in range(features)] for _ in probs]
 
+    # mlp is the seed's ReLU(x W) W_out + b; every other model defaults to act(... + b) = ReLU
+    mlp = keys.get("model") == "mlp"
+    keys.setdefault("activation", "linear" if mlp else "relu")
+    keys.setdefault("hidden_activation", "relu" if mlp else "linear")
     try:
         return Config(feature_probability=probs, importance=importance, **keys)
     except ValidationError as error:

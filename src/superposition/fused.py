@@ -5,9 +5,9 @@ dozen full-size temporaries and ~30 small dispatched operations per step, for
 matrix products that are tiny. Here each instance runs its steps inside one
 numba-compiled function with hand-written gradients:
 
-  z = x W ;  h = z (or ReLU(z) for mlp) ;  pre = h D + b ;  out = act(pre)
+  z = x W ;  h = hid(z) ;  pre = h D + b ;  out = act(pre)
   g = 2 I (out - x) act'(pre) / (batch * features)
-  db = Σ g ;  dD = hᵀ g ;  dh = g Dᵀ ;  dz = dh (· ReLU'(z) for mlp) ;  dW = xᵀ dz
+  db = Σ g ;  dD = hᵀ g ;  dh = g Dᵀ ;  dz = dh hid'(z) ;  dW = xᵀ dz
 
 with D = Wᵀ (tied, so W gets both the encoder and the decoder gradient) or W_out.
 Every scratch array is laid out (…, batch), so each inner loop runs along the
@@ -30,8 +30,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-# Integer codes for the kernel (it takes no strings).
-MODEL_CODES = {"tied": 0, "untied": 1, "mlp": 2}
+# The kernel takes no strings: the model is three flags (tied, hidden ReLU, output ReLU).
 DATA_CODES = {"paper": 0, "seed": 1}
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -104,7 +103,7 @@ def sample(probs, seed, instance, step, batch, data_code):
 
 
 @njit(inline="always")
-def _backprop(W, W_out, b, imp, X, Z, H, G, dZ, gW, gD, gb, model_code, relu_out):
+def _backprop(W, W_out, b, imp, X, Z, H, G, dZ, gW, gD, gb, tied, hidden_relu, relu_out):
     """Loss of one instance on the batch X (feat, batch), and its gradients into gW, gD, gb.
 
     W (feat, hid), W_out (hid, feat; unused when tied), b (feat,). gD is the
@@ -113,8 +112,6 @@ def _backprop(W, W_out, b, imp, X, Z, H, G, dZ, gW, gD, gb, model_code, relu_out
     """
     feat, batch = X.shape
     hid = W.shape[1]
-    tied = model_code == 0
-    mlp = model_code == 2
     scale = np.float32(2.0 / (batch * feat))
     # encoder
     for k in range(hid):
@@ -125,7 +122,7 @@ def _backprop(W, W_out, b, imp, X, Z, H, G, dZ, gW, gD, gb, model_code, relu_out
             x = X[f]
             for r in range(batch):
                 z[r] += w * x[r]
-        if mlp:
+        if hidden_relu:
             hk = H[k]
             for r in range(batch):
                 hk[r] = max(z[r], np.float32(0.0))
@@ -165,7 +162,7 @@ def _backprop(W, W_out, b, imp, X, Z, H, G, dZ, gW, gD, gb, model_code, relu_out
                 acc += hk[r] * g[r]
                 dz[r] += d * g[r]
             gD[k, j] = acc
-        if mlp:
+        if hidden_relu:
             z = Z[k]
             for r in range(batch):
                 dz[r] = dz[r] if z[r] > 0 else np.float32(0.0)
@@ -181,13 +178,13 @@ def _backprop(W, W_out, b, imp, X, Z, H, G, dZ, gW, gD, gb, model_code, relu_out
 
 
 @njit(inline="always")
-def _scratch(feat, hid, batch, mlp):
-    """X, Z, H, G, dZ, gW, gD, gb for one instance (H is Z itself unless mlp)."""
+def _scratch(feat, hid, batch, hidden_relu):
+    """X, Z, H, G, dZ, gW, gD, gb for one instance (H is Z itself unless the hidden layer has a ReLU)."""
     Z = np.empty((hid, batch), np.float32)
     return (
         np.empty((feat, batch), np.float32),
         Z,
-        np.empty((hid, batch), np.float32) if mlp else Z,
+        np.empty((hid, batch), np.float32) if hidden_relu else Z,
         np.empty((feat, batch), np.float32),
         np.empty((hid, batch), np.float32),
         np.empty((feat, hid), np.float32),
@@ -197,11 +194,11 @@ def _scratch(feat, hid, batch, mlp):
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def gradients(W, W_out, b, importance, X, model_code, relu_out):
+def gradients(W, W_out, b, importance, X, tied, hidden_relu, relu_out):
     """Loss and (dW, dW_out, db) of one instance on X (feat, batch): the kernel's own backprop, for tests."""
     feat, batch = X.shape
-    _, Z, H, G, dZ, gW, gD, gb = _scratch(feat, W.shape[1], batch, model_code == 2)
-    loss = _backprop(W, W_out, b, importance, X, Z, H, G, dZ, gW, gD, gb, model_code, relu_out)
+    _, Z, H, G, dZ, gW, gD, gb = _scratch(feat, W.shape[1], batch, hidden_relu)
+    loss = _backprop(W, W_out, b, importance, X, Z, H, G, dZ, gW, gD, gb, tied, hidden_relu, relu_out)
     return loss, gW, gD, gb
 
 
@@ -212,19 +209,18 @@ def train_steps(
     probs, importance,  # (inst, feat)
     seed, first_instance, first_step, lrs,  # lrs: (n_steps,) learning rate of each step
     beta1, beta2, eps, weight_decay, decoupled,  # decoupled: AdamW, else Adam with L2
-    model_code, relu_out, data_code, batch,
+    tied, hidden_relu, relu_out, data_code, batch,
     losses,  # out: (n_steps, inst)
 ):
     """Train every instance for len(lrs) steps, in place; one instance per thread at a time."""
     n_inst, feat, hid = W.shape
-    tied = model_code == 0
     for i in prange(n_inst):
-        X, Z, H, G, dZ, gW, gD, gb = _scratch(feat, hid, batch, model_code == 2)
+        X, Z, H, G, dZ, gW, gD, gb = _scratch(feat, hid, batch, hidden_relu)
         for s in range(lrs.shape[0]):
             step = first_step + s
             _draw(X, probs[i], step_key(seed, first_instance + i, step), data_code)
             losses[s, i] = _backprop(
-                W[i], W_out[i], b[i], importance[i], X, Z, H, G, dZ, gW, gD, gb, model_code, relu_out
+                W[i], W_out[i], b[i], importance[i], X, Z, H, G, dZ, gW, gD, gb, tied, hidden_relu, relu_out
             )
             # Adam(W) with torch's bias corrections
             c1 = 1 - beta1 ** (step + 1)

@@ -57,7 +57,7 @@ def eval_loss(config: Config, params: Params) -> Float[Tensor, "inst"]:
     generator = torch.Generator().manual_seed(config.seed + EVAL_SEED_OFFSET)
     x = data.sample(config.data, data.feature_probability(config), config.eval_batch_size, generator)
     with torch.no_grad():
-        out = forward(params, x, config.model, config.activation)
+        out = forward(params, x, config)
         return loss_per_instance(out, x, data.importance(config))
 
 

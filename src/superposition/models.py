@@ -5,9 +5,12 @@ Parameters are a plain dict of tensors, the same names as in `model.safetensors`
   W_out  (inst, hidden, feat)   untied and mlp only
   b      (inst, feat)
 
-  tied:    x' = act(x W Wᵀ + b)        the paper's model, the seed's One Weight net
-  untied:  x' = act(x W W_out + b)     the seed's Two Weight net
-  mlp:     x' = ReLU(x W) W_out + b    the seed's later identity-MLP baseline
+  tied:    x' = act(hid(x W) Wᵀ + b)        the paper's model, the seed's One Weight net
+  untied:  x' = act(hid(x W) W_out + b)     the seed's Two Weight net
+  mlp:     x' = ReLU(x W) W_out + b         the seed's later identity-MLP baseline
+
+act is the output activation (`activation`), hid the hidden one (`hidden_activation`,
+identity unless asked: ReLU gives the paper's privileged-basis model for tied).
 """
 
 from __future__ import annotations
@@ -45,17 +48,14 @@ def init_params(config: Config, generator: torch.Generator) -> Params:
     return params
 
 
-def forward(
-    params: Params, x: Float[Tensor, "inst batch feat"], model: str, activation: str
-) -> Float[Tensor, "inst batch feat"]:
+def forward(params: Params, x: Float[Tensor, "inst batch feat"], config: Config) -> Float[Tensor, "inst batch feat"]:
     W, b = params["W"], params["b"]
-    if model == "mlp":
-        hidden = torch.relu(torch.bmm(x, W))
-        return torch.baddbmm(b[:, None, :], hidden, params["W_out"])
     hidden = torch.bmm(x, W)  # (inst, batch, hidden)
-    decoder = W.transpose(1, 2) if model == "tied" else params["W_out"]
+    if config.hidden_activation == "relu":
+        hidden = torch.relu(hidden)
+    decoder = W.transpose(1, 2) if config.model == "tied" else params["W_out"]
     out = torch.baddbmm(b[:, None, :], hidden, decoder)
-    return torch.relu(out) if activation == "relu" else out
+    return torch.relu(out) if config.activation == "relu" else out
 
 
 def loss_per_instance(

@@ -47,6 +47,8 @@ def importance_label(importance: list[list[float]]) -> str:
 def describe(config: Config) -> str:
     """One line naming what was trained, for figure titles."""
     activation = "" if config.model == "mlp" else f" {config.activation}"
+    if config.model != "mlp" and config.hidden_activation == "relu":
+        activation += ", hidden relu"
     optimizer = "AdamW" if config.optimizer == "adamw" else "Adam"
     warm = ", warm start" if config.warm_start else ""
     return (
@@ -58,6 +60,8 @@ def describe(config: Config) -> str:
 
 def stem(config: Config) -> str:
     activation = "" if config.model == "mlp" else f"-{config.activation}"
+    if config.model != "mlp" and config.hidden_activation == "relu":
+        activation += "-hiddenrelu"
     return f"{config.model}{activation}-{config.features}x{config.hidden}"
 
 

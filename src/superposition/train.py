@@ -143,7 +143,7 @@ def _reference_stepper(
         losses = torch.empty(count, probs.shape[0], device=probs.device)
         for s in range(count):
             x = data.sample(config.data, probs, config.batch_size, generator)
-            out = forward(params, x, config.model, config.activation)
+            out = forward(params, x, config)
             per_instance = loss_per_instance(out, x, importance)
             optimizer.zero_grad(set_to_none=True)
             per_instance.sum().backward()
@@ -177,7 +177,7 @@ def _fused_stepper(
             W, W_out, b, *moments, probs_np, importance_np,
             config.seed, first_instance, first, lrs,
             BETAS[0], BETAS[1], EPS, config.weight_decay, config.optimizer == "adamw",
-            fused.MODEL_CODES[config.model], config.activation == "relu" and config.model != "mlp",
+            config.model == "tied", config.hidden_activation == "relu", config.activation == "relu",
             fused.DATA_CODES[config.data], config.batch_size, losses,
         )  # fmt: skip
         return torch.from_numpy(losses)
