@@ -50,9 +50,11 @@ def test_reproduce_seed_quick(tmp_path, cli):
     code, out, err = cli("reproduce", "seed", "--out", tmp_path / "seed", "--steps", "30", "--quiet")
     assert code == 0, err
     names = sorted(os.listdir(tmp_path / "seed"))
-    assert names == ["one_weight", "one_weight.png", "reproduction.json", "two_weight", "two_weight.png"]
-    summary = json.loads((tmp_path / "seed" / "reproduction.json").read_text())["summary"]
-    assert [row["sparsity"] for row in summary] == [0, 0.7, 0.9, 0.99, 0.999] * 2
+    assert names == ["claims.json", "one_weight", "one_weight.png", "reproduction.json", "two_weight", "two_weight.png"]
+    summary = json.loads((tmp_path / "seed" / "reproduction.json").read_text())
+    assert [row["sparsity"] for row in summary["table"]] == [0, 0.7, 0.9, 0.99, 0.999] * 2
+    claims = json.loads((tmp_path / "seed" / "claims.json").read_text())
+    assert {"claim", "paper", "ours", "holds"} == set(claims[0]) and len(claims) == 5
     assert "one_weight (tied)" in out and "two_weight (untied)" in out
     config = json.loads((tmp_path / "seed" / "one_weight" / "config.json").read_text())
     assert config["data"] == "seed" and config["features"] == 20 and config["hidden"] == 5

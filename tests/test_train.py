@@ -110,3 +110,22 @@ def test_adam_and_adamw_differ_only_through_weight_decay():
     assert torch.allclose(adam.params["W"], adamw.params["W"])
     decayed = train(_config(optimizer="adamw", weight_decay=0.5, steps=30))
     assert not torch.allclose(adamw.params["W"], decayed.params["W"])
+
+
+def test_restarts_keep_each_instances_best_copy():
+    from superposition.metrics import eval_loss
+
+    config = _config(features=5, hidden=2, importance_decay=1.0, sparsity=[0.0, 0.9, 0.95], steps=300, lr=0.01)
+    best = train(config.model_copy(update={"restarts": 3}))
+    assert best.params["W"].shape == (3, 5, 2)
+    assert best.config.restarts == 3
+    # the kept copy of each instance is no worse than any single copy trained alone
+    copies = config.model_copy(
+        update={
+            "feature_probability": [row for row in config.feature_probability for _ in range(3)],
+            "importance": [row for row in config.importance for _ in range(3)],
+        }
+    )
+    every = train(copies)
+    per_copy = torch.stack([eval_loss(config, {n: v[r::3] for n, v in every.params.items()}) for r in range(3)])
+    torch.testing.assert_close(eval_loss(config, best.params), per_copy.min(0).values)

@@ -22,9 +22,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-PRESETS = ("seed",)
-
-
 def _choices(kind: Any) -> str:
     return "|".join(get_args(kind))
 
@@ -156,29 +153,44 @@ def plot(
 
 @app.command()
 def reproduce(
-    name: Annotated[str, typer.Argument(help="|".join(PRESETS))],
+    name: Annotated[str, typer.Argument(help="A preset (seed, intro, importance-sparsity, geometry, phase, adversarial) or all.")],
     out: Annotated[Path, typer.Option(help="Output directory.")],
+    quick: Annotated[bool, typer.Option(help="A small, fast version (for tests).")] = False,
+    seeds: Annotated[int | None, typer.Option(help="Train K copies per setting, keep the lowest loss (default: the preset's).")] = None,
     data: Annotated[str | None, typer.Option(help=f"{_choices(DataKind)} (default: the preset's).")] = None,
     warm_start: Annotated[bool, typer.Option(help="Train sparsities in sequence from the previous weights.")] = False,
     steps: Annotated[int | None, typer.Option(help="Override the preset's number of steps.")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     device: Annotated[str | None, typer.Option(help=_choices(Device))] = None,
     engine: Annotated[str | None, typer.Option(help=_choices(Engine))] = None,
+    report: Annotated[Path | None, typer.Option(help="With all: where to write the claims report (default OUT/replication.md).")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
-    """Run one of the paper's or the seed's experiments end to end."""
-    if name not in PRESETS:
-        raise ConfigError(f"name: unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    from .experiments import seed as preset
+    """Run one of the paper's or the seed's experiments end to end, and check its claims."""
+    from . import experiments
+    from .files import check_output_dir
 
+    if name != "all":
+        experiments.module(name)
+    if seeds is not None and seeds < 1:
+        raise ConfigError(f"seeds: must be at least 1, got {seeds}")
     overrides = {"data": data, "steps": steps, "seed": seed, "device": device, "engine": engine}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if warm_start:
         overrides["warm_start"] = True
-    rows = preset.reproduce(out, overrides, progress=_progress(quiet))
-    _print_summary(rows)
-    for net in preset.MODELS:
-        print(f"figure: {out / f'{net}.png'}")
+    check_output_dir(out)
+    options = experiments.Options(quick=quick, restarts=seeds, overrides=overrides, progress=_progress(quiet))
+    if name == "all":
+        summaries = experiments.reproduce_all(out, options, report)
+    else:
+        summaries = [experiments.reproduce(name, out, options)]
+    for summary in summaries:
+        if summary["table"]:
+            _print_rows(summary["table"])
+        _print_claims(summary)
+    for png in sorted(out.rglob("*.png")) if name != "all" else []:
+        if png.parent == out:
+            print(f"figure: {png}")
 
 
 def _print_metrics(config, metrics: dict[str, Any]) -> None:
@@ -203,20 +215,25 @@ def _print_metrics(config, metrics: dict[str, Any]) -> None:
     _console().print(table)
 
 
-def _print_summary(rows: list[dict[str, Any]]) -> None:
+def _print_rows(rows: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     table = Table()
-    for column in ("net", "sparsity", "represented", "diagonal", "loss"):
+    for column in rows[0]:
         table.add_column(column, justify="right")
     for row in rows:
-        table.add_row(
-            f"{row['net']} ({row['model']})",
-            f"{row['sparsity']:g}",
-            str(row["represented"]),
-            str(row["diagonal_count"]),
-            f"{row['loss']:.4g}",
-        )
+        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()))
+    _console().print(table)
+
+
+def _print_claims(summary: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{summary['preset']}: claims", title_justify="left")
+    for column in ("claim", "paper", "ours", "holds"):
+        table.add_column(column)
+    for claim in summary["claims"]:
+        table.add_row(claim["claim"], claim["paper"], claim["ours"], "yes" if claim["holds"] else "[bold red]no")
     _console().print(table)
 
 

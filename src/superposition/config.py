@@ -57,6 +57,9 @@ class Config(BaseModel):
     engine: Engine = "auto"
     warm_start: bool = False
     early_stop: float | None = Field(None, gt=0)
+    # train this many independent copies of every instance and keep the one with the
+    # lowest evaluation loss (the paper's "best of several seeds")
+    restarts: int = Field(1, gt=0)
     eval_batch_size: int = Field(10_000, gt=0)
 
     @model_validator(mode="after")
@@ -89,6 +92,8 @@ class Config(BaseModel):
                 "activation: the mlp model is ReLU(x W) W_out + b, a hidden ReLU and a linear output; "
                 "for other activations use --model untied with --hidden-activation"
             )
+        if self.restarts > 1 and self.warm_start:
+            raise ValueError("restarts: warm start trains one chain of instances; use restarts = 1 with it")
         if self.warmup >= self.steps:
             raise ValueError(f"warmup: {self.warmup} must be smaller than steps ({self.steps})")
         return self

@@ -72,6 +72,8 @@ def make_optimizer(params: list[Tensor], config: Config) -> torch.optim.Optimize
 
 def train(config: Config, progress: bool = False) -> TrainResult:
     config = settle(config)
+    if config.restarts > 1:
+        return _best_of_restarts(config, progress)
     params = init_params(config, torch.Generator().manual_seed(config.seed))
     device = torch.device(config.device)
     generator = torch.Generator(device=device).manual_seed(config.seed)  # reference engine only
@@ -107,6 +109,37 @@ def train(config: Config, progress: bool = False) -> TrainResult:
         params={k: v.detach().cpu() for k, v in params.items()},
         history=history[:steps_run],
         steps_run=steps_run,
+    )
+
+
+def _best_of_restarts(config: Config, progress: bool) -> TrainResult:
+    """Train `restarts` copies of every instance at once; keep each instance's best copy.
+
+    Copies are judged on the evaluation batch of the config as given, so all copies of
+    an instance face the same data.
+    """
+    from .metrics import eval_loss
+
+    k = config.restarts
+
+    def repeat(rows: list[list[float]]) -> list[list[float]]:
+        return [row for row in rows for _ in range(k)]
+
+    copies = config.model_copy(
+        update={
+            "feature_probability": repeat(config.feature_probability),
+            "importance": repeat(config.importance),
+            "restarts": 1,
+        }
+    )
+    result = train(copies, progress)
+    losses = torch.stack([eval_loss(config, {n: v[r::k] for n, v in result.params.items()}) for r in range(k)])
+    best = losses.argmin(0) + k * torch.arange(config.instances)  # index of each instance's best copy
+    return TrainResult(
+        config=config,
+        params={n: v[best].clone() for n, v in result.params.items()},
+        history=result.history[:, best],
+        steps_run=result.steps_run,
     )
 
 

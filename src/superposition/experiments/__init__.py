@@ -1,1 +1,135 @@
-"""Presets of `superposition reproduce NAME`: each trains the runs of one experiment."""
+"""Presets of `superposition reproduce NAME`: each trains the runs of one experiment
+(saved as ordinary run directories), draws its figures and checks its claims.
+
+A preset is a module with `run(directory, options) -> Outcome`; `reproduce` wraps it
+so that its output appears at once, complete, with `claims.json` and
+`reproduction.json` beside the runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import ConfigError, resolve
+from ..files import REPRODUCTION, atomic_dir
+
+# name -> module; `all` runs them in this order
+PRESETS = ("seed", "intro", "importance-sparsity", "geometry", "phase", "adversarial")
+
+
+@dataclass
+class Options:
+    quick: bool = False  # a small version, for tests: under a minute
+    restarts: int | None = None  # --seeds K: best of K copies per setting; None: the preset's default
+    overrides: dict[str, Any] = field(default_factory=dict)  # config keys from the command line
+    progress: bool = False
+
+
+@dataclass
+class Claim:
+    claim: str
+    paper: str
+    ours: str
+    holds: bool
+
+
+@dataclass
+class Outcome:
+    claims: list[Claim]
+    table: list[dict[str, Any]] = field(default_factory=list)  # rows a preset wants printed
+
+
+def fit(directory: Path, keys: dict[str, Any], options: Options, restarts: int = 1):
+    """Resolve, train and record one run of a preset into `directory`; return (result, metrics)."""
+    from ..runs import record
+    from ..train import train
+
+    config = resolve({**keys, "restarts": options.restarts or restarts, **options.overrides})
+    result = train(config, progress=options.progress)
+    directory.mkdir(parents=True)
+    return result, record(directory, result)
+
+
+def module(name: str):
+    if name not in PRESETS:
+        raise ConfigError(f"name: unknown preset {name!r}; choose one of {', '.join(PRESETS)} or all")
+    return importlib.import_module(f".{name.replace('-', '_')}", __name__)
+
+
+def reproduce(name: str, out: Path, options: Options) -> dict[str, Any]:
+    """Run one preset into `out`; return what reproduction.json holds."""
+    preset = module(name)
+    with atomic_dir(out) as staging:
+        started = time.perf_counter()
+        outcome = preset.run(staging, options)
+        from ..runs import package_version
+
+        summary = {
+            "preset": name,
+            "quick": options.quick,
+            "restarts": options.restarts,
+            "overrides": options.overrides,
+            "package_version": package_version(),
+            "wall_seconds": time.perf_counter() - started,
+            "claims": [asdict(c) for c in outcome.claims],
+            "table": outcome.table,
+        }
+        (staging / "claims.json").write_text(json.dumps(summary["claims"], indent=2))
+        (staging / REPRODUCTION).write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def reproduce_all(out: Path, options: Options, report: Path | None = None) -> list[dict[str, Any]]:
+    """Every preset into out/NAME, then a report (default out/replication.md) of every claim."""
+    summaries = []
+    with atomic_dir(out) as staging:
+        for name in PRESETS:
+            summaries.append(reproduce(name, staging / name, options))
+        (staging / REPRODUCTION).write_text(json.dumps({"preset": "all", "presets": list(PRESETS)}, indent=2))
+        if report is None:
+            write_report(staging / "replication.md", staging, summaries)
+    if report is not None:
+        write_report(report, out, summaries)
+    return summaries
+
+
+def write_report(path: Path, out: Path, summaries: list[dict[str, Any]]) -> None:
+    """claim | paper | ours | holds, per preset, with its figures (copied beside the report)."""
+    import shutil
+
+    from ..files import write_atomic
+
+    path = Path(path)
+    figures = path.parent / f"{path.stem}_figures"
+    if figures.resolve() != (Path(out) / "").resolve():
+        shutil.rmtree(figures, ignore_errors=True)
+    lines = [
+        "# Toy Models of Superposition, replicated",
+        "",
+        "Written by `superposition reproduce all`; every number below was measured by that run.",
+        "",
+    ]
+    total = held = 0
+    for summary in summaries:
+        name = summary["preset"]
+        mode = "quick" if summary["quick"] else "full"
+        lines += [f"## {name}", "", f"{mode} run, {summary['wall_seconds']:.0f} s, package {summary['package_version']}.", ""]
+        lines += ["| claim | paper | ours | holds |", "|---|---|---|---|"]
+        for claim in summary["claims"]:
+            total += 1
+            held += claim["holds"]
+            cells = [claim["claim"], claim["paper"], claim["ours"], "yes" if claim["holds"] else "**no**"]
+            lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+        lines.append("")
+        for png in sorted((Path(out) / name).glob("*.png")):
+            target = figures / name / png.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(png, target)
+            lines += [f"![{name}: {png.stem}]({target.relative_to(path.parent).as_posix()})", ""]
+    lines[2] += f" {held} of {total} claims hold."
+    write_atomic(path, "\n".join(lines) + "\n")

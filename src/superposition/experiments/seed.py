@@ -3,29 +3,27 @@
 Settings as the seed ran them (../shared/seed/NOTES.md): 20 features into 5,
 sparsities 0 … 0.999, importance 0.7^i, AdamW lr 1e-3 wd 0.01, batch 1024,
 10,000 steps, the seed's data. Two differences are options, not defaults:
-`data="paper"` switches to the paper's distribution and `warm_start=True`
-trains the sparsities in sequence from the previous one's weights, as the seed did.
+`--data paper` switches to the paper's distribution and `--warm-start` trains the
+sparsities in sequence from the previous one's weights, as the seed did.
 """
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 from typing import Any
 
-from ..config import SEED_SPARSITIES, resolve
-from ..files import REPRODUCTION, atomic_dir
+import torch
+
+from ..config import SEED_SPARSITIES
+from ..models import gram
 from ..plots import gram_figure, save_figure
-from ..runs import package_version, record
-from ..train import train
+from . import Claim, Options, Outcome, fit
 
 SETTINGS: dict[str, Any] = {
     "features": 20,
     "hidden": 5,
     "sparsity": list(SEED_SPARSITIES),
     "importance_decay": 0.7,
-    "activation": "relu",
     "optimizer": "adamw",
     "lr": 1e-3,
     "weight_decay": 0.01,
@@ -37,34 +35,65 @@ SETTINGS: dict[str, Any] = {
 MODELS = {"one_weight": "tied", "two_weight": "untied"}
 
 
-def reproduce(out: Path, overrides: dict[str, Any], progress: bool = False) -> list[dict[str, Any]]:
-    """Train both nets into out/one_weight and out/two_weight; return the summary rows."""
-    configs = {name: resolve({**SETTINGS, **overrides, "model": model}) for name, model in MODELS.items()}
-    rows = []
-    started = time.perf_counter()
-    with atomic_dir(out) as staging:
-        for name, config in configs.items():
-            result = train(config, progress=progress)
-            (staging / name).mkdir()
-            metrics = record(staging / name, result)
-            save_figure(gram_figure(config, result.params), staging / f"{name}.png")
-            for instance in metrics["instances"]:
-                rows.append(
-                    {
-                        "net": name,
-                        "model": result.config.model,
-                        "sparsity": round(1 - instance["feature_probability"][0], 12),
-                        "represented": instance["represented"],
-                        "diagonal_count": instance["diagonal_count"],
-                        "loss": instance["loss"],
-                    }
-                )
-        summary = {
-            "preset": "seed",
-            "overrides": overrides,
-            "package_version": package_version(),
-            "wall_seconds": time.perf_counter() - started,
-            "summary": rows,
-        }
-        (staging / REPRODUCTION).write_text(json.dumps(summary, indent=2))
-    return rows
+def run(directory: Path, options: Options) -> Outcome:
+    quick = {"steps": 300} if options.quick else {}
+    rows, runs = [], {}
+    for name, model in MODELS.items():
+        result, metrics = fit(directory / name, {**SETTINGS, **quick, "model": model}, options)
+        save_figure(gram_figure(result.config, result.params), directory / f"{name}.png")
+        runs[name] = (result, metrics["instances"])
+        for instance in metrics["instances"]:
+            rows.append(
+                {
+                    "net": f"{name} ({model})",
+                    "sparsity": round(1 - instance["feature_probability"][0], 12),
+                    "represented": instance["represented"],
+                    "diagonal_count": instance["diagonal_count"],
+                    "loss": instance["loss"],
+                }
+            )
+    return Outcome(claims=_claims(runs), table=rows)
+
+
+def _claims(runs: dict[str, Any]) -> list[Claim]:
+    seen, holds = [], []
+    for name, (_, instances) in runs.items():
+        norms = torch.tensor(instances[0]["feature_norms"])
+        dropped_bias = torch.tensor(instances[0]["bias"])[norms <= 0.5]
+        top = (norms > 0.5).nonzero().flatten().tolist()
+        seen.append(f"{name}: learned {top}, {int((dropped_bias > 0).sum())}/{len(dropped_bias)} dropped with b > 0")
+        holds.append(top == [0, 1, 2, 3, 4] and bool((dropped_bias > 0).all()))
+    claims = [
+        Claim(
+            "dense data: only the 5 most important features learned, the other 15 get a positive bias",
+            "5 of 20, positive bias",
+            "; ".join(seen),
+            all(holds),
+        )
+    ]
+    tied = runs["one_weight"][1][-1]["diagonal_count"]
+    claims.append(Claim("tied net at S=0.999 learns almost 18 of 20", "~18", str(tied), abs(tied - 18) <= 2))
+    untied = runs["two_weight"][1][3]["diagonal_count"]
+    claims.append(Claim("untied net at S=0.99 learns all 20", "20", str(untied), untied == 20))
+    result = runs["two_weight"][0]
+    matrices = gram(result.params, "untied")
+    upper = [float(torch.triu(m, 1).clamp(max=0).sum()) for m in matrices[3:]]
+    lower = [float(torch.tril(m, -1).clamp(max=0).sum()) for m in matrices[3:]]
+    claims.append(
+        Claim(
+            "untied net: negative entries of W W_out cluster above the diagonal (S=0.99, 0.999)",
+            "upper triangle",
+            ", ".join(f"upper {u:.1f} vs lower {l:.1f}" for u, l in zip(upper, lower)),
+            all(u < 2 * l for u, l in zip(upper, lower)),
+        )
+    )
+    negative = [sum(b < 0 for b in instance["bias"]) for instance in runs["one_weight"][1]]
+    claims.append(
+        Claim(
+            "tied net: biases turn negative as sparsity rises",
+            "negative at high sparsity",
+            "negative biases per sparsity: " + ", ".join(map(str, negative)),
+            negative[0] == 0 and negative[-1] > 10,
+        )
+    )
+    return claims
