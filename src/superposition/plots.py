@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
-from matplotlib.figure import Figure
+from matplotlib.figure import Figure, SubFigure
 from matplotlib.ticker import MaxNLocator
 
 from .config import Config
@@ -65,19 +65,20 @@ def stem(config: Config) -> str:
     return f"{config.model}{activation}-{config.features}x{config.hidden}"
 
 
-def gram_figure(config: Config, params: Params) -> Figure:
+def gram_figure(config: Config, params: Params, fig: Figure | SubFigure | None = None) -> Figure | SubFigure:
     matrices = gram(params, config.model).numpy()
     biases = params["b"].numpy()
     n = config.instances
-    fig = Figure(figsize=(5 * n, 4.4))
-    grid = fig.add_gridspec(1, 3 * n, width_ratios=[config.features, 1.2, 4] * n, wspace=0.1)
+    fig = fig or Figure(figsize=(5 * n, 4.4))
+    # a strip one matrix-cell wide: with equal aspect it is exactly as tall as the matrix
+    grid = fig.add_gridspec(1, 3 * n, width_ratios=[config.features, 1, 3] * n, wspace=0.1)
     for k in range(n):
         ax = fig.add_subplot(grid[0, 3 * k])
         ax.imshow(matrices[k], cmap="RdBu", vmin=-GRAM_LIMIT, vmax=GRAM_LIMIT)
         ax.set_title(density_label(config.feature_probability[k]))
         strip = fig.add_subplot(grid[0, 3 * k + 1])
         limit = GRAM_LIMIT * max(float(np.abs(biases[k]).max()), 1e-12)
-        strip.imshow(biases[k][:, None], cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+        strip.imshow(biases[k][:, None], cmap="RdBu", vmin=-limit, vmax=limit)
         for a in (ax, strip):
             a.set_xticks([])
             a.set_yticks([])
@@ -86,11 +87,11 @@ def gram_figure(config: Config, params: Params) -> Figure:
     return fig
 
 
-def norms_figure(config: Config, params: Params) -> Figure:
+def norms_figure(config: Config, params: Params, fig: Figure | SubFigure | None = None) -> Figure | SubFigure:
     norms = params["W"].norm(dim=-1).numpy()
     interference = superposition(params["W"]).numpy()
     n, features = config.instances, config.features
-    fig = Figure(figsize=(2.6 * n + 1, 0.22 * features + 1.6))
+    fig = fig or Figure(figsize=(2.6 * n + 1, 0.22 * features + 1.6))
     axes = fig.subplots(1, n, sharex=True, sharey=True, squeeze=False)[0]
     colours = ScalarMappable(norm=Normalize(vmin=0, vmax=1), cmap="viridis")
     for k, ax in enumerate(axes):
@@ -129,6 +130,42 @@ def weights_figure(config: Config, params: Params) -> Figure:
             ax.tick_params(labelleft=False)
     fig.colorbar(image, ax=fig.axes, fraction=0.02)
     fig.suptitle(f"W (feature × hidden) and b — {describe(config)}", fontsize=9)
+    return fig
+
+
+def polygon_figure(config: Config, params: Params) -> Figure:
+    """The paper's intro figure: each instance's 2-D feature vectors, and W Wᵀ with b below."""
+    W = params["W"].numpy()
+    n = config.instances
+    fig = Figure(figsize=(2.4 * n, 4.8))
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1, 0.8])
+    axes = top.subplots(1, n, squeeze=False)[0]
+    importance = np.array(config.importance)
+    colours = ScalarMappable(norm=Normalize(vmin=0, vmax=float(importance.max())), cmap="viridis")
+    for k, ax in enumerate(axes):
+        for i in range(config.features):
+            ax.plot([0, W[k, i, 0]], [0, W[k, i, 1]], color=colours.to_rgba(importance[k, i]), lw=2)
+            ax.scatter([W[k, i, 0]], [W[k, i, 1]], color=colours.to_rgba(importance[k, i]), s=12, zorder=3)
+        ax.set_xlim(-1.3, 1.3)
+        ax.set_ylim(-1.3, 1.3)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(density_label(config.feature_probability[k]), fontsize=10)
+    top.colorbar(colours, ax=list(axes), label="importance", fraction=0.015)
+    gram_figure(config, params, bottom)
+    bottom.suptitle("")
+    fig.suptitle(f"feature vectors W_i (top), W Wᵀ and b (bottom) — {describe(config)}", fontsize=9)
+    return fig
+
+
+def stacked(make, runs: list[tuple[str, Config, Params]], height: float) -> Figure:
+    """One figure per run, stacked as rows (e.g. linear above ReLU), each row labelled."""
+    width = max(5 * config.instances for _, config, _ in runs)
+    fig = Figure(figsize=(width, height * len(runs)))
+    for sub, (label, config, params) in zip(fig.subfigures(len(runs), 1), runs):
+        make(config, params, sub)
+        sub.suptitle(f"{label} — {describe(config)}", fontsize=10)
     return fig
 
 
