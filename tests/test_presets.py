@@ -29,7 +29,7 @@ def test_importance_sparsity_quick_claims_hold(tmp_path):
 
 
 def test_seed_quick_runs_and_reports_its_claims(tmp_path):
-    # 300 steps cannot show the seed's sparse claims; the dense one must hold
+    # 3,000 steps cannot show the seed's sparse claims; the dense one must hold
     claims = _run("seed", tmp_path)
     dense = next(v for k, v in claims.items() if k.startswith("dense"))
     assert dense["holds"], dense["ours"]

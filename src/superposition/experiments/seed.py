@@ -36,7 +36,7 @@ MODELS = {"one_weight": "tied", "two_weight": "untied"}
 
 
 def run(directory: Path, options: Options) -> Outcome:
-    quick = {"steps": 300} if options.quick else {}
+    quick = {"steps": 3000} if options.quick else {}
     rows, runs = [], {}
     for name, model in MODELS.items():
         result, metrics = fit(directory / name, {**SETTINGS, **quick, "model": model}, options)
