@@ -37,6 +37,9 @@ class Claim:
     ours: str
     holds: bool
 
+    def __post_init__(self) -> None:
+        self.holds = bool(self.holds)  # numpy's bool is not JSON
+
 
 @dataclass
 class Outcome:
