@@ -59,3 +59,32 @@ def test_geometry_quick_runs_its_machinery(tmp_path):
     assert digons["holds"], digons["ours"]
     summary = json.loads((tmp_path / "geometry" / "reproduction.json").read_text())
     assert len(summary["table"]) == 12 and {"D*", "digon", "not learned"} <= set(summary["table"][0])
+
+
+def test_report_lists_every_claim_and_copies_figures(tmp_path):
+    from superposition.experiments import write_report
+
+    out = tmp_path / "out"
+    (out / "intro").mkdir(parents=True)
+    (out / "intro" / "intro.png").write_bytes(b"\x89PNG fake")
+    summaries = [
+        {
+            "preset": "intro",
+            "quick": False,
+            "wall_seconds": 12.0,
+            "package_version": "0.1.0",
+            "claims": [
+                {"claim": "dense: pair", "paper": "pair", "ours": "pair", "holds": True},
+                {"claim": "sparse: pentagon", "paper": "pentagon", "ours": "other | odd", "holds": False},
+            ],
+        }
+    ]
+    report = tmp_path / "docs" / "replication.md"
+    report.parent.mkdir()
+    write_report(report, out, summaries)
+    text = report.read_text()
+    assert "1 of 2 claims hold" in text
+    assert "| dense: pair | pair | pair | yes |" in text
+    assert "| sparse: pentagon | pentagon | other / odd | **no** |" in text
+    assert "![intro: intro](replication_figures/intro/intro.png)" in text
+    assert (tmp_path / "docs" / "replication_figures" / "intro" / "intro.png").read_bytes() == b"\x89PNG fake"

@@ -36,6 +36,7 @@ class Claim:
     paper: str
     ours: str
     holds: bool
+    note: str = ""  # what the run shows about why, where it does not hold
 
     def __post_init__(self) -> None:
         self.holds = bool(self.holds)  # numpy's bool is not JSON
@@ -45,6 +46,17 @@ class Claim:
 class Outcome:
     claims: list[Claim]
     table: list[dict[str, Any]] = field(default_factory=list)  # rows a preset wants printed
+
+
+def still_falling(history, instance: int) -> float:
+    """Relative fall of an instance's training loss between the last two tenths of its steps.
+
+    A few percent or more says the run had not converged when it stopped.
+    """
+    tenth = max(1, history.shape[0] // 10)
+    before = float(history[-2 * tenth : -tenth, instance].mean())
+    last = float(history[-tenth:, instance].mean())
+    return (before - last) / before if before > 0 else 0.0
 
 
 def fit(directory: Path, keys: dict[str, Any], options: Options, restarts: int = 1):
@@ -108,9 +120,8 @@ def write_report(path: Path, out: Path, summaries: list[dict[str, Any]]) -> None
     from ..files import write_atomic
 
     path = Path(path)
-    figures = path.parent / f"{path.stem}_figures"
-    if figures.resolve() != (Path(out) / "").resolve():
-        shutil.rmtree(figures, ignore_errors=True)
+    figures = path.parent / f"{path.stem}_figures"  # the report's own: rebuilt every time
+    shutil.rmtree(figures, ignore_errors=True)
     lines = [
         "# Toy Models of Superposition, replicated",
         "",
@@ -128,6 +139,10 @@ def write_report(path: Path, out: Path, summaries: list[dict[str, Any]]) -> None
             held += claim["holds"]
             cells = [claim["claim"], claim["paper"], claim["ours"], "yes" if claim["holds"] else "**no**"]
             lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+        lines.append("")
+        for claim in summary["claims"]:
+            if not claim["holds"] and claim.get("note"):
+                lines.append(f"- *{claim['claim']}*: {claim['note']}")
         lines.append("")
         for png in sorted((Path(out) / name).glob("*.png")):
             target = figures / name / png.name
