@@ -20,7 +20,7 @@ def _assert_all_hold(claims):
     assert not failed, failed
 
 
-@pytest.mark.parametrize("name", ["intro", "importance-sparsity", "phase", "adversarial"])
+@pytest.mark.parametrize("name", ["intro", "importance-sparsity", "phase", "privileged-basis", "adversarial"])
 def test_quick_claims_hold(tmp_path, name):
     _assert_all_hold(_run(name, tmp_path))
 
@@ -30,7 +30,7 @@ def test_seed_quick_runs_and_reports_its_claims(tmp_path):
     claims = _run("seed", tmp_path)
     dense = next(v for k, v in claims.items() if k.startswith("dense"))
     assert dense["holds"], dense["ours"]
-    assert len(claims) == 5
+    assert len(claims) == 6
 
 
 def test_unknown_preset(tmp_path):

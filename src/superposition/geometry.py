@@ -76,3 +76,18 @@ def local_geometry(W: Float[Tensor, "feat hidden"]) -> list[str]:
                 name = polytope
         names.append(name)
     return names
+
+
+def ternary_codes(W: Float[Tensor, "feat hidden"], cut: float = 0.3) -> list[tuple[int, ...]]:
+    """Each feature's sign pattern on the hidden neurons: +1/-1 where |W_ik| >= cut · max_k |W_ik|, else 0."""
+    scale = W.abs().max(dim=-1, keepdim=True).values.clamp_min(1e-12)
+    code = torch.sign(W) * (W.abs() >= cut * scale)
+    return [tuple(int(v) for v in row) for row in code.tolist()]
+
+
+def code_likeness(W: Float[Tensor, "feat hidden"], cut: float = 0.3) -> Float[Tensor, "feat"]:
+    """Smallest over largest |W_ik| among a feature's active neurons: 1 for a perfect ±1 code."""
+    magnitude = W.abs()
+    active = magnitude >= cut * magnitude.max(dim=-1, keepdim=True).values.clamp_min(1e-12)
+    smallest = torch.where(active, magnitude, torch.full_like(magnitude, float("inf"))).min(-1).values
+    return smallest / magnitude.max(-1).values.clamp_min(1e-12)
