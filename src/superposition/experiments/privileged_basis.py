@@ -47,8 +47,7 @@ def run(directory: Path, options: Options) -> Outcome:
         "hidden_activation": "relu",
         "importance_decay": 0.75,
         "feature_probability": [[p] * 10 for p in DENSITIES],
-        "steps": 4000 if options.quick else 10_000,
-        "lr": 3e-3 if options.quick else 1e-3,
+        "steps": 10_000,  # quick differs only in restarts: fewer steps leave dense neurons mixed
     }
     result, metrics = fit(directory / "10x5", keys, options, restarts=2 if options.quick else 4)
     W = result.params["W"].numpy()
