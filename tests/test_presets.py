@@ -40,6 +40,15 @@ def test_unknown_preset(tmp_path):
         reproduce("everything", tmp_path / "x", Options(quick=True))
 
 
+def test_nonuniform_quick_finds_both_configurations(tmp_path):
+    claims = _run("nonuniform", tmp_path)
+    pentagon = next(v for k, v in claims.items() if k.startswith("all five"))
+    assert pentagon["holds"], pentagon["ours"]
+    table = json.loads((tmp_path / "nonuniform" / "reproduction.json").read_text())["table"]
+    # the sparsest fifth feature is dropped: the other four pair up
+    assert table[-1]["best geometry"] == "two antipodal pairs" and table[-1]["represented"] == "[0, 1, 2, 3]"
+
+
 def test_geometry_quick_runs_its_machinery(tmp_path):
     # the quick model (40 features, 12 densities, 4,000 steps) is too coarse to show
     # the plateau or the clusters; where D* is near 1/2 its features must be digons
