@@ -24,10 +24,18 @@ from superposition.train import train
         ("mlp", "linear", "relu"),
     ],
 )
-@pytest.mark.parametrize("data_code", [0, 1])
-def test_hand_written_gradients_match_autograd(model, activation, hidden, data_code):
+@pytest.mark.parametrize("data_code, target", [(0, "identity"), (1, "identity"), (2, "abs")])
+def test_hand_written_gradients_match_autograd(model, activation, hidden, data_code, target):
     config = resolve(
-        {"model": model, "activation": activation, "hidden_activation": hidden, "features": 7, "hidden": 3, "sparsity": [0.5]}
+        {
+            "model": model,
+            "activation": activation,
+            "hidden_activation": hidden,
+            "features": 7,
+            "hidden": 3,
+            "sparsity": [0.5],
+            "target": target,
+        }
     )
     params = init_params(config, torch.Generator().manual_seed(3))
     params["b"] = torch.randn(1, 7, generator=torch.Generator().manual_seed(4)) * 0.3
@@ -36,11 +44,11 @@ def test_hand_written_gradients_match_autograd(model, activation, hidden, data_c
     W_out = params["W_out"][0].numpy() if "W_out" in params else np.zeros((1, 1), np.float32)
     loss, gW, gD, gb = fused.gradients(
         params["W"][0].numpy(), W_out, params["b"][0].numpy(), importance[0].numpy(), X,
-        model == "tied", hidden == "relu", activation == "relu",
+        model == "tied", hidden == "relu", activation == "relu", target == "abs",
     )  # fmt: skip
     leaves = {k: v.clone().requires_grad_() for k, v in params.items()}
     x = torch.from_numpy(X.T.copy())[None]
-    reference = loss_per_instance(forward(leaves, x, config), x, importance)[0]
+    reference = loss_per_instance(forward(leaves, x, config), x, importance, target)[0]
     reference.backward()
     assert loss == pytest.approx(reference.item(), rel=1e-5)
     torch.testing.assert_close(torch.from_numpy(gW), leaves["W"].grad[0], rtol=1e-4, atol=1e-7)
@@ -76,6 +84,15 @@ def test_draws_are_independent_across_features_rows_steps_and_instances():
     assert abs(np.corrcoef(a[:-1].ravel(), a[1:].ravel())[0, 1]) < bound  # neighbouring features
     assert abs(np.corrcoef(a[:, :-1].ravel(), a[:, 1:].ravel())[0, 1]) < bound  # neighbouring rows
     np.testing.assert_array_equal(a, fused.sample(probs, 0, 0, 0, 4096, 0))
+
+
+def test_signed_data_is_uniform_on_minus_one_one():
+    X = fused.sample(np.full(20, 0.4, np.float32), 0, 0, 0, 8192, 2)
+    values = X[X != 0]
+    assert (X != 0).mean() == pytest.approx(0.4, abs=0.01)
+    assert values.min() >= -1 and values.max() < 1
+    assert values.mean() == pytest.approx(0, abs=0.02)
+    assert (values < 0).mean() == pytest.approx(0.5, abs=0.01)
 
 
 def test_seed_data_rows_are_unit_or_zero():

@@ -13,7 +13,7 @@ from typing import Annotated, Any, get_args
 
 import typer
 
-from .config import Activation, ConfigError, DataKind, Device, Engine, Model, Optimizer, Schedule
+from .config import Activation, ConfigError, DataKind, Device, Engine, Model, Optimizer, Schedule, Target
 
 app = typer.Typer(
     help="Train, measure, save and draw toy models of superposition.",
@@ -58,6 +58,7 @@ def train(
     importance_decay: Annotated[float | None, typer.Option(help="Importance of feature i is R**i.")] = None,
     importance: Annotated[str | None, typer.Option(help="Explicit comma-separated importance per feature.")] = None,
     data: Annotated[str | None, typer.Option(help=_choices(DataKind))] = None,
+    target: Annotated[str | None, typer.Option(help=f"{_choices(Target)}: reproduce x, or |x| (with --data signed).")] = None,
     steps: Annotated[int | None, typer.Option()] = None,
     batch_size: Annotated[int | None, typer.Option()] = None,
     lr: Annotated[float | None, typer.Option()] = None,
@@ -86,6 +87,7 @@ def train(
         "importance_decay": importance_decay,
         "importance": _numbers("importance", importance),
         "data": data,
+        "target": target,
         "steps": steps,
         "batch_size": batch_size,
         "lr": lr,

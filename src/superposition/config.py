@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 Model = Literal["tied", "untied", "mlp"]
 Activation = Literal["relu", "linear"]
-DataKind = Literal["paper", "seed"]
+DataKind = Literal["paper", "seed", "signed"]
+Target = Literal["identity", "abs"]
 Optimizer = Literal["adam", "adamw"]
 Schedule = Literal["constant", "linear", "cosine"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -45,6 +46,7 @@ class Config(BaseModel):
     feature_probability: list[list[float]]  # [instance][feature], each in (0, 1]
     importance: list[list[float]]  # [instance][feature], each >= 0
     data: DataKind = "paper"
+    target: Target = "identity"  # what x' should reproduce: x itself, or |x| (computation)
     optimizer: Optimizer = "adamw"
     weight_decay: float = Field(0.01, ge=0)
     lr: float = Field(1e-3, gt=0)

@@ -8,6 +8,8 @@ paper's 1 - S). Two generators:
 - `seed`: the seed project's coupled single draw u ~ U[0, 1], kept when u <= p (so a
   present value is uniform on [0, p]), then every row scaled to unit L2 norm; an
   all-zero row stays zero.
+- `signed`: as `paper`, but a present value is ~ U[-1, 1] (the paper's computation
+  experiment, whose target is |x|).
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ def sample(
     shape = (inst, batch_size, feat)
     device = feature_probability.device
     p = feature_probability[:, None, :]
-    if kind == "paper":
+    if kind in ("paper", "signed"):
         values = torch.rand(shape, generator=generator, device=device)
+        if kind == "signed":
+            values = 2 * values - 1
         present = torch.rand(shape, generator=generator, device=device) < p
         return torch.where(present, values, 0.0)
     u = torch.rand(shape, generator=generator, device=device)

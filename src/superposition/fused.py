@@ -21,8 +21,8 @@ instances are spread over the cores with `prange`, each running all its steps
 without synchronisation.
 
 One draw gives both presence and value (the paper's distribution exactly):
-u < p says present, and then u / p is uniform on [0, 1). The seed's data keeps u
-itself (u <= p) and scales each row to unit norm.
+u < p says present, and then u / p is uniform on [0, 1) (signed data: 2u/p − 1 on
+[−1, 1)). The seed's data keeps u itself (u <= p) and scales each row to unit norm.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import numpy as np
 from numba import njit, prange
 
 # The kernel takes no strings: the model is three flags (tied, hidden ReLU, output ReLU).
-DATA_CODES = {"paper": 0, "seed": 1}
+DATA_CODES = {"paper": 0, "seed": 1, "signed": 2}
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -76,6 +76,10 @@ def _draw(X, p, key, data_code):
             for r in range(batch):
                 u = _uniform(key, base + r)
                 row[r] = u * inv if u < pf else np.float32(0.0)
+        elif data_code == 2:
+            for r in range(batch):
+                u = _uniform(key, base + r)
+                row[r] = np.float32(2.0) * u * inv - np.float32(1.0) if u < pf else np.float32(0.0)
         else:
             for r in range(batch):
                 u = _uniform(key, base + r)
@@ -103,7 +107,7 @@ def sample(probs, seed, instance, step, batch, data_code):
 
 
 @njit(inline="always")
-def _backprop(W, W_out, b, imp, X, Z, H, G, dZ, gW, gD, gb, tied, hidden_relu, relu_out):
+def _backprop(W, W_out, b, imp, X, Z, H, G, dZ, gW, gD, gb, tied, hidden_relu, relu_out, abs_target):
     """Loss of one instance on the batch X (feat, batch), and its gradients into gW, gD, gb.
 
     W (feat, hid), W_out (hid, feat; unused when tied), b (feat,). gD is the
@@ -142,7 +146,7 @@ def _backprop(W, W_out, b, imp, X, Z, H, G, dZ, gW, gD, gb, tied, hidden_relu, r
         total = np.float32(0.0)
         for r in range(batch):
             pre = g[r]
-            diff = (max(pre, np.float32(0.0)) if relu_out else pre) - x[r]
+            diff = (max(pre, np.float32(0.0)) if relu_out else pre) - (abs(x[r]) if abs_target else x[r])
             row_loss += diff * diff
             grad = scale * weight * diff if (pre > 0 or not relu_out) else np.float32(0.0)
             g[r] = grad
@@ -194,11 +198,11 @@ def _scratch(feat, hid, batch, hidden_relu):
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def gradients(W, W_out, b, importance, X, tied, hidden_relu, relu_out):
+def gradients(W, W_out, b, importance, X, tied, hidden_relu, relu_out, abs_target=False):
     """Loss and (dW, dW_out, db) of one instance on X (feat, batch): the kernel's own backprop, for tests."""
     feat, batch = X.shape
     _, Z, H, G, dZ, gW, gD, gb = _scratch(feat, W.shape[1], batch, hidden_relu)
-    loss = _backprop(W, W_out, b, importance, X, Z, H, G, dZ, gW, gD, gb, tied, hidden_relu, relu_out)
+    loss = _backprop(W, W_out, b, importance, X, Z, H, G, dZ, gW, gD, gb, tied, hidden_relu, relu_out, abs_target)
     return loss, gW, gD, gb
 
 
@@ -209,7 +213,7 @@ def train_steps(
     probs, importance,  # (inst, feat)
     seed, first_instance, first_step, lrs,  # lrs: (n_steps,) learning rate of each step
     beta1, beta2, eps, weight_decay, decoupled,  # decoupled: AdamW, else Adam with L2
-    tied, hidden_relu, relu_out, data_code, batch,
+    tied, hidden_relu, relu_out, data_code, abs_target, batch,
     losses,  # out: (n_steps, inst)
 ):
     """Train every instance for len(lrs) steps, in place; one instance per thread at a time."""
@@ -220,7 +224,7 @@ def train_steps(
             step = first_step + s
             _draw(X, probs[i], step_key(seed, first_instance + i, step), data_code)
             losses[s, i] = _backprop(
-                W[i], W_out[i], b[i], importance[i], X, Z, H, G, dZ, gW, gD, gb, tied, hidden_relu, relu_out
+                W[i], W_out[i], b[i], importance[i], X, Z, H, G, dZ, gW, gD, gb, tied, hidden_relu, relu_out, abs_target
             )
             # Adam(W) with torch's bias corrections
             c1 = 1 - beta1 ** (step + 1)

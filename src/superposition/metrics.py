@@ -58,7 +58,7 @@ def eval_loss(config: Config, params: Params) -> Float[Tensor, "inst"]:
     x = data.sample(config.data, data.feature_probability(config), config.eval_batch_size, generator)
     with torch.no_grad():
         out = forward(params, x, config)
-        return loss_per_instance(out, x, data.importance(config))
+        return loss_per_instance(out, x, data.importance(config), config.target)
 
 
 def measure(config: Config, params: Params) -> dict[str, Any]:

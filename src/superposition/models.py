@@ -62,9 +62,11 @@ def loss_per_instance(
     out: Float[Tensor, "inst batch feat"],
     x: Float[Tensor, "inst batch feat"],
     importance: Float[Tensor, "inst feat"],
+    target: str = "identity",
 ) -> Float[Tensor, "inst"]:
-    """Importance-weighted squared error, mean over batch and features."""
-    return (importance[:, None, :] * (x - out) ** 2).mean(dim=(1, 2))
+    """Importance-weighted squared error against x (or |x|), mean over batch and features."""
+    goal = x.abs() if target == "abs" else x
+    return (importance[:, None, :] * (goal - out) ** 2).mean(dim=(1, 2))
 
 
 def gram(params: Params, model: str) -> Float[Tensor, "inst feat feat"]:
