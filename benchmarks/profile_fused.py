@@ -52,7 +52,7 @@ def main() -> None:
         whole = per_call(
             lambda: fused.train_steps(
                 Ws, Ws[:, :1, :1].copy(), bs, *moments, probs[None], imp[None], 0, 0, 0, lrs,
-                0.9, 0.999, 1e-8, 0.01, True, True, False, True, 0, False, BATCH, losses,
+                0.9, 0.999, 1e-8, 0.01, True, True, False, True, 0, 0, 1, False, BATCH, losses,
             ),  # fmt: skip
             max(2, repeats // steps),
         ) / steps

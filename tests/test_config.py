@@ -53,6 +53,10 @@ def test_defaults_are_the_seeds_sweep():
         ({"model": "mlp", "hidden_activation": "linear"}, "activation"),
         ({"warmup": 20, "steps": 10}, "warmup"),
         ({"sparsity": [0.5], "feature_probability": [[0.5] * 20]}, "sparsity"),
+        ({"correlation": "correlated", "set_size": 3}, "set_size"),
+        ({"correlation": "anticorrelated", "set_size": 4, "sparsity": [0.5]}, "feature_probability"),
+        ({"correlation": "correlated", "set_size": 2, "data": "seed"}, "correlation"),
+        ({"correlation": "sometimes"}, "correlation"),
     ],
 )
 def test_bad_input_names_the_field(keys, field):

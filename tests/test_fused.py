@@ -131,3 +131,28 @@ def test_engines_learn_the_same_solutions(model):
     torch.testing.assert_close(losses["fused"], losses["reference"], rtol=0.1, atol=1e-5)
     if model == "tied":  # untied and mlp can trade scale between W and W_out
         assert torch.equal(represented["fused"], represented["reference"])
+
+
+@pytest.mark.parametrize("engine", ["fused", "reference"])
+def test_correlated_and_anticorrelated_sets(engine):
+    from superposition import data
+
+    probs = np.full(6, 0.2, np.float32)
+    if engine == "fused":
+        corr = fused.sample(probs, 0, 0, 0, 20_000, 0, 1, 3).T
+        anti = fused.sample(probs, 0, 0, 0, 20_000, 0, 2, 3).T
+    else:
+        p = torch.from_numpy(probs)[None]
+        corr = data.sample("paper", p, 20_000, torch.Generator().manual_seed(0), "correlated", 3)[0].numpy()
+        anti = data.sample("paper", p, 20_000, torch.Generator().manual_seed(0), "anticorrelated", 3)[0].numpy()
+    for x in (corr, anti):  # every feature keeps its own probability, values U[0, 1]
+        assert (x > 0).mean(0) == pytest.approx([0.2] * 6, abs=0.015)
+        assert x[x > 0].mean() == pytest.approx(0.5, abs=0.01)
+    on = corr > 0
+    # correlated: a set's members are present together, sets independently of each other
+    assert (on[:, 0] == on[:, 1]).all() and (on[:, 1] == on[:, 2]).all()
+    assert (on[:, 0] & on[:, 3]).mean() == pytest.approx(0.04, abs=0.01)
+    on = anti > 0
+    # anticorrelated: at most one member of a set at a time
+    assert on[:, :3].sum(1).max() == 1 and on[:, 3:].sum(1).max() == 1
+    assert on[:, :3].any(1).mean() == pytest.approx(0.6, abs=0.015)

@@ -20,6 +20,7 @@ Model = Literal["tied", "untied", "mlp"]
 Activation = Literal["relu", "linear"]
 DataKind = Literal["paper", "seed", "signed"]
 Target = Literal["identity", "abs"]
+Correlation = Literal["none", "correlated", "anticorrelated"]
 Optimizer = Literal["adam", "adamw"]
 Schedule = Literal["constant", "linear", "cosine"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -47,6 +48,9 @@ class Config(BaseModel):
     importance: list[list[float]]  # [instance][feature], each >= 0
     data: DataKind = "paper"
     target: Target = "identity"  # what x' should reproduce: x itself, or |x| (computation)
+    # features in consecutive sets of set_size: one presence draw per set and row
+    correlation: Correlation = "none"
+    set_size: int = Field(1, gt=0)
     optimizer: Optimizer = "adamw"
     weight_decay: float = Field(0.01, ge=0)
     lr: float = Field(1e-3, gt=0)
@@ -94,6 +98,18 @@ class Config(BaseModel):
                 "activation: the mlp model is ReLU(x W) W_out + b, a hidden ReLU and a linear output; "
                 "for other activations use --model untied with --hidden-activation"
             )
+        if self.correlation != "none":
+            if self.features % self.set_size:
+                raise ValueError(f"set_size: {self.set_size} does not divide features ({self.features}) into sets")
+            if self.data == "seed":
+                raise ValueError("correlation: sets of features work with paper or signed data, not seed")
+        if self.correlation == "anticorrelated":
+            for row in self.feature_probability:
+                for first in range(0, self.features, self.set_size):
+                    if sum(row[first : first + self.set_size]) > 1 + 1e-9:
+                        raise ValueError(
+                            "feature_probability: an anticorrelated set's probabilities add up to more than 1"
+                        )
         if self.restarts > 1 and self.warm_start:
             raise ValueError("restarts: warm start trains one chain of instances; use restarts = 1 with it")
         if self.warmup >= self.steps:

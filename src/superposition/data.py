@@ -10,6 +10,11 @@ paper's 1 - S). Two generators:
   all-zero row stays zero.
 - `signed`: as `paper`, but a present value is ~ U[-1, 1] (the paper's computation
   experiment, whose target is |x|).
+
+Features can come in sets (`correlation`, `set_size`): consecutive groups that share
+one presence draw per row. Correlated sets are present together; anticorrelated
+sets have at most one member active (each member owns a slot of width p_f of the
+shared draw). Each feature keeps its own probability p_f either way.
 """
 
 from __future__ import annotations
@@ -26,11 +31,27 @@ def sample(
     feature_probability: Float[Tensor, "inst feat"],
     batch_size: int,
     generator: torch.Generator,
+    correlation: str = "none",
+    set_size: int = 1,
 ) -> Float[Tensor, "inst batch feat"]:
     inst, feat = feature_probability.shape
     shape = (inst, batch_size, feat)
     device = feature_probability.device
     p = feature_probability[:, None, :]
+    if correlation != "none":
+        # one presence draw per set and row, shared by the set's members
+        v = torch.rand(inst, batch_size, feat // set_size, generator=generator, device=device)
+        v = v.repeat_interleave(set_size, dim=-1)
+        if correlation == "correlated":
+            present = v < p
+        else:  # each member owns a slot of width p_f: at most one is active
+            slots = p.reshape(inst, 1, feat // set_size, set_size)
+            low = (slots.cumsum(-1) - slots).reshape(inst, 1, feat)
+            present = (v >= low) & (v < low + p)
+        values = torch.rand(shape, generator=generator, device=device)
+        if kind == "signed":
+            values = 2 * values - 1
+        return torch.where(present, values, 0.0)
     if kind in ("paper", "signed"):
         values = torch.rand(shape, generator=generator, device=device)
         if kind == "signed":

@@ -32,6 +32,7 @@ from numba import njit, prange
 
 # The kernel takes no strings: the model is three flags (tied, hidden ReLU, output ReLU).
 DATA_CODES = {"paper": 0, "seed": 1, "signed": 2}
+SET_MODES = {"none": 0, "correlated": 1, "anticorrelated": 2}
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -64,9 +65,12 @@ def step_key(seed, instance, step):
 
 
 @njit(inline="always")
-def _draw(X, p, key, data_code):
+def _draw(X, p, key, data_code, set_mode, set_size):
     """One step's data for one instance into X (feat, batch), then the seed's row scaling."""
     feat, batch = X.shape
+    if set_mode != 0:
+        _draw_sets(X, p, key, data_code, set_mode == 2, set_size)
+        return
     for f in range(feat):
         row = X[f]
         pf = p[f]
@@ -98,11 +102,37 @@ def _draw(X, p, key, data_code):
                 row[r] *= norm[r]
 
 
+@njit(inline="always")
+def _draw_sets(X, p, key, data_code, anticorrelated, set_size):
+    """Features in consecutive sets of set_size share one presence draw v per row.
+
+    Correlated: member f is present when v < p_f (all members together).
+    Anticorrelated: member f is present when v falls in its own slot of width p_f,
+    so at most one member of a set is active. A present value is its own u ~ U[0, 1)
+    (2u − 1 for signed data), drawn independently of v.
+    """
+    feat, batch = X.shape
+    for first in range(0, feat, set_size):
+        low = np.float32(0.0)
+        shared = (feat + first) * batch  # counter range of this set's presence draws
+        for f in range(first, first + set_size):
+            row = X[f]
+            pf = p[f]
+            for r in range(batch):
+                v = _uniform(key, shared + r)
+                u = _uniform(key, f * batch + r)
+                value = np.float32(2.0) * u - np.float32(1.0) if data_code == 2 else u
+                present = (low <= v and v < low + pf) if anticorrelated else v < pf
+                row[r] = value if present else np.float32(0.0)
+            if anticorrelated:
+                low += pf
+
+
 @njit(cache=True)
-def sample(probs, seed, instance, step, batch, data_code):
+def sample(probs, seed, instance, step, batch, data_code, set_mode=0, set_size=1):
     """The batch the kernel draws for (instance, step), as (feat, batch): for tests."""
     X = np.empty((probs.shape[0], batch), np.float32)
-    _draw(X, probs, step_key(seed, instance, step), data_code)
+    _draw(X, probs, step_key(seed, instance, step), data_code, set_mode, set_size)
     return X
 
 
@@ -213,7 +243,7 @@ def train_steps(
     probs, importance,  # (inst, feat)
     seed, first_instance, first_step, lrs,  # lrs: (n_steps,) learning rate of each step
     beta1, beta2, eps, weight_decay, decoupled,  # decoupled: AdamW, else Adam with L2
-    tied, hidden_relu, relu_out, data_code, abs_target, batch,
+    tied, hidden_relu, relu_out, data_code, set_mode, set_size, abs_target, batch,
     losses,  # out: (n_steps, inst)
 ):
     """Train every instance for len(lrs) steps, in place; one instance per thread at a time."""
@@ -222,7 +252,7 @@ def train_steps(
         X, Z, H, G, dZ, gW, gD, gb = _scratch(feat, hid, batch, hidden_relu)
         for s in range(lrs.shape[0]):
             step = first_step + s
-            _draw(X, probs[i], step_key(seed, first_instance + i, step), data_code)
+            _draw(X, probs[i], step_key(seed, first_instance + i, step), data_code, set_mode, set_size)
             losses[s, i] = _backprop(
                 W[i], W_out[i], b[i], importance[i], X, Z, H, G, dZ, gW, gD, gb, tied, hidden_relu, relu_out, abs_target
             )

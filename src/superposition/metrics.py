@@ -55,7 +55,9 @@ def dimensions_per_feature(W: Float[Tensor, "inst feat hidden"]) -> Float[Tensor
 def eval_loss(config: Config, params: Params) -> Float[Tensor, "inst"]:
     """Loss on a fixed evaluation batch (same batch for every run of the same config)."""
     generator = torch.Generator().manual_seed(config.seed + EVAL_SEED_OFFSET)
-    x = data.sample(config.data, data.feature_probability(config), config.eval_batch_size, generator)
+    x = data.sample(
+        config.data, data.feature_probability(config), config.eval_batch_size, generator, config.correlation, config.set_size
+    )
     with torch.no_grad():
         out = forward(params, x, config)
         return loss_per_instance(out, x, data.importance(config), config.target)

@@ -175,7 +175,7 @@ def _reference_stepper(
     def run(first: int, count: int) -> Tensor:
         losses = torch.empty(count, probs.shape[0], device=probs.device)
         for s in range(count):
-            x = data.sample(config.data, probs, config.batch_size, generator)
+            x = data.sample(config.data, probs, config.batch_size, generator, config.correlation, config.set_size)
             out = forward(params, x, config)
             per_instance = loss_per_instance(out, x, importance, config.target)
             optimizer.zero_grad(set_to_none=True)
@@ -211,7 +211,8 @@ def _fused_stepper(
             config.seed, first_instance, first, lrs,
             BETAS[0], BETAS[1], EPS, config.weight_decay, config.optimizer == "adamw",
             config.model == "tied", config.hidden_activation == "relu", config.activation == "relu",
-            fused.DATA_CODES[config.data], config.target == "abs", config.batch_size, losses,
+            fused.DATA_CODES[config.data], fused.SET_MODES[config.correlation], config.set_size,
+            config.target == "abs", config.batch_size, losses,
         )  # fmt: skip
         return torch.from_numpy(losses)
 
