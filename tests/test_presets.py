@@ -20,7 +20,7 @@ def _assert_all_hold(claims):
     assert not failed, failed
 
 
-@pytest.mark.parametrize("name", ["intro", "importance-sparsity", "phase", "privileged-basis", "computation", "adversarial"])
+@pytest.mark.parametrize("name", ["intro", "importance-sparsity", "phase", "correlated", "privileged-basis", "computation", "adversarial"])
 def test_quick_claims_hold(tmp_path, name):
     _assert_all_hold(_run(name, tmp_path))
 

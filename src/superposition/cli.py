@@ -13,7 +13,18 @@ from typing import Annotated, Any, get_args
 
 import typer
 
-from .config import Activation, ConfigError, DataKind, Device, Engine, Model, Optimizer, Schedule, Target
+from .config import (
+    Activation,
+    ConfigError,
+    Correlation,
+    DataKind,
+    Device,
+    Engine,
+    Model,
+    Optimizer,
+    Schedule,
+    Target,
+)
 
 app = typer.Typer(
     help="Train, measure, save and draw toy models of superposition.",
@@ -59,6 +70,8 @@ def train(
     importance: Annotated[str | None, typer.Option(help="Explicit comma-separated importance per feature.")] = None,
     data: Annotated[str | None, typer.Option(help=_choices(DataKind))] = None,
     target: Annotated[str | None, typer.Option(help=f"{_choices(Target)}: reproduce x, or |x| (with --data signed).")] = None,
+    correlation: Annotated[str | None, typer.Option(help=f"{_choices(Correlation)}: features in sets of --set-size.")] = None,
+    set_size: Annotated[int | None, typer.Option(help="Features per correlated or anticorrelated set.")] = None,
     steps: Annotated[int | None, typer.Option()] = None,
     batch_size: Annotated[int | None, typer.Option()] = None,
     lr: Annotated[float | None, typer.Option()] = None,
@@ -88,6 +101,8 @@ def train(
         "importance": _numbers("importance", importance),
         "data": data,
         "target": target,
+        "correlation": correlation,
+        "set_size": set_size,
         "steps": steps,
         "batch_size": batch_size,
         "lr": lr,

@@ -19,7 +19,7 @@ from ..config import ConfigError, resolve
 from ..files import REPRODUCTION, atomic_dir
 
 # name -> module; `all` runs them in this order
-PRESETS = ("seed", "intro", "importance-sparsity", "geometry", "phase", "nonuniform", "privileged-basis", "computation", "adversarial")
+PRESETS = ("seed", "intro", "importance-sparsity", "geometry", "phase", "nonuniform", "correlated", "privileged-basis", "computation", "adversarial")
 
 
 @dataclass
