@@ -51,9 +51,14 @@ def describe(config: Config) -> str:
         activation += ", hidden relu"
     optimizer = "AdamW" if config.optimizer == "adamw" else "Adam"
     warm = ", warm start" if config.warm_start else ""
+    data = f"{config.data} data"
+    if config.correlation != "none":
+        data += f" in {config.correlation} sets of {config.set_size}"
+    if config.target == "abs":
+        data += ", target |x|"
     return (
         f"{MODEL_NAMES[config.model]}{activation}, {config.features} features → {config.hidden} hidden, "
-        f"{importance_label(config.importance)}, {config.data} data, {optimizer} lr {config.lr:g} "
+        f"{importance_label(config.importance)}, {data}, {optimizer} lr {config.lr:g} "
         f"wd {config.weight_decay:g}, {config.steps:,} steps × {config.batch_size}, seed {config.seed}{warm}"
     )
 
