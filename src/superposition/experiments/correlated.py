@@ -104,7 +104,7 @@ def _small_m(directory: Path, options: Options, table: list) -> Claim:
         "set_size": 2,
         "steps": 10_000,
     }
-    result, _ = fit(directory / "small-m", keys, options, restarts=2 if options.quick else 3)
+    result, _ = fit(directory / "small-m", keys, options, restarts=3)  # 2 copies can leave a pair antipodal
     collapsed, side_by_side = [], []
     for p, W in zip(SMALL_M_DENSITIES, result.params["W"]):
         mates = [float(cosines(W)[2 * s, 2 * s + 1]) for s in range(3)]
