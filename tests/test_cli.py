@@ -147,3 +147,11 @@ def test_help_does_not_import_torch():
     probe = "import sys; from superposition import cli; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert done.stdout.strip() == "False"
+
+
+def test_restarts_flag_is_recorded(tmp_path, cli):
+    code, _, err = cli("train", "--out", tmp_path / "run", "--restarts", "2", "--eval-batch-size", "500", *SMALL)
+    assert code == 0, err
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["restarts"] == 2 and saved["eval_batch_size"] == 500
+    assert len(saved["feature_probability"]) == 2  # copies are not saved, only each instance's best

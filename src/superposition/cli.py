@@ -84,6 +84,8 @@ def train(
     engine: Annotated[str | None, typer.Option(help=f"{_choices(Engine)}: fused (compiled, CPU) or reference (autograd, any device).")] = None,
     warm_start: Annotated[bool | None, typer.Option("--warm-start/--no-warm-start", help="Train the sparsities in sequence, each from the previous one's weights (the seed's quirk).")] = None,
     early_stop: Annotated[float | None, typer.Option(help="Stop once no instance's loss fell by more than this fraction over 500 steps.")] = None,
+    restarts: Annotated[int | None, typer.Option(help="Train K copies of every instance, keep each one's lowest-loss copy.")] = None,
+    eval_batch_size: Annotated[int | None, typer.Option(help="Rows of the fixed evaluation batch.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Train one batched model: one instance per sparsity value."""
@@ -115,6 +117,8 @@ def train(
         "engine": engine,
         "warm_start": warm_start,
         "early_stop": early_stop,
+        "restarts": restarts,
+        "eval_batch_size": eval_batch_size,
     }
     given = {k: v for k, v in flags.items() if v is not None}
     # A flag replaces whichever of a pair of alternative keys the file used.
