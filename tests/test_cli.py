@@ -54,7 +54,7 @@ def test_reproduce_seed_quick(tmp_path, cli):
     summary = json.loads((tmp_path / "seed" / "reproduction.json").read_text())
     assert [row["sparsity"] for row in summary["table"]] == [0, 0.7, 0.9, 0.99, 0.999] * 2
     claims = json.loads((tmp_path / "seed" / "claims.json").read_text())
-    assert {"claim", "paper", "ours", "holds"} == set(claims[0]) and len(claims) == 6
+    assert {"claim", "paper", "ours", "holds", "note"} == set(claims[0]) and len(claims) == 6
     assert "one_weight (tied)" in out and "two_weight (untied)" in out
     config = json.loads((tmp_path / "seed" / "one_weight" / "config.json").read_text())
     assert config["data"] == "seed" and config["features"] == 20 and config["hidden"] == 5
