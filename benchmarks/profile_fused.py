@@ -42,7 +42,7 @@ def main() -> None:
         imp = (0.9 ** np.arange(feat)).astype(np.float32)
         X = fused.sample(probs, 0, 0, 0, BATCH, 0)
         repeats = max(20, 200_000 // (feat * hid))
-        draw = per_call(lambda: fused.sample(probs, 0, 0, 0, BATCH, 0), repeats)
+        draw = per_call(lambda: fused.sample(probs, 0, 0, 0, BATCH, 0, 0, 1), repeats)
         backprop = per_call(lambda: fused.gradients(W, np.zeros((1, 1), np.float32), b, imp, X, True, False, True), repeats)
         Ws, bs = W[None].copy(), b[None].copy()
         moments = [np.zeros_like(a) for a in (Ws, Ws, Ws[:, :1, :1], Ws[:, :1, :1], bs, bs)]
