@@ -18,4 +18,11 @@ def load_run(path) -> Run:
     return _load_run(path)
 
 
-__all__ = ["__version__", "load_run"]
+def load_sweep(path):
+    """The results table of a sweep directory (one row per grid point) as a pandas DataFrame."""
+    from .sweep import load_sweep as _load_sweep
+
+    return _load_sweep(path)
+
+
+__all__ = ["__version__", "load_run", "load_sweep"]

@@ -67,11 +67,12 @@ def write_run(
     (directory / HISTORY).write_text(buffer.getvalue())
 
 
-def record(directory: Path, result: TrainResult) -> dict[str, Any]:
-    """Measure a trained model and write its whole run (files and figures) into `directory`."""
+def record(directory: Path, result: TrainResult, figures: bool = True) -> dict[str, Any]:
+    """Measure a trained model and write its whole run (files, and figures unless told not to) into `directory`."""
     metrics = measure(result.config, result.params)
     write_run(directory, result.config, result.params, result.history, metrics)
-    write_figures(result.config, result.params, directory)
+    if figures:
+        write_figures(result.config, result.params, directory)
     return metrics
 
 
