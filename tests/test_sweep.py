@@ -151,3 +151,18 @@ def test_bad_spec_one_line_exit_2_nothing_written(tmp_path, cli, text, field):
     code, _, err = cli("sweep", spec, "--out", tmp_path / "out")
     assert code == 2 and len(err.strip().splitlines()) == 1 and field in err, err
     assert sorted(os.listdir(tmp_path)) == ["spec.toml"]
+
+
+def test_dask_executor_on_a_local_cluster(tmp_path):
+    import distributed  # in the dev extras, so make test always has it
+    spec = _spec(tmp_path)
+    sweep(spec, tmp_path / "local")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        report = sweep(spec, tmp_path / "dask", executor="dask", scheduler=cluster.scheduler_address)
+    assert report["trained"] == 2
+    assert load_sweep(tmp_path / "dask").equals(load_sweep(tmp_path / "local"))
+
+
+def test_dask_needs_a_scheduler(tmp_path):
+    with pytest.raises(ConfigError, match="--scheduler"):
+        sweep(_spec(tmp_path), tmp_path / "out", executor="dask")

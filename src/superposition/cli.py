@@ -218,8 +218,9 @@ def reproduce(
 def sweep_command(
     spec: Annotated[Path, typer.Argument(help="Sweep spec (TOML): [base] config keys and [axes].")],
     out: Annotated[Path, typer.Option(help="Sweep directory; running again resumes it.")],
-    executor: Annotated[str, typer.Option(help="local (in this process) or processes.")] = "local",
+    executor: Annotated[str, typer.Option(help="local (in this process), processes, or dask.")] = "local",
     workers: Annotated[int, typer.Option(help="Worker processes for --executor processes.")] = 2,
+    scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address for --executor dask (OUT must be shared storage).")] = None,
     force: Annotated[bool, typer.Option(help="Continue a directory started with a different spec.")] = False,
     retry_failed: Annotated[bool, typer.Option(help="Train again the shards that failed (NaN or inf loss).")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
@@ -227,7 +228,7 @@ def sweep_command(
     """Train a grid of models in resumable shards; results in OUT/results.csv."""
     from .sweep import sweep
 
-    report = sweep(spec, out, executor, workers, force, retry_failed, _progress(quiet))
+    report = sweep(spec, out, executor, workers, force, retry_failed, _progress(quiet), scheduler)
     print(
         f"{report['shards']} shards: {report['trained']} trained, {report['skipped']} already done, "
         f"{len(report['failed'])} failed{' (' + ', '.join(report['failed']) + '; rerun with --retry-failed)' if report['failed'] else ''}"

@@ -207,12 +207,15 @@ def sweep(
     force: bool = False,
     retry_failed: bool = False,
     progress: bool = False,
+    scheduler: str | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) a sweep; return counts of shards trained, skipped and failed."""
     spec = read_spec(spec_path)
     shards = plan(spec)
-    if executor not in ("local", "processes"):
-        raise ConfigError(f"executor: unknown {executor!r}; use local or processes")
+    if executor not in ("local", "processes", "dask"):
+        raise ConfigError(f"executor: unknown {executor!r}; use local, processes or dask")
+    if executor == "dask" and not scheduler:
+        raise ConfigError("scheduler: --executor dask needs --scheduler ADDRESS (e.g. tcp://host:8786)")
     if workers < 1:
         raise ConfigError(f"workers: must be at least 1, got {workers}")
     if out.exists() and not out.is_dir():
@@ -229,7 +232,7 @@ def sweep(
                 failed_before.append(shard.key)
             else:
                 todo.append(shard)
-        statuses = _execute(out, todo, executor, workers, progress)
+        statuses = _execute(out, todo, executor, workers, progress, scheduler)
         write_results(out, spec, shards)
     trained = sum(s["status"] == "done" for s in statuses)
     failed = [s["key"] for s in statuses if s["status"] == "failed"] + failed_before
@@ -254,7 +257,9 @@ def _check_spec(out: Path, spec: dict[str, Any], force: bool) -> None:
     write_atomic(saved_path, json.dumps(spec, indent=2))
 
 
-def _execute(out: Path, todo: list[Shard], executor: str, workers: int, progress: bool) -> list[dict[str, Any]]:
+def _execute(
+    out: Path, todo: list[Shard], executor: str, workers: int, progress: bool, scheduler: str | None
+) -> list[dict[str, Any]]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     bar = Progress(TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), disable=not progress)
@@ -265,7 +270,7 @@ def _execute(out: Path, todo: list[Shard], executor: str, workers: int, progress
             for shard in todo:
                 statuses.append(run_shard(str(out), shard.config.model_dump_json()))
                 bar.advance(task)
-        else:
+        elif executor == "processes":
             import multiprocessing
 
             context = multiprocessing.get_context("spawn")
@@ -274,6 +279,32 @@ def _execute(out: Path, todo: list[Shard], executor: str, workers: int, progress
                 for future in as_completed(futures):
                     statuses.append(future.result())
                     bar.advance(task)
+        else:
+            statuses = _dask(out, todo, scheduler, lambda: bar.advance(task))
+    return statuses
+
+
+def _dask(out: Path, todo: list[Shard], scheduler: str, advance) -> list[dict[str, Any]]:
+    """Shards on an existing Dask cluster. Workers write the shards themselves, so OUT must be
+    storage that every worker sees at the same path (a shared filesystem); the client only
+    collects their statuses."""
+    try:
+        from distributed import Client
+        from distributed import as_completed as completed
+    except ImportError:
+        raise ConfigError("executor: dask needs the distributed package: pip install 'dask[distributed]'") from None
+    try:
+        client = Client(scheduler, timeout=10)
+    except OSError as error:
+        raise ConfigError(f"scheduler: cannot reach {scheduler} ({error})") from None
+    statuses = []
+    with client:
+        futures = [
+            client.submit(run_shard, str(out.resolve()), shard.config.model_dump_json(), pure=False) for shard in todo
+        ]
+        for future in completed(futures):
+            statuses.append(future.result())
+            advance()
     return statuses
 
 
