@@ -26,7 +26,12 @@ install-dev: $(VENV)/.installed-dev
 demo: install
 	$(BIN)/superposition reproduce seed --out runs/seed
 
+# The report test opens pages in Debian's chromium; install it where apt-get can.
 test: install-dev
+	@command -v chromium >/dev/null || { command -v apt-get >/dev/null && \
+		{ apt-get install -y -q chromium >/dev/null 2>&1 || \
+		  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; }; } || \
+		echo "note: chromium could not be installed; the browser test will be skipped"
 	$(BIN)/python -m pytest -q
 
 clean:

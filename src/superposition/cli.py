@@ -236,6 +236,18 @@ def sweep_command(
     print(f"results: {out / 'results.csv'}")
 
 
+@app.command("report")
+def report_command(
+    directory: Annotated[Path, typer.Argument(help="A run, a sweep, or a reproduce output.")],
+    x: Annotated[str | None, typer.Option(help="Sweep axis across the phase diagram.")] = None,
+    y: Annotated[str | None, typer.Option(help="Sweep axis down the phase diagram.")] = None,
+) -> None:
+    """Write DIR/report.html: config, metrics, every figure and the claims, in one offline file."""
+    from .report import write
+
+    print(write(directory, x, y))
+
+
 def _print_metrics(config, metrics: dict[str, Any]) -> None:
     from rich.table import Table
 

@@ -28,11 +28,18 @@ def write_atomic(path: Path, content: bytes | str) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(content.encode() if isinstance(content, str) else content)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def is_ours(path: Path) -> bool:

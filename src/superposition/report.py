@@ -1,0 +1,189 @@
+"""`superposition report DIR`: one self-contained report.html for a run, a sweep or a
+`reproduce` output. Every figure is embedded as a PNG data URI, so the page opens
+offline and can be mailed as one file.
+
+The page records its own health for automated checks: a tiny inline script notes
+script errors and, once loaded, whether every image decoded (naturalWidth > 0), in
+the `data-check` attribute of <body>.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import ConfigError
+from .files import CONFIG, REPRODUCTION, write_atomic
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; max-width: 1400px; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+td, th { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f3f3f3; } td.text { text-align: left; }
+img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
+pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.85em; }
+.no { color: #b00; font-weight: bold; }
+"""
+CHECK = """
+<script>
+window.__errors = [];
+window.addEventListener('error', e => window.__errors.push(String(e.message || e.type)));
+const oldError = console.error;
+console.error = (...args) => { window.__errors.push(args.join(' ')); oldError(...args); };
+window.addEventListener('load', () => {
+  const images = Array.from(document.images).map(i => i.naturalWidth);
+  document.body.dataset.check = JSON.stringify({errors: window.__errors, images: images});
+});
+</script>
+"""
+
+
+def write(directory: Path, x: str | None = None, y: str | None = None) -> Path:
+    """Write DIR/report.html for whatever DIR holds; return its path."""
+    directory = Path(directory)
+    if (directory / "spec.json").is_file():
+        title, body = f"Sweep {directory.name}", _sweep(directory, x, y)
+    elif (directory / REPRODUCTION).is_file():
+        title, body = f"Reproduction {directory.name}", _reproduction(directory)
+    elif (directory / CONFIG).is_file():
+        title, body = f"Run {directory.name}", _run(directory)
+    else:
+        raise ConfigError(f"report: {directory} is not a run, a sweep or a reproduce output")
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{STYLE}</style>{CHECK}</head><body><h1>{html.escape(title)}</h1>{body}</body></html>"
+    )
+    path = directory / "report.html"
+    write_atomic(path, page)
+    return path
+
+
+def _image(png: bytes, alt: str) -> str:
+    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+
+
+def _figure(fig, alt: str) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    return _image(buffer.getvalue(), alt)
+
+
+def _table(rows: list[dict[str, Any]], limit: int | None = None) -> str:
+    if not rows:
+        return "<p>(no rows)</p>"
+    columns = list(dict.fromkeys(c for row in rows for c in row))
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    body = []
+    for row in rows[:limit]:
+        cells = []
+        for c in columns:
+            value = row.get(c, "")
+            if isinstance(value, float):
+                text, cls = f"{value:.4g}", ""
+            else:
+                text, cls = str(value), " class='text'"
+            if value is False:
+                cls = " class='no'"
+            cells.append(f"<td{cls}>{html.escape(text)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    more = f"<p>… {len(rows) - limit} more rows in the CSV</p>" if limit and len(rows) > limit else ""
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>{more}"
+
+
+def _run(directory: Path) -> str:
+    from .plots import FIGURES, describe
+    from .runs import load_run
+
+    run = load_run(directory)
+    rows = [
+        {
+            "instance": k,
+            "1-S": sum(m["feature_probability"]) / len(m["feature_probability"]),
+            "loss": m["loss"],
+            "represented": m["represented"],
+            "diagonal": m["diagonal_count"],
+            "D*": m["dimensions_per_feature"],
+        }
+        for k, m in enumerate(run.metrics["instances"])
+    ]
+    figures = "".join(_figure(make(run.config, run.params), name) for name, make in FIGURES.items())
+    return (
+        f"<p>{html.escape(describe(run.config))}</p><h2>Metrics</h2>{_table(rows)}<h2>Figures</h2>{figures}"
+        f"<h2>Config</h2><pre>{html.escape((directory / CONFIG).read_text())}</pre>"
+    )
+
+
+def _reproduction(directory: Path) -> str:
+    summary = json.loads((directory / REPRODUCTION).read_text())
+    if summary.get("preset") == "all":
+        return "".join(
+            f"<h2>{html.escape(name)}</h2>{_reproduction(directory / name)}" for name in summary["presets"]
+        )
+    claims = [
+        {"claim": c["claim"], "paper": c["paper"], "ours": c["ours"], "holds": c["holds"]} for c in summary["claims"]
+    ]
+    images = "".join(_image(p.read_bytes(), p.stem) for p in sorted(directory.glob("*.png")))
+    options = {k: summary.get(k) for k in ("preset", "quick", "restarts", "overrides", "package_version", "wall_seconds")}
+    return (
+        f"<h3>Claims</h3>{_table(claims)}<h3>Figures</h3>{images}<h3>Table</h3>{_table(summary.get('table', []))}"
+        f"<h3>Options</h3><pre>{html.escape(json.dumps(options, indent=2))}</pre>"
+    )
+
+
+def _sweep(directory: Path, x: str | None, y: str | None) -> str:
+    from matplotlib.figure import Figure
+
+    from .sweep import load_sweep
+
+    table = load_sweep(directory)
+    spec = json.loads((directory / "spec.json").read_text())
+    axes = list(spec["axes"])
+    numeric = [a for a in axes if np.issubdtype(table[a].dtype, np.number) and table[a].nunique() > 1 and a != "seed"]
+    x = x or (numeric[1] if len(numeric) > 1 else None)
+    y = y or (numeric[0] if numeric else None)
+    for name in (x, y):
+        if name is not None and name not in axes:
+            raise ConfigError(f"report: {name!r} is not an axis of this sweep; choose from {', '.join(axes)}")
+    ok = table[table["status"] == "ok"]
+    parts = [
+        f"<p>{len(table)} grid points, {int((table['status'] == 'ok').sum())} ok, "
+        f"{int(table['status'].str.startswith('failed').sum())} failed, "
+        f"{int((table['status'] == 'missing').sum())} missing.</p>"
+    ]
+    if x and y and len(ok):
+        # best of the seeds in each cell, as the paper keeps the lowest-loss run
+        best = ok.loc[ok.groupby([y, x])["loss"].idxmin()]
+        norms = best[[c for c in best.columns if c.startswith("norm_")]].to_numpy()
+        phase = np.where(norms[:, -1] <= 0.5, 0, np.where((norms > 0.5).all(1), 2, 1))
+        grid = best.assign(phase=phase).pivot(index=y, columns=x, values="phase").sort_index(ascending=False)
+        fig = Figure(figsize=(6, 4.8))
+        ax = fig.subplots()
+        from matplotlib.colors import ListedColormap
+
+        ax.imshow(grid.to_numpy(), cmap=ListedColormap(["#d9d9d9", "#4575b4", "#d73027"]), vmin=0, vmax=2, aspect="auto")
+        ax.set_xticks(range(len(grid.columns)), [f"{v:.3g}" for v in grid.columns], rotation=90, fontsize=7)
+        ax.set_yticks(range(len(grid.index)), [f"{v:.3g}" for v in grid.index], fontsize=7)
+        ax.set_xlabel(x)
+        ax.set_ylabel(y)
+        ax.set_title("last feature: grey not learned, blue learned alone, red all in superposition", fontsize=8)
+        parts.append(f"<h2>Phase diagram over {html.escape(y)} × {html.escape(x)}</h2>{_figure(fig, 'phase diagram')}")
+    density = "density" if "density" in axes else "sparsity" if "sparsity" in axes else None
+    if density and len(ok):
+        fig = Figure(figsize=(11, 4))
+        left, right = fig.subplots(1, 2)
+        means = ok.groupby(density)[["dimensions_per_feature", "represented"]].mean()
+        for ax, column, label in ((left, "dimensions_per_feature", "D*"), (right, "represented", "represented features")):
+            ax.plot(means.index, means[column], "o-", ms=3)
+            ax.set_xscale("log")
+            ax.set_xlabel(density)
+            ax.set_ylabel(f"{label} (mean over the other axes)")
+        parts.append(f"<h2>D* and represented features against {density}</h2>{_figure(fig, 'D* and represented')}")
+    parts.append(f"<h2>Results</h2>{_table(table.to_dict('records'), limit=200)}")
+    parts.append(f"<h2>Spec</h2><pre>{html.escape(json.dumps(spec, indent=2))}</pre>")
+    return "".join(parts)
