@@ -166,3 +166,25 @@ def test_dask_executor_on_a_local_cluster(tmp_path):
 def test_dask_needs_a_scheduler(tmp_path):
     with pytest.raises(ConfigError, match="--scheduler"):
         sweep(_spec(tmp_path), tmp_path / "out", executor="dask")
+
+
+def test_the_thousand_model_phase_sweep_on_dask(tmp_path):
+    """examples/phase-2x1.toml (20 densities x 25 importances x 2 seeds) on a LocalCluster."""
+    import distributed
+    from pathlib import Path
+
+    spec = Path(__file__).parent.parent / "examples" / "phase-2x1.toml"
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        report = sweep(spec, tmp_path / "phase", executor="dask", scheduler=cluster.scheduler_address)
+    assert report == {"shards": 2, "trained": 2, "skipped": 0, "failed": []}
+    table = load_sweep(tmp_path / "phase")
+    assert len(table) == 1000 and (table["status"] == "ok").all()
+    # the three phases of the paper's diagram all appear: dense and unimportant -> not learned,
+    # dense and important -> learned alone (first dropped), sparse -> both in superposition
+    def cell(density, importance):
+        row = table[(table["density"].sub(density).abs() < 1e-9) & (table["importance_last"].sub(importance).abs() < 1e-9)]
+        return row.loc[row["loss"].idxmin()]
+
+    assert cell(1.0, 0.1)["norm_1"] < 0.5 < cell(1.0, 0.1)["norm_0"]
+    assert cell(1.0, 10.0)["norm_0"] < 0.5 < cell(1.0, 10.0)["norm_1"]
+    assert min(cell(0.01, 1.0)["norm_0"], cell(0.01, 1.0)["norm_1"]) > 0.5
