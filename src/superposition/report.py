@@ -137,9 +137,11 @@ def _reproduction(directory: Path) -> str:
 
 
 def _sweep(directory: Path, x: str | None, y: str | None) -> str:
+    from matplotlib.colors import ListedColormap
     from matplotlib.figure import Figure
 
     from .sweep import load_sweep
+    from .theory import PHASE_COLOURS, observed_phase
 
     table = load_sweep(directory)
     spec = json.loads((directory / "spec.json").read_text())
@@ -160,13 +162,11 @@ def _sweep(directory: Path, x: str | None, y: str | None) -> str:
         # best of the seeds in each cell, as the paper keeps the lowest-loss run
         best = ok.loc[ok.groupby([y, x])["loss"].idxmin()]
         norms = best[[c for c in best.columns if c.startswith("norm_")]].to_numpy()
-        phase = np.where(norms[:, -1] <= 0.5, 0, np.where((norms > 0.5).all(1), 2, 1))
+        phase = observed_phase(norms)
         grid = best.assign(phase=phase).pivot(index=y, columns=x, values="phase").sort_index(ascending=False)
         fig = Figure(figsize=(6, 4.8))
         ax = fig.subplots()
-        from matplotlib.colors import ListedColormap
-
-        ax.imshow(grid.to_numpy(), cmap=ListedColormap(["#d9d9d9", "#4575b4", "#d73027"]), vmin=0, vmax=2, aspect="auto")
+        ax.imshow(grid.to_numpy(), cmap=ListedColormap(PHASE_COLOURS), vmin=0, vmax=2, aspect="auto")
         ax.set_xticks(range(len(grid.columns)), [f"{v:.3g}" for v in grid.columns], rotation=90, fontsize=7)
         ax.set_yticks(range(len(grid.index)), [f"{v:.3g}" for v in grid.index], fontsize=7)
         ax.set_xlabel(x)

@@ -27,6 +27,17 @@ from __future__ import annotations
 import numpy as np
 
 PHASES = ("not learned", "learned alone", "superposition")
+PHASE_COLOURS = ("#d9d9d9", "#4575b4", "#d73027")  # PHASES order, for every phase diagram
+
+
+def observed_phase(norms: np.ndarray) -> np.ndarray:
+    """Index into PHASES of trained models, from their feature norms (..., feat).
+
+    The last feature is the extra one: not learned when its norm is at most 0.5,
+    in superposition when every feature is represented, learned alone otherwise.
+    """
+    represented = np.asarray(norms) > 0.5
+    return np.where(~represented[..., -1], 0, np.where(represented.all(-1), 2, 1))
 
 
 def variance(p: np.ndarray | float) -> np.ndarray | float:

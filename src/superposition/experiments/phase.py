@@ -19,11 +19,11 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from ..plots import describe, save_figure
-from ..theory import PHASES, phase
+from ..theory import PHASE_COLOURS, PHASES, observed_phase, phase
 from . import Claim, Options, Outcome, fit
 
 SETTINGS = [(2, 1), (3, 2)]
-COLOURS = ListedColormap(["#d9d9d9", "#4575b4", "#d73027"])  # PHASES order
+COLOURS = ListedColormap(PHASE_COLOURS)
 
 
 def run(directory: Path, options: Options) -> Outcome:
@@ -43,7 +43,7 @@ def run(directory: Path, options: Options) -> Outcome:
         }
         result, metrics = fit(directory / f"{n}x{m}", keys, options, restarts=2 if options.quick else 3)
         norms = np.array([x["feature_norms"] for x in metrics["instances"]])
-        empirical = np.array([_classify(row) for row in norms]).reshape(size, size)
+        empirical = observed_phase(norms).reshape(size, size)
         analytic = np.array([PHASES.index(phase(r, p)) for p, r in cells]).reshape(size, size)
         agree = float((empirical == analytic).mean())
         fig = _figure(empirical, analytic, importance, density, f"n={n}, m={m}", describe(result.config))
@@ -59,15 +59,6 @@ def run(directory: Path, options: Options) -> Outcome:
             )
         )
     return Outcome(claims=claims, table=table)
-
-
-def _classify(norms: np.ndarray) -> int:
-    represented = norms > 0.5
-    if not represented[-1]:
-        return PHASES.index("not learned")
-    if represented.all():
-        return PHASES.index("superposition")
-    return PHASES.index("learned alone")
 
 
 def _figure(empirical, analytic, importance, density, label: str, trained: str) -> Figure:
