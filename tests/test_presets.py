@@ -86,3 +86,18 @@ def test_report_lists_every_claim_and_copies_figures(tmp_path):
     assert "| sparse: pentagon | pentagon | other / odd | **no** |" in text
     assert "![intro: intro](replication_figures/intro/intro.png)" in text
     assert (tmp_path / "docs" / "replication_figures" / "intro" / "intro.png").read_bytes() == b"\x89PNG fake"
+
+
+def test_reproduce_all_writes_every_preset_and_the_report(tmp_path, monkeypatch, cli):
+    from superposition import experiments
+
+    monkeypatch.setattr(experiments, "PRESETS", ("intro", "adversarial"))
+    code, out, err = cli("reproduce", "all", "--quick", "--out", tmp_path / "all", "--quiet")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == [
+        "adversarial", "intro", "replication.md", "replication_figures", "reproduction.json",
+    ]  # fmt: skip
+    report = (tmp_path / "all" / "replication.md").read_text()
+    assert "## intro" in report and "## adversarial" in report and "claims hold" in report
+    assert (tmp_path / "all" / "replication_figures" / "intro" / "intro.png").is_file()
+    assert "intro: claims" in out and "adversarial: claims" in out
