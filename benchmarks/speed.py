@@ -6,12 +6,15 @@ For each config and seed it runs ../shared/bench/naive_reference.py and
 benchmarks/ours.py one after the other (never at once: two torch processes on 2
 cores slow each other down), each in a fresh process, and prints a table:
 steps/s of each, the ratio, the final loss (mean over the last 10% of steps, the
-naive script's measure) and each process's peak resident memory.
+naive script's measure) and each process's peak resident memory. Where occhio is
+installed (`pip install -e '.[bench]'`, or another interpreter given by
+--occhio-python) its ModelGrid runs in turn too (benchmarks/occhio_grid.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -31,10 +34,10 @@ CONFIGS = {
 }
 
 
-def run(script: Path, config: dict, steps: int, seed: int, extra: list[str]) -> dict:
+def run(script: Path, config: dict, steps: int, seed: int, extra: list[str], python: str = sys.executable) -> dict:
     """Run one benchmark process; return its JSON line plus its peak RSS (from wait4)."""
     args = [
-        sys.executable, str(script),
+        python, str(script),
         "--features", str(config["features"]), "--hidden", str(config["hidden"]),
         "--instances", str(config["instances"]), "--steps", str(steps), "--seed", str(seed), *extra,
     ]  # fmt: skip
@@ -66,22 +69,27 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--markdown", type=Path, help="Also write the table to this file.")
+    ap.add_argument("--occhio-python", help="Interpreter with occhio installed (default: this one, if it has occhio).")
     a = ap.parse_args()
+    occhio = a.occhio_python or (sys.executable if importlib.util.find_spec("occhio") else None)
     seeds = [int(s) for s in a.seeds.split(",")]
     device = "cpu"
     lines = [
         f"Machine: {cpu_name()}, {os.cpu_count()} cores; torch threads as each script sets them; "
         f"batch 1024, {a.steps} steps, seeds {a.seeds}; device {device}.",
         "",
-        "| config | instances | n → m | naive steps/s | ours steps/s | ratio (target) | naive loss | ours loss | worst instance loss ratio | naive peak MiB | ours peak MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| config | instances | n → m | naive steps/s | ours steps/s | ratio (target) | naive loss | ours loss | worst instance loss ratio | naive peak MiB | ours peak MiB |"
+        + (" occhio steps/s | ours / occhio | occhio loss (eval) |" if occhio else ""),
+        "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if occhio else ""),
     ]
     for name in a.configs.split(","):
         config = CONFIGS[name]
-        naive, ours = [], []
-        for seed in seeds:  # in turns, so drift in the machine's speed hits both alike
+        naive, ours, grid = [], [], []
+        for seed in seeds:  # in turns, so drift in the machine's speed hits all alike
             naive.append(run(NAIVE, config, a.steps, seed, ["--device", device]))
             ours.append(run(HERE / "ours.py", config, a.steps, seed, []))
+            if occhio:
+                grid.append(run(HERE / "occhio_grid.py", config, a.steps, seed, [], occhio))
         speed_naive = statistics.median(r["steps_per_second"] for r in naive)
         speed_ours = statistics.median(r["steps_per_second"] for r in ours)
         # mean over seeds of each instance's final loss, then compare instance by instance
@@ -94,6 +102,12 @@ def main() -> None:
             f"| {statistics.mean(loss_naive):.5f} | {statistics.mean(loss_ours):.5f} | {worst:.3f} "
             f"| {max(r['peak_rss_mib'] for r in naive):.0f} | {max(r['peak_rss_mib'] for r in ours):.0f} |"
         )
+        if occhio:
+            speed_grid = statistics.median(r["steps_per_second"] for r in grid)
+            lines[-1] += (
+                f" {speed_grid:,.0f} | {speed_ours / speed_grid:.1f}x "
+                f"| {statistics.mean(statistics.mean(r['final_loss']) for r in grid):.5f} |"
+            )
         print(lines[-1], flush=True)
     table = "\n".join(lines)
     print()
