@@ -240,21 +240,22 @@ def sweep(
 
 
 def _check_spec(out: Path, spec: dict[str, Any], force: bool) -> None:
+    current = json.loads(json.dumps(spec))  # as spec.json will hold it (tuples become lists)
     saved_path = out / SPEC
     if saved_path.is_file() and not force:
         saved = json.loads(saved_path.read_text())
-        if saved != json.loads(json.dumps(spec)):
+        if saved != current:
             changed = sorted(
                 f"{table}.{key}"
                 for table in ("base", "axes")
-                for key in set(saved.get(table, {})) | set(spec[table])
-                if saved.get(table, {}).get(key) != json.loads(json.dumps(spec[table].get(key)))
+                for key in set(saved.get(table, {})) | set(current[table])
+                if saved.get(table, {}).get(key) != current[table].get(key)
             )
             raise ConfigError(
                 f"spec: differs from the one {out} was started with ({', '.join(changed)}); "
                 "use another --out, or --force to continue with the new spec"
             )
-    write_atomic(saved_path, json.dumps(spec, indent=2))
+    write_atomic(saved_path, json.dumps(current, indent=2))
 
 
 def _execute(

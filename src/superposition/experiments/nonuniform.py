@@ -10,6 +10,7 @@ snaps the solution to two digons, the fifth dropped.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +39,7 @@ def run(directory: Path, options: Options) -> Outcome:
         "steps": 6000 if options.quick else 10_000,
         "lr": 3e-3 if options.quick else 1e-3,
     }
-    no_restarts = Options(options.quick, 1, options.overrides, options.progress)
-    result, _ = fit(directory / "copies", keys, no_restarts)
+    result, _ = fit(directory / "copies", keys, replace(options, restarts=1))  # copies are trained explicitly
     base = resolve({**keys, "feature_probability": probs, **options.overrides})
     params = result.params
     losses = torch.stack([eval_loss(base, {n: v[r::copies] for n, v in params.items()}) for r in range(copies)])
