@@ -156,3 +156,30 @@ def test_correlated_and_anticorrelated_sets(engine):
     # anticorrelated: at most one member of a set at a time
     assert on[:, :3].sum(1).max() == 1 and on[:, 3:].sum(1).max() == 1
     assert on[:, :3].any(1).mean() == pytest.approx(0.6, abs=0.015)
+
+
+_CACHE_PROBE = """
+import hashlib
+from superposition.config import resolve
+from superposition.train import train
+for keys in ({}, {"model": "untied", "hidden_activation": "relu"}, {"data": "signed", "target": "abs"}):
+    result = train(resolve({**keys, "steps": 300, "sparsity": [0, 0.9], "device": "cpu", "engine": "fused"}))
+    print(hashlib.sha256(b"".join(v.numpy().tobytes() for v in result.params.values())).hexdigest())
+"""
+
+
+def test_weights_do_not_depend_on_the_compiled_cache(tmp_path):
+    """Issue 8.8: the run that compiles the kernel and the runs that load it from the cache agree bit for bit."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+
+    def hashes() -> list[str]:
+        done = subprocess.run([sys.executable, "-c", _CACHE_PROBE], env=env, capture_output=True, text=True, check=True)
+        return done.stdout.split()
+
+    fresh = hashes()
+    assert any((tmp_path / "numba").rglob("*.nbc")), "the first run should have filled the cache"
+    assert hashes() == fresh

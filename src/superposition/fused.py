@@ -39,7 +39,11 @@ _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 _S30, _S27, _S31, _S40 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(40)
 _TO_UNIT = np.float32(2.0**-24)
-_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}  # reorders sums; NaN and inf still propagate
+# Only reassociation, which lets the batch-axis sums vectorise. With "contract" (FMA
+# fusion) or "nsz" as well, the code numba compiles fresh and the code it loads from
+# its cache round differently (~6e-8 per step, growing), so the first run after a
+# build gave other weights than later runs. NaN and inf still propagate.
+_FASTMATH = {"reassoc"}
 
 
 @njit(inline="always")
