@@ -50,7 +50,7 @@ def test_reproduce_seed_quick(tmp_path, cli):
     code, out, err = cli("reproduce", "seed", "--out", tmp_path / "seed", "--steps", "30", "--quiet")
     assert code == 0, err
     names = sorted(os.listdir(tmp_path / "seed"))
-    assert names == ["claims.json", "one_weight", "one_weight.png", "reproduction.json", "two_weight", "two_weight.png"]
+    assert names == ["claims.json", "one_weight", "one_weight.png", "reproduction.json", "superposition.json", "two_weight", "two_weight.png"]
     summary = json.loads((tmp_path / "seed" / "reproduction.json").read_text())
     assert [row["sparsity"] for row in summary["table"]] == [0, 0.7, 0.9, 0.99, 0.999] * 2
     claims = json.loads((tmp_path / "seed" / "claims.json").read_text())
@@ -117,10 +117,10 @@ def test_refuses_foreign_output_directory(tmp_path, cli):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     code, _, err = cli("train", "--out", tmp_path / "mine", *SMALL)
-    assert code == 2 and "not a superposition run" in err
+    assert code == 2 and "not a superposition output" in err
     assert os.listdir(tmp_path / "mine") == ["notes.txt"]
     code, _, err = cli("reproduce", "seed", "--out", tmp_path / "mine", "--steps", "5", "--quiet")
-    assert code == 2 and "not a superposition run" in err
+    assert code == 2 and "not a superposition output" in err
 
 
 @pytest.mark.parametrize("command", ["metrics", "plot"])

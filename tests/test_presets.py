@@ -95,7 +95,7 @@ def test_reproduce_all_writes_every_preset_and_the_report(tmp_path, monkeypatch,
     code, out, err = cli("reproduce", "all", "--quick", "--out", tmp_path / "all", "--quiet")
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "all").iterdir()) == [
-        "adversarial", "intro", "replication.md", "replication_figures", "reproduction.json",
+        "adversarial", "intro", "replication.md", "replication_figures", "reproduction.json", "superposition.json",
     ]  # fmt: skip
     report = (tmp_path / "all" / "replication.md").read_text()
     assert "## intro" in report and "## adversarial" in report and "claims hold" in report

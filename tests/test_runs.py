@@ -6,8 +6,8 @@ import torch
 
 from superposition import load_run
 from superposition.config import ConfigError, resolve
-from superposition.files import atomic_dir
-from superposition.runs import record
+from superposition.files import atomic_dir, seal
+from superposition.runs import SEALED, record
 from superposition.train import settle, train
 
 
@@ -63,10 +63,16 @@ def test_rewriting_a_run_replaces_it(tmp_path, trained):
 def test_refuses_a_directory_that_is_not_ours(tmp_path, trained):
     (tmp_path / "precious").mkdir()
     (tmp_path / "precious" / "thesis.tex").write_text("do not delete")
-    with pytest.raises(ConfigError, match="not a superposition run"):
+    with pytest.raises(ConfigError, match="not a superposition output"):
         _write(tmp_path / "precious", trained)
     assert os.listdir(tmp_path / "precious") == ["thesis.tex"]
     assert sorted(os.listdir(tmp_path)) == ["precious"]
+
+
+def _edit_and_reseal(directory, name, text):
+    """A hand edit by someone who also rewrote the checksums: the content checks still hold."""
+    (directory / name).write_text(text)
+    seal(directory, "run", SEALED)
 
 
 @pytest.mark.parametrize(
@@ -76,8 +82,12 @@ def test_refuses_a_directory_that_is_not_ours(tmp_path, trained):
         (lambda d: (d / "model.safetensors").write_bytes(b"\x00garbage"), "corrupted"),
         (lambda d: (d / "metrics.json").write_text("{"), "corrupted"),
         (lambda d: (d / "metrics.json").unlink(), "metrics.json is missing"),
-        (lambda d: (d / "config.json").unlink(), "not a run directory"),
-        (lambda d: (d / "config.json").write_text('{"model": "tied"}'), "invalid config"),
+        (lambda d: (d / "config.json").unlink(), "config.json is missing"),
+        (lambda d: (d / "config.json").write_text('{"model": "tied"}'), "does not match the checksum"),
+        (lambda d: (d / "superposition.json").unlink(), "not a run directory"),
+        (lambda d: _edit_and_reseal(d, "config.json", '{"model": "tied"}'), "invalid config"),
+        (lambda d: _edit_and_reseal(d, "config.json", "[1, 2]"), "does not hold a config"),
+        (lambda d: _edit_and_reseal(d, "metrics.json", '{"instances": 3}'), "one metrics object per instance"),
     ],
 )
 def test_broken_runs_are_reported(tmp_path, trained, damage, message):

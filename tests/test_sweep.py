@@ -90,12 +90,11 @@ def test_kill_and_resume_equals_an_uninterrupted_sweep(tmp_path):
 
 def test_a_second_sweep_on_the_same_directory_is_refused(tmp_path):
     spec, out = _spec(tmp_path), tmp_path / "out"
-    out.mkdir()
-    (out / "spec.json").write_text("{}")
-    with open(out / ".lock", "a+") as handle:
+    with open(tmp_path / ".out.lock", "a+") as handle:  # as a running sweep holds it
         fcntl.flock(handle, fcntl.LOCK_EX)
-        with pytest.raises(ConfigError, match="in use by another sweep"):
+        with pytest.raises(ConfigError, match="being written by another process"):
             sweep(spec, out)
+    assert not out.exists()
 
 
 def test_changed_spec_is_refused_unless_forced(tmp_path):
@@ -118,7 +117,7 @@ def test_diverging_shard_is_marked_failed_and_retried(tmp_path):
     assert report["trained"] == 1 and len(report["failed"]) == 1
     table = load_sweep(out)
     assert (table["status"] == "ok").sum() == 1
-    assert table["status"].str.startswith("failed: training loss not finite").sum() == 1
+    assert table["status"].str.startswith("failed: non-finite weights or loss").sum() == 1
     assert sweep(spec, out)["failed"] == report["failed"]  # skipped, still reported
     record = out / "failed" / f"{report['failed'][0]}.json"
     first = json.loads(record.read_text())["at"]

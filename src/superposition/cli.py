@@ -7,6 +7,7 @@ Every user error ends as one line on stderr and exit status 2.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, get_args
@@ -129,13 +130,15 @@ def train(
             keys.pop(a, None)
     resolved = resolve({**{k.replace("-", "_"): v for k, v in keys.items()}, **given})
 
-    from .files import atomic_dir, check_output_dir
-    from .runs import record
-    from .train import settle, train as fit
+    from .files import atomic_dir, check_free_space
+    from .runs import record, run_bytes
+    from .train import check_memory, settle, train as fit
 
-    check_output_dir(out)
-    result = fit(settle(resolved), progress=_progress(quiet))
-    with atomic_dir(out) as staging:
+    settled = settle(resolved)
+    check_memory(settled)
+    with atomic_dir(out) as staging:  # refuses a bad --out, or a second writer, before training
+        check_free_space(staging, run_bytes(settled))
+        result = fit(settled, progress=_progress(quiet))
         metrics = record(staging, result)
     _print_metrics(result.config, metrics)
     print(f"run written to {out}")
@@ -167,7 +170,12 @@ def plot(
 
     loaded = load_run(run)
     target = out or run
-    target.mkdir(parents=True, exist_ok=True)
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"out: {target} exists and is not a directory; give a directory for the figures")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"out: cannot create {target} ({error.strerror})") from None
     for path in write_figures(loaded.config, loaded.params, target):
         print(path)
 
@@ -189,16 +197,20 @@ def reproduce(
 ) -> None:
     """Run one of the paper's or the seed's experiments end to end, and check its claims."""
     from . import experiments
+    from .config import resolve
     from .files import check_output_dir
 
     if name != "all":
         experiments.module(name)
+    elif report is not None:
+        experiments.check_report_path(report)
     if seeds is not None and seeds < 1:
         raise ConfigError(f"seeds: must be at least 1, got {seeds}")
     overrides = {"data": data, "steps": steps, "seed": seed, "device": device, "engine": engine}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if warm_start:
         overrides["warm_start"] = True
+    resolve({**overrides, "device": "cpu"})  # a bad override fails here, before any preset trains
     check_output_dir(out)
     options = experiments.Options(quick=quick, restarts=seeds, overrides=overrides, progress=_progress(quiet))
     if name == "all":
@@ -306,9 +318,18 @@ def main(argv: list[str] | None = None) -> None:
     except (typer.Abort, KeyboardInterrupt):
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except OSError as error:  # the disk filled up, a file vanished under us, ...
+        _fail(f"{error.strerror or error}: {error.filename or ''}", status=1)
+    except Exception as error:
+        if type(error).__name__ == "Diverged":
+            _fail(f"training diverged: {error}; nothing was written", status=1)
+        if os.environ.get("SUPERPOSITION_DEBUG"):
+            raise
+        # not a user error: one line all the same, and the way to the traceback
+        _fail(f"{type(error).__name__}: {error} (a bug; SUPERPOSITION_DEBUG=1 shows the traceback)", status=1)
     sys.exit(code if isinstance(code, int) else 0)
 
 
-def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+def _fail(message: str, status: int = 2) -> None:
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    sys.exit(status)

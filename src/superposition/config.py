@@ -37,7 +37,8 @@ class ConfigError(ValueError):
 class Config(BaseModel):
     """A fully resolved training config: one instance per row of `feature_probability`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: `steps = true` or `warm_start = "yes"` is an error, not 1 or True
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     model: Model = "tied"
     activation: Activation = "relu"  # of the output
@@ -58,7 +59,7 @@ class Config(BaseModel):
     warmup: int = Field(0, ge=0)
     steps: int = Field(10_000, gt=0)
     batch_size: int = Field(1024, gt=0)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**63)  # the compiled engine hashes it as a 64-bit integer
     device: Device = "auto"
     engine: Engine = "auto"
     warm_start: bool = False
@@ -126,13 +127,20 @@ CONVENIENCE_KEYS = {"sparsity", "importance_decay"}
 USER_KEYS = set(Config.model_fields) | CONVENIENCE_KEYS
 
 
-def _normalise_keys(raw: dict[str, Any]) -> dict[str, Any]:
-    out = {}
+def normalise_key(key: Any, known: set[str], where: str = "") -> str:
+    """`batch-size` and `batch_size` are one key; anything else unknown is refused."""
+    name = key.replace("-", "_") if isinstance(key, str) else None
+    if name not in known:
+        raise ConfigError(f"{where}{key}: unknown key; valid keys are: {', '.join(sorted(known))}")
+    return name
+
+
+def normalise_keys(raw: dict[str, Any], known: set[str] = USER_KEYS, where: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for key, value in raw.items():
-        name = key.replace("-", "_")
-        if name not in USER_KEYS:
-            valid = ", ".join(sorted(USER_KEYS))
-            raise ConfigError(f"unknown key '{key}'; valid keys are: {valid}")
+        name = normalise_key(key, known, where)
+        if name in out:
+            raise ConfigError(f"{where}{name}: given twice (as '-' and '_' spellings); keep one")
         out[name] = value
     return out
 
@@ -157,7 +165,9 @@ def _per_instance(name: str, value: Any, instances: int) -> list[list[float]]:
 
 def resolve(raw: dict[str, Any]) -> Config:
     """Turn user keys (from flags and/or a config file) into a validated Config."""
-    keys = _normalise_keys(raw)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: expected a table of keys, got {type(raw).__name__}")
+    keys = normalise_keys(raw)
     features = keys.get("features", Config.model_fields["features"].default)
     if not isinstance(features, int) or isinstance(features, bool) or features <= 0:
         raise ConfigError(f"features: must be a whole number > 0, got {features!r}")
@@ -188,7 +198,10 @@ def resolve(raw: dict[str, Any]) -> Config:
         decay = _as_number_list("importance_decay", keys.pop("importance_decay", 0.7))
         if len(decay) != 1 or not (decay[0] > 0):
             raise ConfigError(f"importance_decay: must be one number > 0, got {decay}")
-        importance = [[decay[0] ** i for i in range(features)] for _ in probs]
+        try:
+            importance = [[decay[0] ** i for i in range(features)] for _ in probs]
+        except OverflowError:
+            raise ConfigError(f"importance_decay: {decay[0]} ** {features - 1} overflows; use a value nearer 1") from None
 
     # mlp is the seed's ReLU(x W) W_out + b; every other model defaults to act(... + b) = ReLU
     mlp = keys.get("model") == "mlp"
@@ -215,15 +228,21 @@ def read_config_file(path: Path) -> dict[str, Any]:
     """User keys from a TOML file (or a run's config.json, to train it again)."""
     if not path.is_file():
         raise ConfigError(f"config: no such file {path}")
-    text = path.read_text()
     try:
-        if path.suffix == ".json":
-            data = json.loads(text)
-            data.pop("package_version", None)
-            return data
-        return tomllib.loads(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
-        raise ConfigError(f"config: {path} is not valid {path.suffix[1:].upper()}: {error}") from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config: {path} is not a text file (not UTF-8)") from None
+    except OSError as error:
+        raise ConfigError(f"config: cannot read {path} ({error.strerror})") from None
+    kind = "JSON" if path.suffix == ".json" else "TOML"
+    try:
+        data = json.loads(text) if kind == "JSON" else tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise ConfigError(f"config: {path} is not valid {kind}: {str(error).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: {path} must hold a table of keys, not a {type(data).__name__}")
+    data.pop("package_version", None)
+    return data
 
 
 def validate_saved(data: dict[str, Any], source: Path) -> Config:

@@ -19,21 +19,26 @@ training job, a shard. Any other config key (seed, hidden, model, lr, ...) varie
 between shards.
 
 The sweep directory:
+  superposition.json     the marker: this directory is a sweep (files.py)
   spec.json              the spec it was started with (a different spec is refused, unless --force)
-  shards/HASH/           one finished shard: a run directory (no figures) plus complete.json,
-                         the SHA-256 of its files, written last; HASH is the shard's config
-  failed/HASH.json       a shard whose loss went NaN or inf, and why
-  results.csv            one row per grid point, rebuilt from the shards after every sweep
-A shard is written in a hidden staging directory and renamed into place, and is
-trusted only when its checksums match: a killed, truncated or corrupted shard is
-trained again. CSV, not Parquet: pandas reads it with nothing else installed, and
+  shards/HASH/           one finished shard: a sealed run directory (no figures); HASH is
+                         the shard's config
+  failed/HASH.json       a shard whose weights or loss went NaN or inf, and why
+  results.csv            one row per model, rebuilt from the shards after every sweep
+A shard is written in a hidden staging directory and published in one step, and is
+trusted only when its run's checksums match: a killed, truncated or corrupted shard
+is trained again. CSV, not Parquet: pandas reads it with nothing else installed, and
 the table is small (one row per model).
+
+A base with several instances (`sparsity = [0.1, 0.5, 0.9]`, or several rows of
+`feature_probability`) trains all of them at every grid point: results.csv says which
+in its `base_instance` column. The sweep holds `.NAME.lock` beside its directory
+while it runs; worker processes end with it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import itertools
 import json
@@ -48,19 +53,32 @@ from typing import Any
 
 import numpy as np
 
-from .config import USER_KEYS, Config, ConfigError, read_config_file, resolve
-from .files import atomic_dir, write_atomic
+from .config import USER_KEYS, Config, ConfigError, normalise_key, normalise_keys, read_config_file, resolve
+from .files import (
+    MARKER,
+    atomic_dir,
+    check_output_dir,
+    corrupted,
+    kind_of,
+    lock,
+    remove_stale_temporaries,
+    seal,
+    to_json,
+    write_atomic,
+)
 
-SPEC, RESULTS, LOCK, COMPLETE = "spec.json", "results.csv", ".lock", "complete.json"
+SPEC, RESULTS = "spec.json", "results.csv"
 INSTANCE_AXES = ("density", "sparsity", "importance_last")
 # keys an axis may not set: they are per-instance lists, set by the instance axes
 NOT_AXES = {"feature_probability", "importance", "warm_start"}
+AXIS_KEYS = (USER_KEYS - NOT_AXES) | set(INSTANCE_AXES)
+MAX_POINTS = 100_000  # a bigger grid is almost surely a typo in a range's count
 
 
 @dataclass
 class Shard:
     config: Config
-    points: list[dict[str, Any]]  # the grid point of each instance, in order
+    points: list[dict[str, Any]]  # the grid point of each instance, in order, with its base_instance
 
     @property
     def key(self) -> str:
@@ -77,27 +95,34 @@ def read_spec(path: Path) -> dict[str, Any]:
     base, axes = raw.get("base", {}), raw.get("axes", {})
     if not isinstance(base, dict) or not isinstance(axes, dict) or not axes:
         raise ConfigError("spec: needs a [base] table of config keys and a non-empty [axes] table")
-    for key in base:
-        if key.replace("-", "_") not in USER_KEYS:
-            raise ConfigError(f"base.{key}: unknown config key")
-    return {"base": base, "axes": {name: axis_values(name, spec) for name, spec in axes.items()}}
+    base = normalise_keys(base, USER_KEYS, "base.")
+    axes = normalise_keys(axes, AXIS_KEYS | NOT_AXES, "axes.")
+    spec = {"base": base, "axes": {name: axis_values(name, values) for name, values in axes.items()}}
+    points = math.prod(len(values) for values in spec["axes"].values())
+    if points > MAX_POINTS:
+        raise ConfigError(f"axes: the grid has {points:,} points, more than {MAX_POINTS:,}; check the counts of its ranges")
+    return spec
 
 
 def axis_values(name: str, spec: Any) -> list[Any]:
-    key = name.replace("-", "_")
-    if key not in INSTANCE_AXES and (key not in USER_KEYS or key in NOT_AXES):
+    key = normalise_key(name, AXIS_KEYS | NOT_AXES, "axes.")
+    if key in NOT_AXES:
         raise ConfigError(f"axes.{name}: not an axis; use density, sparsity, importance_last or a config key")
     if isinstance(spec, list):
         if not spec:
             raise ConfigError(f"axes.{name}: empty axis; give at least one value")
+        if key in INSTANCE_AXES and not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in spec):
+            raise ConfigError(f"axes.{name}: every value must be a number, got {spec!r}")
+        if len({json.dumps(v, sort_keys=True) for v in spec}) != len(spec):
+            raise ConfigError(f"axes.{name}: a value appears twice; give each value once")
         return spec
     if isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in ("log", "linear"):
         kind, args = next(iter(spec.items()))
         if not (isinstance(args, list) and len(args) == 3 and all(isinstance(a, (int, float)) for a in args)):
             raise ConfigError(f"axes.{name}.{kind}: expected [start, stop, count]")
         start, stop, count = args
-        if int(count) != count or count < 1:
-            raise ConfigError(f"axes.{name}.{kind}: count must be a whole number >= 1, got {count}")
+        if not all(map(math.isfinite, args)) or int(count) != count or count < 1 or count > MAX_POINTS:
+            raise ConfigError(f"axes.{name}.{kind}: count must be a whole number from 1 to {MAX_POINTS:,}, got {count}")
         if kind == "log":
             if start <= 0 or stop <= 0:
                 raise ConfigError(f"axes.{name}.log: start and stop must be > 0")
@@ -112,91 +137,121 @@ def plan(spec: dict[str, Any]) -> list[Shard]:
     groups: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
     for values in itertools.product(*(spec["axes"][n] for n in names)):
         point = dict(zip(names, values, strict=True))
-        outer = {k.replace("-", "_"): v for k, v in point.items() if k.replace("-", "_") not in INSTANCE_AXES}
+        outer = {k: v for k, v in point.items() if k not in INSTANCE_AXES}
         groups.setdefault(json.dumps(outer, sort_keys=True), (outer, []))[1].append(point)
     return [_shard(spec["base"], outer, points) for outer, points in groups.values()]
 
 
 def _shard(base: dict[str, Any], outer: dict[str, Any], points: list[dict[str, Any]]) -> Shard:
-    template = resolve({**base, **outer})
-    probs, importance = [], []
+    """Every point, times every instance of the base, as the instances of one config.
+
+    With a density or sparsity axis, the base's probabilities are replaced, so only
+    its rows of importance (if it gives several) make base instances.
+    """
+    keys = {**base, **outer}
+    if "density" in points[0] or "sparsity" in points[0]:
+        keys = {k: v for k, v in keys.items() if k not in ("sparsity", "feature_probability")}
+        rows = keys.get("importance")
+        nested = isinstance(rows, list) and rows and all(isinstance(r, list) for r in rows)
+        keys["sparsity"] = [0.0] * (len(rows) if nested else 1)
+    template = resolve(keys)
+    probs, importance, instances = [], [], []
     for point in points:
-        given = {k.replace("-", "_"): v for k, v in point.items()}
-        if "density" in given:
-            probs.append([float(given["density"])] * template.features)
-        elif "sparsity" in given:
-            probs.append([round(1 - float(given["sparsity"]), 12)] * template.features)
-        else:
-            probs.append(list(template.feature_probability[0]))
-        row = list(template.importance[0])
-        if "importance_last" in given:
-            row[-1] = float(given["importance_last"])
-        importance.append(row)
-    keys = {k: v for k, v in {**base, **outer}.items() if k.replace("-", "_") not in ("sparsity", "importance_decay")}
-    return Shard(resolve({**keys, "feature_probability": probs, "importance": importance}), points)
+        for k in range(template.instances):
+            if "density" in point:
+                probs.append([float(point["density"])] * template.features)
+            elif "sparsity" in point:
+                probs.append([round(1 - float(point["sparsity"]), 12)] * template.features)
+            else:
+                probs.append(list(template.feature_probability[k]))
+            row = list(template.importance[k])
+            if "importance_last" in point:
+                row[-1] = float(point["importance_last"])
+            importance.append(row)
+            instances.append({**point, "base_instance": k})
+    keys = {k: v for k, v in keys.items() if k not in ("sparsity", "importance_decay")}
+    return Shard(resolve({**keys, "feature_probability": probs, "importance": importance}), instances)
 
 
 @contextlib.contextmanager
 def locked(directory: Path) -> Iterator[None]:
-    """Hold DIR/.lock for the whole sweep: a second sweep on DIR is refused at once."""
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / LOCK, "a+") as handle:
+    """Hold the sweep's lock (`.NAME.lock` beside it): a second sweep on DIR is refused at once.
+
+    Under the lock, a directory that is empty (a sweep killed before its marker
+    landed) becomes a sweep; one that is neither empty nor a sweep is refused.
+    """
+    absolute = Path(os.path.abspath(directory))
+    try:
+        absolute.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"out: cannot create {absolute.parent} ({error.strerror})") from None
+    with lock(absolute.parent / f".{absolute.name}.lock", f"{directory} (a sweep)"):
+        if directory.is_dir() and any(directory.iterdir()) and kind_of(directory) != "sweep":
+            raise ConfigError(f"out: {directory} exists and is not a sweep (no {MARKER}); choose another --out")
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(f"out: {directory} is in use by another sweep; wait for it or choose another --out") from None
+            directory.mkdir(exist_ok=True)
+            if kind_of(directory) != "sweep":
+                seal(directory, "sweep")
+        except OSError as error:
+            raise ConfigError(f"out: cannot write in {directory} ({error.strerror})") from None
+        for place in (directory, directory / "failed"):
+            remove_stale_temporaries(place)
         yield
 
 
-def _checksums(directory: Path) -> dict[str, str]:
-    return {
-        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(directory.iterdir())
-        if p.is_file() and p.name != COMPLETE
-    }
-
-
 def is_complete(directory: Path) -> bool:
-    """A shard counts only if its files still match the checksums written when it finished."""
-    try:
-        expected = json.loads((directory / COMPLETE).read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    return expected == _checksums(directory)
+    """A shard counts only if it is a run whose files still match the checksums written with it."""
+    return kind_of(directory) == "run" and not corrupted(directory)
 
 
 def run_shard(out: str, config_json: str) -> dict[str, Any]:
     """Train one shard and write it; returns its status. Top level, so worker processes can run it."""
     from .runs import record
-    from .train import train
+    from .train import Diverged, train
 
     config = Config.model_validate_json(config_json)
     key = Shard(config, []).key
     started = time.perf_counter()
-    result = train(config)
-    final = result.history[-1]
-    if not bool(np.isfinite(final.numpy()).all()):
-        bad = [i for i, v in enumerate(final.tolist()) if not math.isfinite(v)]
-        reason = f"training loss not finite for instances {bad[:10]} (first of {len(bad)})"
+    try:
+        with atomic_dir(Path(out) / "shards" / key, owned=True) as staging:
+            record(staging, train(config), figures=False)
+    except Diverged as error:
         failed = Path(out) / "failed"
         failed.mkdir(exist_ok=True)
-        write_atomic(failed / f"{key}.json", json.dumps({"reason": reason, "at": time.time()}))
-        return {"key": key, "status": "failed", "reason": reason}
-    with atomic_dir(Path(out) / "shards" / key) as staging:
-        record(staging, result, figures=False)
-        (staging / COMPLETE).write_text(json.dumps(_checksums(staging)))
+        write_atomic(failed / f"{key}.json", to_json({"reason": str(error), "at": time.time()}))
+        return {"key": key, "status": "failed", "reason": str(error)}
     with contextlib.suppress(FileNotFoundError):
         (Path(out) / "failed" / f"{key}.json").unlink()
     return {"key": key, "status": "done", "seconds": time.perf_counter() - started}
 
 
-def _quiet_worker() -> None:
-    """One thread per worker process: the processes share the cores."""
+def _worker_setup(parent: int) -> None:
+    """A worker process: one thread (the processes share the cores), and it dies with the sweep.
+
+    The kernel kills it when the process that started it dies (Linux); a watchdog
+    thread covers other systems and the moment between the two.
+    """
+    import ctypes
+    import signal
+    import threading
+
     import numba
     import torch
 
     torch.set_num_threads(1)
     numba.set_num_threads(1)
+    with contextlib.suppress(OSError, AttributeError):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def sweep(
@@ -210,18 +265,19 @@ def sweep(
     scheduler: str | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) a sweep; return counts of shards trained, skipped and failed."""
+    from .train import check_memory, settle
+
     spec = read_spec(spec_path)
     shards = plan(spec)
+    for shard in shards:
+        check_memory(settle(shard.config))
     if executor not in ("local", "processes", "dask"):
         raise ConfigError(f"executor: unknown {executor!r}; use local, processes or dask")
     if executor == "dask" and not scheduler:
         raise ConfigError("scheduler: --executor dask needs --scheduler ADDRESS (e.g. tcp://host:8786)")
     if workers < 1:
         raise ConfigError(f"workers: must be at least 1, got {workers}")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"out: {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not (out / SPEC).is_file():
-        raise ConfigError(f"out: {out} exists and is not a sweep; choose another --out")
+    check_output_dir(out, owned=True)
     with locked(out):
         _check_spec(out, spec, force)
         todo, skipped, failed_before = [], 0, []
@@ -240,10 +296,15 @@ def sweep(
 
 
 def _check_spec(out: Path, spec: dict[str, Any], force: bool) -> None:
-    current = json.loads(json.dumps(spec))  # as spec.json will hold it (tuples become lists)
+    current = json.loads(to_json(spec))  # as spec.json will hold it (tuples become lists)
     saved_path = out / SPEC
     if saved_path.is_file() and not force:
-        saved = json.loads(saved_path.read_text())
+        try:
+            saved = json.loads(saved_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            saved = None
+        if not (isinstance(saved, dict) and all(isinstance(saved.get(t), dict) for t in ("base", "axes"))):
+            raise ConfigError(f"spec: {saved_path} is corrupted; use --force to replace it with this spec")
         if saved != current:
             changed = sorted(
                 f"{table}.{key}"
@@ -255,7 +316,7 @@ def _check_spec(out: Path, spec: dict[str, Any], force: bool) -> None:
                 f"spec: differs from the one {out} was started with ({', '.join(changed)}); "
                 "use another --out, or --force to continue with the new spec"
             )
-    write_atomic(saved_path, json.dumps(current, indent=2))
+    write_atomic(saved_path, to_json(current))
 
 
 def _execute(
@@ -275,7 +336,10 @@ def _execute(
             import multiprocessing
 
             context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_quiet_worker) as pool:
+            pool = ProcessPoolExecutor(
+                max_workers=workers, mp_context=context, initializer=_worker_setup, initargs=(os.getpid(),)
+            )
+            with pool:
                 futures = [pool.submit(run_shard, str(out), shard.config.model_dump_json()) for shard in todo]
                 for future in as_completed(futures):
                     statuses.append(future.result())
@@ -296,8 +360,8 @@ def _dask(out: Path, todo: list[Shard], scheduler: str, advance) -> list[dict[st
         raise ConfigError("executor: dask needs the distributed package: pip install 'dask[distributed]'") from None
     try:
         client = Client(scheduler, timeout=10)
-    except OSError as error:
-        raise ConfigError(f"scheduler: cannot reach {scheduler} ({error})") from None
+    except (OSError, ValueError, TypeError) as error:
+        raise ConfigError(f"scheduler: cannot reach {scheduler!r} ({error})") from None
     statuses = []
     with client:
         futures = [
@@ -323,7 +387,7 @@ def write_results(out: Path, spec: dict[str, Any], shards: list[Shard]) -> None:
         status = "ok" if metrics else ("failed: " + json.loads(failed.read_text())["reason"]) if failed.is_file() else "missing"
         for k, point in enumerate(shard.points):
             row = {name: point[name] for name in axes}
-            row.update(shard=shard.key, instance=k, status=status)
+            row.update(base_instance=point["base_instance"], shard=shard.key, instance=k, status=status)
             m = metrics[k] if metrics else {}
             norms = m.get("feature_norms", [math.nan] * shard.config.features)
             row.update(

@@ -12,6 +12,7 @@ for `steps` steps with a fresh optimiser; instance 0 starts from its own init.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,6 +29,56 @@ from .models import Params, forward, has_w_out, init_params, loss_per_instance
 EARLY_STOP_WINDOW = 500
 CHUNK = 100  # steps per call of an engine; progress and early stop are checked between calls
 BETAS, EPS = (0.9, 0.999), 1e-8  # Adam's defaults, the same for both engines
+
+
+class Diverged(Exception):
+    """Training produced non-finite weights or losses: a failure, never a run."""
+
+
+def divergence(params: Params, losses: list[float]) -> str | None:
+    """Why a trained model is unusable (non-finite weights or evaluation loss), or None."""
+    bad = {i for i, loss in enumerate(losses) if not math.isfinite(loss)}
+    for tensor in params.values():
+        bad |= set((~torch.isfinite(tensor.flatten(1))).any(1).nonzero().flatten().tolist())
+    if not bad:
+        return None
+    shown = sorted(bad)
+    return (
+        f"non-finite weights or loss in {len(shown)} instance(s) {shown[:10]}; "
+        "lower lr or weight_decay, or add warmup"
+    )
+
+
+def memory_needed(config: Config) -> int:
+    """Bytes of host memory a run needs at its peak, roughly: the evaluation batch and its
+    temporaries, the reference engine's training batch, and the loss history."""
+    copies = config.instances * config.restarts  # restarts train together, are evaluated one at a time
+    evaluation = 6 * config.instances * config.eval_batch_size * config.features * 4
+    training = 8 * copies * config.batch_size * config.features * 4
+    return evaluation + training + 4 * config.steps * copies
+
+
+def available_memory() -> int:
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_memory(config: Config) -> None:
+    """Refuse, before allocating anything, a config that cannot fit in this machine's memory."""
+    needed, free = memory_needed(config), available_memory()
+    if needed > free:
+        raise ConfigError(
+            f"eval_batch_size: this config needs about {needed / 2**30:.1f} GiB of memory "
+            f"({config.instances * config.restarts} instances x {config.features} features x "
+            f"batches of {config.batch_size} and {config.eval_batch_size}), {free / 2**30:.1f} GiB is available; "
+            "use fewer instances or smaller batches"
+        )
 
 
 @dataclass
@@ -72,6 +123,7 @@ def make_optimizer(params: list[Tensor], config: Config) -> torch.optim.Optimize
 
 def train(config: Config, progress: bool = False) -> TrainResult:
     config = settle(config)
+    check_memory(config)
     if config.restarts > 1:
         return _best_of_restarts(config, progress)
     params = init_params(config, torch.Generator().manual_seed(config.seed))

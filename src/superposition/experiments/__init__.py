@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, resolve
-from ..files import REPRODUCTION, atomic_dir
+from ..files import REPRODUCTION, atomic_dir, check_output_dir, seal, to_json
 
 # name -> module; `all` runs them in this order
 PRESETS = ("seed", "intro", "importance-sparsity", "geometry", "phase", "nonuniform", "correlated", "privileged-basis", "computation", "adversarial")
@@ -94,9 +94,10 @@ def reproduce(name: str, out: Path, options: Options) -> dict[str, Any]:
             "claims": [asdict(c) for c in outcome.claims],
             "table": outcome.table,
         }
-        (staging / "claims.json").write_text(json.dumps(summary["claims"], indent=2))
-        (staging / REPRODUCTION).write_text(json.dumps(summary, indent=2))
-    return summary
+        (staging / "claims.json").write_text(to_json(summary["claims"]))
+        (staging / REPRODUCTION).write_text(to_json(summary))
+        seal(staging, "reproduction", ("claims.json", REPRODUCTION))
+    return json.loads(to_json(summary))
 
 
 def reproduce_all(out: Path, options: Options, report: Path | None = None) -> list[dict[str, Any]]:
@@ -105,12 +106,26 @@ def reproduce_all(out: Path, options: Options, report: Path | None = None) -> li
     with atomic_dir(out) as staging:
         for name in PRESETS:
             summaries.append(reproduce(name, staging / name, options))
-        (staging / REPRODUCTION).write_text(json.dumps({"preset": "all", "presets": list(PRESETS)}, indent=2))
+        (staging / REPRODUCTION).write_text(to_json({"preset": "all", "presets": list(PRESETS)}))
         if report is None:
             write_report(staging / "replication.md", staging, summaries)
+        seal(staging, "reproduction", (REPRODUCTION,))
     if report is not None:
         write_report(report, out, summaries)
     return summaries
+
+
+def report_figures(path: Path) -> Path:
+    """The directory of a report's figures, beside it: `notes.md` has `notes_figures/`."""
+    return Path(path).parent / f"{Path(path).stem}_figures"
+
+
+def check_report_path(path: Path) -> None:
+    """Refuse a report path (before any training) that would overwrite what is not ours."""
+    path = Path(path)
+    if path.is_dir() or path.is_symlink():
+        raise ConfigError(f"report: {path} is a directory or a link; give a file name such as notes.md")
+    check_output_dir(report_figures(path))
 
 
 def write_report(path: Path, out: Path, summaries: list[dict[str, Any]]) -> None:
@@ -120,8 +135,6 @@ def write_report(path: Path, out: Path, summaries: list[dict[str, Any]]) -> None
     from ..files import write_atomic
 
     path = Path(path)
-    figures = path.parent / f"{path.stem}_figures"  # the report's own: rebuilt every time
-    shutil.rmtree(figures, ignore_errors=True)
     lines = [
         "# Toy Models of Superposition, replicated",
         "",
@@ -129,25 +142,28 @@ def write_report(path: Path, out: Path, summaries: list[dict[str, Any]]) -> None
         "",
     ]
     total = held = 0
-    for summary in summaries:
-        name = summary["preset"]
-        mode = "quick" if summary["quick"] else "full"
-        lines += [f"## {name}", "", f"{mode} run, {summary['wall_seconds']:.0f} s, package {summary['package_version']}.", ""]
-        lines += ["| claim | paper | ours | holds |", "|---|---|---|---|"]
-        for claim in summary["claims"]:
-            total += 1
-            held += claim["holds"]
-            cells = [claim["claim"], claim["paper"], claim["ours"], "yes" if claim["holds"] else "**no**"]
-            lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
-        lines.append("")
-        for claim in summary["claims"]:
-            if not claim["holds"] and claim.get("note"):
-                lines.append(f"- *{claim['claim']}*: {claim['note']}")
-        lines.append("")
-        for png in sorted((Path(out) / name).glob("*.png")):
-            target = figures / name / png.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(png, target)
-            lines += [f"![{name}: {png.stem}]({target.relative_to(path.parent).as_posix()})", ""]
+    with atomic_dir(report_figures(path)) as figures:  # the report's own: rebuilt every time
+        for summary in summaries:
+            name = summary["preset"]
+            mode = "quick" if summary["quick"] else "full"
+            lines += [f"## {name}", "", f"{mode} run, {summary['wall_seconds']:.0f} s, package {summary['package_version']}.", ""]
+            lines += ["| claim | paper | ours | holds |", "|---|---|---|---|"]
+            for claim in summary["claims"]:
+                total += 1
+                held += claim["holds"]
+                cells = [claim["claim"], claim["paper"], claim["ours"], "yes" if claim["holds"] else "**no**"]
+                lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+            lines.append("")
+            for claim in summary["claims"]:
+                if not claim["holds"] and claim.get("note"):
+                    lines.append(f"- *{claim['claim']}*: {claim['note']}")
+            lines.append("")
+            for png in sorted((Path(out) / name).glob("*.png")):
+                target = figures / name / png.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(png, target)
+                link = report_figures(path).relative_to(path.parent) / name / png.name
+                lines += [f"![{name}: {png.stem}]({link.as_posix()})", ""]
+        seal(figures, "figures")
     lines[2] += f" {held} of {total} claims hold."
     write_atomic(path, "\n".join(lines) + "\n")
