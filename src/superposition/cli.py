@@ -90,9 +90,9 @@ def train(
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Train one batched model: one instance per sparsity value."""
-    from .config import read_config_file, resolve
+    from .config import normalise_keys, read_config_file, resolve
 
-    keys: dict[str, Any] = read_config_file(config) if config else {}
+    keys: dict[str, Any] = normalise_keys(read_config_file(config)) if config else {}
     flags = {
         "model": model,
         "activation": activation,
@@ -128,7 +128,7 @@ def train(
             keys.pop(b, None)
         if b in given:
             keys.pop(a, None)
-    resolved = resolve({**{k.replace("-", "_"): v for k, v in keys.items()}, **given})
+    resolved = resolve({**keys, **given})
 
     from .files import atomic_dir, check_free_space
     from .runs import record, run_bytes

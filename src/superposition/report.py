@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .config import ConfigError
-from .files import CONFIG, REPRODUCTION, write_atomic
+from .files import CONFIG, REPRODUCTION, kind_of, verify, write_atomic
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; max-width: 1400px; color: #222; }
@@ -47,11 +47,12 @@ window.addEventListener('load', () => {
 def write(directory: Path, x: str | None = None, y: str | None = None) -> Path:
     """Write DIR/report.html for whatever DIR holds; return its path."""
     directory = Path(directory)
-    if (directory / "spec.json").is_file():
+    kind = kind_of(directory)
+    if kind == "sweep":
         title, body = f"Sweep {directory.name}", _sweep(directory, x, y)
-    elif (directory / REPRODUCTION).is_file():
+    elif kind == "reproduction":
         title, body = f"Reproduction {directory.name}", _reproduction(directory)
-    elif (directory / CONFIG).is_file():
+    elif kind == "run":
         title, body = f"Run {directory.name}", _run(directory)
     else:
         raise ConfigError(f"report: {directory} is not a run, a sweep or a reproduce output")
@@ -62,6 +63,10 @@ def write(directory: Path, x: str | None = None, y: str | None = None) -> Path:
     path = directory / "report.html"
     write_atomic(path, page)
     return path
+
+
+def _tick(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, (int, float, np.number)) else str(value)
 
 
 def _image(png: bytes, alt: str) -> str:
@@ -119,8 +124,27 @@ def _run(directory: Path) -> str:
     )
 
 
+def _summary(directory: Path) -> dict[str, Any]:
+    """reproduction.json, checked against its checksum and for the structure read below."""
+    verify(directory, "reproduction", "report")
+    try:
+        summary = json.loads((directory / REPRODUCTION).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"report: {directory}/{REPRODUCTION} is unreadable ({error})") from None
+    keys = ("claim", "paper", "ours", "holds")
+    ok = isinstance(summary, dict) and (
+        (summary.get("preset") == "all" and isinstance(summary.get("presets"), list)
+         and all(isinstance(name, str) and "/" not in name for name in summary["presets"]))
+        or (isinstance(summary.get("claims"), list) and isinstance(summary.get("table", []), list)
+            and all(isinstance(c, dict) and all(k in c for k in keys) for c in summary["claims"]))
+    )  # fmt: skip
+    if not ok:
+        raise ConfigError(f"report: {directory}/{REPRODUCTION} does not have the structure of a reproduce summary")
+    return summary
+
+
 def _reproduction(directory: Path) -> str:
-    summary = json.loads((directory / REPRODUCTION).read_text())
+    summary = _summary(directory)
     if summary.get("preset") == "all":
         return "".join(
             f"<h2>{html.escape(name)}</h2>{_reproduction(directory / name)}" for name in summary["presets"]
@@ -143,10 +167,17 @@ def _sweep(directory: Path, x: str | None, y: str | None) -> str:
     from .sweep import load_sweep
     from .theory import PHASE_COLOURS, observed_phase
 
+    from pandas.api.types import is_numeric_dtype
+
     table = load_sweep(directory)
-    spec = json.loads((directory / "spec.json").read_text())
-    axes = list(spec["axes"])
-    numeric = [a for a in axes if np.issubdtype(table[a].dtype, np.number) and table[a].nunique() > 1 and a != "seed"]
+    try:
+        spec = json.loads((directory / "spec.json").read_text())
+        axes = [str(a) for a in spec["axes"]]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        raise ConfigError(f"report: {directory}/spec.json is missing or corrupted") from None
+    if missing := [a for a in axes if a not in table.columns]:
+        raise ConfigError(f"report: {directory}/results.csv has no column for the axis {missing[0]!r}")
+    numeric = [a for a in axes if is_numeric_dtype(table[a]) and table[a].nunique() > 1 and a != "seed"]
     x = x or (numeric[1] if len(numeric) > 1 else None)
     y = y or (numeric[0] if numeric else None)
     for name in (x, y):
@@ -167,8 +198,8 @@ def _sweep(directory: Path, x: str | None, y: str | None) -> str:
         fig = Figure(figsize=(6, 4.8))
         ax = fig.subplots()
         ax.imshow(grid.to_numpy(), cmap=ListedColormap(PHASE_COLOURS), vmin=0, vmax=2, aspect="auto")
-        ax.set_xticks(range(len(grid.columns)), [f"{v:.3g}" for v in grid.columns], rotation=90, fontsize=7)
-        ax.set_yticks(range(len(grid.index)), [f"{v:.3g}" for v in grid.index], fontsize=7)
+        ax.set_xticks(range(len(grid.columns)), [_tick(v) for v in grid.columns], rotation=90, fontsize=7)
+        ax.set_yticks(range(len(grid.index)), [_tick(v) for v in grid.index], fontsize=7)
         ax.set_xlabel(x)
         ax.set_ylabel(y)
         ax.set_title("last feature: grey not learned, blue learned alone, red all in superposition", fontsize=8)

@@ -186,8 +186,11 @@ def locked(directory: Path) -> Iterator[None]:
     except OSError as error:
         raise ConfigError(f"out: cannot create {absolute.parent} ({error.strerror})") from None
     with lock(absolute.parent / f".{absolute.name}.lock", f"{directory} (a sweep)"):
-        if directory.is_dir() and any(directory.iterdir()) and kind_of(directory) != "sweep":
-            raise ConfigError(f"out: {directory} exists and is not a sweep (no {MARKER}); choose another --out")
+        if directory.is_dir() and kind_of(directory) != "sweep":
+            for tmp in directory.glob(f".{MARKER}.*.tmp"):  # a sweep killed while writing its marker
+                tmp.unlink()
+            if any(directory.iterdir()):
+                raise ConfigError(f"out: {directory} exists and is not a sweep (no {MARKER}); choose another --out")
         try:
             directory.mkdir(exist_ok=True)
             if kind_of(directory) != "sweep":
@@ -408,8 +411,18 @@ def write_results(out: Path, spec: dict[str, Any], shards: list[Shard]) -> None:
 def load_sweep(path: str | os.PathLike[str]):
     """The results table of a sweep directory, as a pandas DataFrame."""
     import pandas
+    from pandas.api.types import is_numeric_dtype
 
     path = Path(path)
     if not (path / RESULTS).is_file():
         raise ConfigError(f"sweep: {path} has no {RESULTS}; run `superposition sweep SPEC --out {path}`")
-    return pandas.read_csv(path / RESULTS)
+    try:
+        table = pandas.read_csv(path / RESULTS)
+    except (ValueError, UnicodeDecodeError, pandas.errors.ParserError, pandas.errors.EmptyDataError) as error:
+        raise ConfigError(f"sweep: {path}/{RESULTS} is not a readable CSV ({str(error).splitlines()[0]})") from None
+    needed = ("shard", "instance", "status", "loss", "represented", "dimensions_per_feature")
+    if missing := [c for c in needed if c not in table.columns]:
+        raise ConfigError(f"sweep: {path}/{RESULTS} lacks the column {missing[0]!r}; run the sweep again to rebuild it")
+    if not all(is_numeric_dtype(table[c]) for c in needed if c not in ("shard", "status")):
+        raise ConfigError(f"sweep: {path}/{RESULTS} holds text where numbers belong; run the sweep again to rebuild it")
+    return table
