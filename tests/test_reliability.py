@@ -301,7 +301,7 @@ def test_12_output_problems_are_found_before_training(tmp_path, cli, no_training
     code, _, err = cli("train", "--out", tmp_path / "run", *SMALL, "--seed", str(2**64))
     _one_line_error(code, err)
     assert "seed" in err
-    code, _, err = cli("train", "--out", tmp_path / "run", *SMALL, "--eval-batch-size", str(10**12))
+    code, _, err = cli("train", "--out", tmp_path / "run", *SMALL, "--eval-batch-size", str(2**31 - 1))
     _one_line_error(code, err)
     assert "GiB of memory" in err
     assert sorted(os.listdir(tmp_path)) == ["dangling", "file"]

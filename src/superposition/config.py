@@ -26,6 +26,11 @@ Schedule = Literal["constant", "linear", "cosine"]
 Device = Literal["auto", "cpu", "cuda"]
 Engine = Literal["auto", "fused", "reference"]
 
+# Sizes are indices in the compiled engine: beyond this they overflow long before memory runs out.
+MAX_SIZE = 2**31 - 1
+# feature_probability and importance are [instance][feature] lists: this many values at most
+MAX_VALUES = 20_000_000
+
 # The seed's sweep: also the default instances of `superposition train`.
 SEED_SPARSITIES = (0.0, 0.7, 0.9, 0.99, 0.999)
 
@@ -43,22 +48,22 @@ class Config(BaseModel):
     model: Model = "tied"
     activation: Activation = "relu"  # of the output
     hidden_activation: Activation = "linear"
-    features: int = Field(20, gt=0)
-    hidden: int = Field(5, gt=0)
+    features: int = Field(20, gt=0, le=MAX_SIZE)
+    hidden: int = Field(5, gt=0, le=MAX_SIZE)
     feature_probability: list[list[float]]  # [instance][feature], each in (0, 1]
     importance: list[list[float]]  # [instance][feature], each >= 0
     data: DataKind = "paper"
     target: Target = "identity"  # what x' should reproduce: x itself, or |x| (computation)
     # features in consecutive sets of set_size: one presence draw per set and row
     correlation: Correlation = "none"
-    set_size: int = Field(1, gt=0)
+    set_size: int = Field(1, gt=0, le=MAX_SIZE)
     optimizer: Optimizer = "adamw"
     weight_decay: float = Field(0.01, ge=0)
     lr: float = Field(1e-3, gt=0)
     schedule: Schedule = "constant"
-    warmup: int = Field(0, ge=0)
-    steps: int = Field(10_000, gt=0)
-    batch_size: int = Field(1024, gt=0)
+    warmup: int = Field(0, ge=0, le=MAX_SIZE)
+    steps: int = Field(10_000, gt=0, le=MAX_SIZE)
+    batch_size: int = Field(1024, gt=0, le=MAX_SIZE)
     seed: int = Field(0, ge=0, lt=2**63)  # the compiled engine hashes it as a 64-bit integer
     device: Device = "auto"
     engine: Engine = "auto"
@@ -66,8 +71,8 @@ class Config(BaseModel):
     early_stop: float | None = Field(None, gt=0)
     # train this many independent copies of every instance and keep the one with the
     # lowest evaluation loss (the paper's "best of several seeds")
-    restarts: int = Field(1, gt=0)
-    eval_batch_size: int = Field(10_000, gt=0)
+    restarts: int = Field(1, gt=0, le=MAX_SIZE)
+    eval_batch_size: int = Field(10_000, gt=0, le=MAX_SIZE)
 
     @model_validator(mode="after")
     def _check_shapes(self) -> Config:
@@ -169,9 +174,15 @@ def resolve(raw: dict[str, Any]) -> Config:
         raise ConfigError(f"config: expected a table of keys, got {type(raw).__name__}")
     keys = normalise_keys(raw)
     features = keys.get("features", Config.model_fields["features"].default)
-    if not isinstance(features, int) or isinstance(features, bool) or features <= 0:
-        raise ConfigError(f"features: must be a whole number > 0, got {features!r}")
+    if not isinstance(features, int) or isinstance(features, bool) or not 0 < features <= MAX_SIZE:
+        raise ConfigError(f"features: must be a whole number from 1 to {MAX_SIZE}, got {features!r}")
 
+    count = keys.get("sparsity", keys.get("feature_probability", SEED_SPARSITIES))
+    if isinstance(count, list) and len(count) * features > MAX_VALUES:
+        raise ConfigError(
+            f"features: {len(count)} instances x {features} features is more than {MAX_VALUES:,} values; "
+            "split the work into several runs"
+        )
     if "sparsity" in keys and "feature_probability" in keys:
         raise ConfigError("sparsity: give either sparsity or feature_probability, not both")
     if "feature_probability" in keys:

@@ -93,7 +93,8 @@ def run_bytes(config: Config) -> int:
 def load_run(path: str | os.PathLike[str]) -> Run:
     """Read a run directory back: its config, weights and metrics. Raises ConfigError if broken."""
     path = Path(path)
-    verify(path, "run", "run")
+    if set(verify(path, "run", "run")["sha256"]) != set(SEALED):
+        raise ConfigError(f"run: {path}/superposition.json does not seal the files of a run; write it again")
     try:
         raw = json.loads((path / CONFIG).read_text())
         metrics = json.loads((path / METRICS).read_text())

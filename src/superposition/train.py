@@ -55,7 +55,8 @@ def memory_needed(config: Config) -> int:
     copies = config.instances * config.restarts  # restarts train together, are evaluated one at a time
     evaluation = 6 * config.instances * config.eval_batch_size * config.features * 4
     training = 8 * copies * config.batch_size * config.features * 4
-    return evaluation + training + 4 * config.steps * copies
+    weights = 8 * copies * config.features * (2 * config.hidden + 1) * 4  # with grads and Adam's moments
+    return evaluation + training + weights + 4 * config.steps * copies
 
 
 def available_memory() -> int:
