@@ -15,15 +15,103 @@ Features can come in sets (`correlation`, `set_size`): consecutive groups that s
 one presence draw per row. Correlated sets are present together; anticorrelated
 sets have at most one member active (each member owns a slot of width p_f of the
 shared draw). Each feature keeps its own probability p_f either way.
+
+Two sources of randomness:
+
+- `batch` (training): counter-based, the compiled engine's own stream written in
+  torch. Element n of the batch of (seed, instance, step) is a hash of a 64-bit key
+  of those three and of n, so every engine, on every device, draws the same
+  batches bit for bit, and `superposition.sample` can return what training saw.
+  One draw gives presence and value: u < p says present, and then u / p is uniform.
+- `sample` (the fixed evaluation batch of metrics.py): torch's generator.
 """
 
 from __future__ import annotations
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from .config import Config, DataKind
+
+# splitmix64's constants (fused.py hashes with the same ones)
+GOLDEN, MIX1, MIX2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+_MASK64 = (1 << 64) - 1
+
+
+def _int64(value: int) -> int:
+    """A uint64 as the int64 with the same bits: torch has no full uint64 arithmetic."""
+    value &= _MASK64
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _shift_right(z: Tensor, bits: int) -> Tensor:
+    """Logical (unsigned) shift of int64 bits; torch's >> on int64 extends the sign."""
+    return (z >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def _mix(z: Tensor) -> Tensor:
+    """splitmix64's finaliser on int64 tensors (multiplication wraps, as for uint64)."""
+    z = (z ^ _shift_right(z, 30)) * _int64(MIX1)
+    z = (z ^ _shift_right(z, 27)) * _int64(MIX2)
+    return z ^ _shift_right(z, 31)
+
+
+def step_keys(seed: int, instances: Int[Tensor, "inst"], step: int) -> Int[Tensor, "inst"]:
+    """The key of each (instance, step): fused.step_key, vectorised over instances."""
+    device = instances.device
+    k = _mix(torch.tensor(_int64(seed * GOLDEN + 0x5EED), device=device))
+    k = _mix(k ^ (instances.long() * _int64(MIX1)))
+    return _mix(k ^ _int64(step * MIX2))
+
+
+def _uniform(keys: Int[Tensor, "inst"], counters: Int[Tensor, "..."]) -> Float[Tensor, "inst ..."]:
+    """float32 on [0, 1) with 24 random bits, from each key and every counter."""
+    shape = (-1,) + (1,) * counters.dim()
+    z = _mix(keys.view(shape) + counters * _int64(GOLDEN))
+    return _shift_right(z, 40).float() * 2.0**-24
+
+
+def batch(
+    config: Config,
+    feature_probability: Float[Tensor, "inst feat"],
+    instances: Int[Tensor, "inst"],
+    step: int,
+) -> Float[Tensor, "inst batch feat"]:
+    """The training batch of these (global) instances at `step`, as every engine draws it."""
+    inst, feat = feature_probability.shape
+    rows, device = config.batch_size, feature_probability.device
+    keys = step_keys(config.seed, instances.to(device), step)
+    counter = torch.arange(feat * rows, device=device, dtype=torch.long).view(feat, rows)
+    u = _uniform(keys, counter)  # (inst, feat, batch): counter n = f * batch + r
+    p = feature_probability[:, :, None]
+    signed = config.data == "signed"
+    if config.correlation != "none":
+        size = config.set_size
+        shared = _uniform(keys, counter[::size] + feat * rows).repeat_interleave(size, dim=1)  # one draw per set
+        if config.correlation == "correlated":
+            present = shared < p
+        else:  # member j owns [low_j, low_j + p_j) of the shared draw, low summed in order as the kernel does
+            low = torch.zeros_like(p)
+            for j in range(1, size):
+                low[:, j::size] = low[:, j - 1 :: size] + p[:, j - 1 :: size]
+            present = (low <= shared) & (shared < low + p)
+        values = 2.0 * u - 1.0 if signed else u
+        x = torch.where(present, values, 0.0)
+    elif config.data == "seed":
+        x = torch.where(u <= p, u, 0.0)
+        norm = torch.zeros(inst, 1, rows, device=device)
+        for f in range(feat):  # summed feature by feature, in the kernel's order
+            norm += x[:, f : f + 1] * x[:, f : f + 1]
+        # float32 1/sqrt as the kernel rounds it: torch's float32 sqrt is not correctly rounded
+        # on every CPU, its float64 sqrt rounded to float32 is (but for ~1 value in 2**29)
+        root = norm.double().sqrt().float()
+        x = x * torch.where(norm > 0, 1.0 / root, 0.0)
+    else:
+        inverse = 1.0 / p
+        values = (2.0 * u) * inverse - 1.0 if signed else u * inverse
+        x = torch.where(u < p, values, 0.0)
+    return x.transpose(1, 2)
 
 
 def sample(

@@ -27,6 +27,8 @@ u < p says present, and then u / p is uniform on [0, 1) (signed data: 2u/p − 1
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit, prange
 
@@ -240,34 +242,79 @@ def gradients(W, W_out, b, importance, X, tied, hidden_relu, relu_out, abs_targe
     return loss, gW, gD, gb
 
 
+class Weights(NamedTuple):
+    """The parameters of every instance, updated in place."""
+
+    W: np.ndarray  # (inst, feat, hid)
+    W_out: np.ndarray  # (inst, hid, feat), or a dummy (inst, 1, 1) when tied
+    b: np.ndarray  # (inst, feat)
+
+
+class Moments(NamedTuple):
+    """Adam's first and second moments, the shapes of the weights."""
+
+    mW: np.ndarray
+    vW: np.ndarray
+    mW_out: np.ndarray
+    vW_out: np.ndarray
+    mb: np.ndarray
+    vb: np.ndarray
+
+
+class Stream(NamedTuple):
+    """What the data of (instance, step) is drawn from: see data.py."""
+
+    probs: np.ndarray  # (inst, feat)
+    seed: int
+    first_instance: int  # global index of instance 0 here, which keys its stream
+    data_code: int  # DATA_CODES
+    set_mode: int  # SET_MODES
+    set_size: int
+    batch: int
+
+
+class Model(NamedTuple):
+    """The model and its loss, as flags: the kernel takes no strings."""
+
+    importance: np.ndarray  # (inst, feat)
+    tied: bool
+    hidden_relu: bool
+    relu_out: bool
+    abs_target: bool
+
+
+class Optimiser(NamedTuple):
+    beta1: float
+    beta2: float
+    eps: float
+    weight_decay: float
+    decoupled: bool  # AdamW; else Adam with the decay as an L2 gradient
+
+
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
-def train_steps(
-    W, W_out, b,  # (inst, feat, hid), (inst, hid, feat) or a dummy (inst, 1, 1) when tied, (inst, feat)
-    mW, vW, mWo, vWo, mb, vb,  # Adam moments, same shapes
-    probs, importance,  # (inst, feat)
-    seed, first_instance, first_step, lrs,  # lrs: (n_steps,) learning rate of each step
-    beta1, beta2, eps, weight_decay, decoupled,  # decoupled: AdamW, else Adam with L2
-    tied, hidden_relu, relu_out, data_code, set_mode, set_size, abs_target, batch,
-    losses,  # out: (n_steps, inst)
-):
-    """Train every instance for len(lrs) steps, in place; one instance per thread at a time."""
+def train_steps(weights, moments, stream, model, optimiser, first_step, lrs, losses):
+    """Train every instance for len(lrs) steps from `first_step`, in place; one instance per
+    thread at a time. lrs: (steps,) the learning rate of each step; losses: out, (steps, inst)."""
+    W, W_out, b = weights
     n_inst, feat, hid = W.shape
+    tied, hidden_relu, relu_out, abs_target = model.tied, model.hidden_relu, model.relu_out, model.abs_target
     for i in prange(n_inst):
-        X, Z, H, G, dZ, gW, gD, gb = _scratch(feat, hid, batch, hidden_relu)
+        X, Z, H, G, dZ, gW, gD, gb = _scratch(feat, hid, stream.batch, hidden_relu)
         for s in range(lrs.shape[0]):
             step = first_step + s
-            _draw(X, probs[i], step_key(seed, first_instance + i, step), data_code, set_mode, set_size)
+            key = step_key(stream.seed, stream.first_instance + i, step)
+            _draw(X, stream.probs[i], key, stream.data_code, stream.set_mode, stream.set_size)
             losses[s, i] = _backprop(
-                W[i], W_out[i], b[i], importance[i], X, Z, H, G, dZ, gW, gD, gb, tied, hidden_relu, relu_out, abs_target
+                W[i], W_out[i], b[i], model.importance[i], X, Z, H, G, dZ, gW, gD, gb, tied, hidden_relu, relu_out, abs_target
             )
             # Adam(W) with torch's bias corrections
-            c1 = 1 - beta1 ** (step + 1)
-            c2 = np.sqrt(1 - beta2 ** (step + 1))
-            hyper = (lrs[s], beta1, beta2, eps, weight_decay, decoupled, c1, c2)
-            _adam(W[i].reshape(-1), gW.reshape(-1), mW[i].reshape(-1), vW[i].reshape(-1), hyper)
+            c1 = 1 - optimiser.beta1 ** (step + 1)
+            c2 = np.sqrt(1 - optimiser.beta2 ** (step + 1))
+            hyper = (lrs[s], optimiser.beta1, optimiser.beta2, optimiser.eps, optimiser.weight_decay, optimiser.decoupled, c1, c2)
+            _adam(W[i].reshape(-1), gW.reshape(-1), moments.mW[i].reshape(-1), moments.vW[i].reshape(-1), hyper)
             if not tied:
-                _adam(W_out[i].reshape(-1), gD.reshape(-1), mWo[i].reshape(-1), vWo[i].reshape(-1), hyper)
-            _adam(b[i], gb, mb[i], vb[i], hyper)
+                _adam(W_out[i].reshape(-1), gD.reshape(-1), moments.mW_out[i].reshape(-1), moments.vW_out[i].reshape(-1), hyper)
+            _adam(b[i], gb, moments.mb[i], moments.vb[i], hyper)
 
 
 @njit(inline="always")

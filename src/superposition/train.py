@@ -129,7 +129,6 @@ def train(config: Config, progress: bool = False) -> TrainResult:
         return _best_of_restarts(config, progress)
     params = init_params(config, torch.Generator().manual_seed(config.seed))
     device = torch.device(config.device)
-    generator = torch.Generator(device=device).manual_seed(config.seed)  # reference engine only
     probs = data.feature_probability(config, device)
     importance = data.importance(config, device)
 
@@ -137,7 +136,7 @@ def train(config: Config, progress: bool = False) -> TrainResult:
         if config.engine == "fused":
             run = _fused_stepper(params, probs[first : first + count], importance[first : first + count], config, first)
         else:
-            run = _reference_stepper(params, probs[first : first + count], importance[first : first + count], config, generator)
+            run = _reference_stepper(params, probs[first : first + count], importance[first : first + count], config, first)
         return _fit(run, config, count, reporter)
 
     with _Progress(config, progress) as reporter:
@@ -218,17 +217,18 @@ def _reference_stepper(
     probs: Float[Tensor, "inst feat"],
     importance: Float[Tensor, "inst feat"],
     config: Config,
-    generator: torch.Generator,
+    first_instance: int,
 ) -> Stepper:
-    """The plain loop: torch ops, autograd, torch.optim, on any device."""
+    """The plain loop: torch ops, autograd, torch.optim, on any device, on the kernel's data stream."""
     tensors = [p.requires_grad_() for p in params.values()]
     optimizer = make_optimizer(tensors, config)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
+    instances = torch.arange(first_instance, first_instance + probs.shape[0], device=probs.device)
 
     def run(first: int, count: int) -> Tensor:
         losses = torch.empty(count, probs.shape[0], device=probs.device)
         for s in range(count):
-            x = data.sample(config.data, probs, config.batch_size, generator, config.correlation, config.set_size)
+            x = data.batch(config, probs, instances, first + s)
             out = forward(params, x, config)
             per_instance = loss_per_instance(out, x, importance, config.target)
             optimizer.zero_grad(set_to_none=True)
@@ -253,20 +253,30 @@ def _fused_stepper(
 
     W, b = params["W"].numpy(), params["b"].numpy()
     W_out = params["W_out"].numpy() if has_w_out(config.model) else np.zeros((W.shape[0], 1, 1), np.float32)
-    moments = [np.zeros_like(a) for a in (W, W, W_out, W_out, b, b)]
-    probs_np, importance_np = probs.numpy(), importance.numpy()
+    weights = fused.Weights(W, W_out, b)
+    moments = fused.Moments(*(np.zeros_like(a) for a in (W, W, W_out, W_out, b, b)))
+    stream = fused.Stream(
+        probs=probs.numpy(),
+        seed=config.seed,
+        first_instance=first_instance,
+        data_code=fused.DATA_CODES[config.data],
+        set_mode=fused.SET_MODES[config.correlation],
+        set_size=config.set_size,
+        batch=config.batch_size,
+    )
+    model = fused.Model(
+        importance=importance.numpy(),
+        tied=config.model == "tied",
+        hidden_relu=config.hidden_activation == "relu",
+        relu_out=config.activation == "relu",
+        abs_target=config.target == "abs",
+    )
+    optimiser = fused.Optimiser(BETAS[0], BETAS[1], EPS, config.weight_decay, config.optimizer == "adamw")
 
     def run(first: int, count: int) -> Tensor:
         lrs = np.array([config.lr * lr_factor(first + s, config) for s in range(count)], np.float32)
         losses = np.empty((count, W.shape[0]), np.float32)
-        fused.train_steps(
-            W, W_out, b, *moments, probs_np, importance_np,
-            config.seed, first_instance, first, lrs,
-            BETAS[0], BETAS[1], EPS, config.weight_decay, config.optimizer == "adamw",
-            config.model == "tied", config.hidden_activation == "relu", config.activation == "relu",
-            fused.DATA_CODES[config.data], fused.SET_MODES[config.correlation], config.set_size,
-            config.target == "abs", config.batch_size, losses,
-        )  # fmt: skip
+        fused.train_steps(weights, moments, stream, model, optimiser, first, lrs, losses)
         return torch.from_numpy(losses)
 
     return run
