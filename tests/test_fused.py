@@ -48,7 +48,7 @@ def test_hand_written_gradients_match_autograd(model, activation, hidden, data_c
     )  # fmt: skip
     leaves = {k: v.clone().requires_grad_() for k, v in params.items()}
     x = torch.from_numpy(X.T.copy())[None]
-    reference = loss_per_instance(forward(leaves, x, config), x, importance, target)[0]
+    reference = loss_per_instance(forward(leaves, x, config), x, importance, config)[0]
     reference.backward()
     assert loss == pytest.approx(reference.item(), rel=1e-5)
     torch.testing.assert_close(torch.from_numpy(gW), leaves["W"].grad[0], rtol=1e-4, atol=1e-7)

@@ -85,7 +85,7 @@ def _edit_and_reseal(directory, name, text):
         (lambda d: (d / "config.json").unlink(), "config.json is missing"),
         (lambda d: (d / "config.json").write_text('{"model": "tied"}'), "does not match the checksum"),
         (lambda d: (d / "superposition.json").unlink(), "not a run directory"),
-        (lambda d: _edit_and_reseal(d, "config.json", '{"model": "tied"}'), "invalid config"),
+        (lambda d: _edit_and_reseal(d, "config.json", '{"model": "tied", "features": 0}'), "invalid config"),
         (lambda d: _edit_and_reseal(d, "config.json", "[1, 2]"), "does not hold a config"),
         (lambda d: _edit_and_reseal(d, "metrics.json", '{"instances": 3}'), "one metrics object per instance"),
     ],

@@ -21,7 +21,6 @@ from .config import (
     DataKind,
     Device,
     Engine,
-    Model,
     Optimizer,
     Schedule,
     Target,
@@ -61,7 +60,7 @@ def _console():
 def train(
     out: Annotated[Path, typer.Option(help="Run directory to write (replaced if it is one of ours).")],
     config: Annotated[Path | None, typer.Option(help="TOML file with the same keys as these flags (or a run's config.json); flags override it.")] = None,
-    model: Annotated[str | None, typer.Option(help=_choices(Model))] = None,
+    model: Annotated[str | None, typer.Option(help="A registered model kind; `superposition kinds` lists them.")] = None,
     activation: Annotated[str | None, typer.Option(help=f"{_choices(Activation)}, of the output.")] = None,
     hidden_activation: Annotated[str | None, typer.Option(help=f"{_choices(Activation)}; relu with tied is the paper's privileged-basis model.")] = None,
     features: Annotated[int | None, typer.Option(help="Number of features n.")] = None,
@@ -142,6 +141,22 @@ def train(
         metrics = record(staging, result)
     _print_metrics(result.config, metrics)
     print(f"run written to {out}")
+
+
+@app.command()
+def kinds() -> None:
+    """List the registered model kinds: what each computes, its engines and figures."""
+    from rich.table import Table
+
+    from .models import KINDS
+
+    table = Table()
+    for column in ("kind", "model", "implies", "compiled engine", "figures"):
+        table.add_column(column)
+    for name, kind in KINDS.items():
+        implies = ", ".join(f"{k} = {v}" for k, v in kind.defaults.items())
+        table.add_row(name, kind.formula, implies, "yes" if kind.compiled else "no", ", ".join(kind.figures))
+    _console().print(table)
 
 
 @app.command()

@@ -1,9 +1,9 @@
 """One config object, validated once at the edge (CLI flags, TOML file, saved run).
 
 Users speak in convenient keys (`sparsity = [0, 0.9]`, `importance_decay = 0.7`);
-`resolve` turns those into the `Config` that is trained and saved, where
-`feature_probability` and `importance` are full [instance][feature] lists.
-Everything after `resolve` trusts the config.
+`Config(**keys)` (or `resolve(dict)`) turns those into the config that is trained and
+saved, where `feature_probability` and `importance` are full [instance][feature]
+lists. Everything after it trusts the config.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-Model = Literal["tied", "untied", "mlp"]
 Activation = Literal["relu", "linear"]
 DataKind = Literal["paper", "seed", "signed"]
 Target = Literal["identity", "abs"]
@@ -45,7 +44,7 @@ class Config(BaseModel):
     # strict: `steps = true` or `warm_start = "yes"` is an error, not 1 or True
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
-    model: Model = "tied"
+    model: str = "tied"  # a kind registered in models.KINDS
     activation: Activation = "relu"  # of the output
     hidden_activation: Activation = "linear"
     features: int = Field(20, gt=0, le=MAX_SIZE)
@@ -99,11 +98,11 @@ class Config(BaseModel):
         for v in (v for row in self.importance for v in row):
             if not (v >= 0) or math.isinf(v):
                 raise ValueError(f"importance: {v} is not a finite value >= 0")
-        if self.model == "mlp" and (self.activation, self.hidden_activation) != ("linear", "relu"):
-            raise ValueError(
-                "activation: the mlp model is ReLU(x W) W_out + b, a hidden ReLU and a linear output; "
-                "for other activations use --model untied with --hidden-activation"
-            )
+        from .models import KINDS
+
+        if self.model not in KINDS:
+            raise ValueError(f"model: unknown kind {self.model!r}; registered kinds: {', '.join(KINDS)}")
+        KINDS[self.model].check(self)
         if self.correlation != "none":
             if self.features % self.set_size:
                 raise ValueError(f"set_size: {self.set_size} does not divide features ({self.features}) into sets")
@@ -121,6 +120,15 @@ class Config(BaseModel):
         if self.warmup >= self.steps:
             raise ValueError(f"warmup: {self.warmup} must be smaller than steps ({self.steps})")
         return self
+
+    def __init__(self, **keys: Any) -> None:
+        """Every key of the command line and TOML files, with the same names and checks:
+        `sparsity` or `feature_probability`, `importance_decay` or `importance`, flat or
+        per instance. Bad input raises ConfigError, one line naming the field."""
+        try:
+            super().__init__(**_expand(keys))
+        except ValidationError as error:
+            raise ConfigError(_one_line(error)) from None
 
     @property
     def instances(self) -> int:
@@ -172,6 +180,15 @@ def resolve(raw: dict[str, Any]) -> Config:
     """Turn user keys (from flags and/or a config file) into a validated Config."""
     if not isinstance(raw, dict):
         raise ConfigError(f"config: expected a table of keys, got {type(raw).__name__}")
+    if bad := [key for key in raw if not isinstance(key, str)]:
+        raise ConfigError(f"{bad[0]!r}: unknown key; keys are names such as features or sparsity")
+    return Config(**raw)
+
+
+def _expand(raw: dict[str, Any]) -> dict[str, Any]:
+    """User keys as Config's fields: `sparsity` and `importance_decay` become full
+    [instance][feature] lists, a flat list applies to every instance, and the model
+    kind fills in the keys it implies."""
     keys = normalise_keys(raw)
     features = keys.get("features", Config.model_fields["features"].default)
     if not isinstance(features, int) or isinstance(features, bool) or not 0 < features <= MAX_SIZE:
@@ -214,14 +231,12 @@ def resolve(raw: dict[str, Any]) -> Config:
         except OverflowError:
             raise ConfigError(f"importance_decay: {decay[0]} ** {features - 1} overflows; use a value nearer 1") from None
 
-    # mlp is the seed's ReLU(x W) W_out + b; every other model defaults to act(... + b) = ReLU
-    mlp = keys.get("model") == "mlp"
-    keys.setdefault("activation", "linear" if mlp else "relu")
-    keys.setdefault("hidden_activation", "relu" if mlp else "linear")
-    try:
-        return Config(feature_probability=probs, importance=importance, **keys)
-    except ValidationError as error:
-        raise ConfigError(_one_line(error)) from None
+    from .models import KINDS
+
+    model = KINDS.get(keys.get("model", "tied")) if isinstance(keys.get("model", "tied"), str) else None
+    for key, value in (model.defaults if model else {}).items():
+        keys.setdefault(key, value)
+    return {**keys, "feature_probability": probs, "importance": importance}
 
 
 def _one_line(error: ValidationError) -> str:
@@ -262,6 +277,5 @@ def validate_saved(data: dict[str, Any], source: Path) -> Config:
     data.pop("package_version", None)
     try:
         return Config(**data)
-    except (ValidationError, TypeError) as error:
-        detail = _one_line(error) if isinstance(error, ValidationError) else str(error)
-        raise ConfigError(f"run: {source} holds an invalid config ({detail})") from None
+    except (ConfigError, TypeError) as error:
+        raise ConfigError(f"run: {source} holds an invalid config ({error})") from None

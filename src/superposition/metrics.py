@@ -60,14 +60,14 @@ def eval_loss(config: Config, params: Params) -> Float[Tensor, "inst"]:
     )
     with torch.no_grad():
         out = forward(params, x, config)
-        return loss_per_instance(out, x, data.importance(config), config.target)
+        return loss_per_instance(out, x, data.importance(config), config)
 
 
 def measure(config: Config, params: Params) -> dict[str, Any]:
     """All metrics, as plain lists per instance, ready for metrics.json."""
     W = params["W"]
     norms = feature_norms(W)
-    diagonal = gram(params, config.model).diagonal(dim1=-2, dim2=-1)
+    diagonal = gram(params, config).diagonal(dim1=-2, dim2=-1)
     per_instance = zip(
         config.feature_probability,
         eval_loss(config, params).tolist(),

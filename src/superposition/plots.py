@@ -19,11 +19,10 @@ from matplotlib.ticker import MaxNLocator
 
 from .config import Config
 from .metrics import superposition
-from .models import Params, gram
+from .models import KINDS, Params, gram
 from .files import write_atomic
 
 GRAM_LIMIT = 1.3  # the seed's colour range for W Wᵀ
-MODEL_NAMES = {"tied": "tied (x W Wᵀ)", "untied": "untied (x W W_out)", "mlp": "mlp (ReLU(x W) W_out)"}
 
 
 def density_label(probabilities: list[float]) -> str:
@@ -46,9 +45,6 @@ def importance_label(importance: list[list[float]]) -> str:
 
 def describe(config: Config) -> str:
     """One line naming what was trained, for figure titles."""
-    activation = "" if config.model == "mlp" else f" {config.activation}"
-    if config.model != "mlp" and config.hidden_activation == "relu":
-        activation += ", hidden relu"
     optimizer = "AdamW" if config.optimizer == "adamw" else "Adam"
     warm = ", warm start" if config.warm_start else ""
     data = f"{config.data} data"
@@ -57,21 +53,18 @@ def describe(config: Config) -> str:
     if config.target == "abs":
         data += ", target |x|"
     return (
-        f"{MODEL_NAMES[config.model]}{activation}, {config.features} features → {config.hidden} hidden, "
+        f"{KINDS[config.model].describe(config)}, {config.features} features → {config.hidden} hidden, "
         f"{importance_label(config.importance)}, {data}, {optimizer} lr {config.lr:g} "
         f"wd {config.weight_decay:g}, {config.steps:,} steps × {config.batch_size}, seed {config.seed}{warm}"
     )
 
 
 def stem(config: Config) -> str:
-    activation = "" if config.model == "mlp" else f"-{config.activation}"
-    if config.model != "mlp" and config.hidden_activation == "relu":
-        activation += "-hiddenrelu"
-    return f"{config.model}{activation}-{config.features}x{config.hidden}"
+    return f"{KINDS[config.model].stem(config)}-{config.features}x{config.hidden}"
 
 
 def gram_figure(config: Config, params: Params, fig: Figure | SubFigure | None = None) -> Figure | SubFigure:
-    matrices = gram(params, config.model).numpy()
+    matrices = gram(params, config).numpy()
     biases = params["b"].numpy()
     n = config.instances
     fig = fig or Figure(figsize=(5 * n, 4.4))
@@ -87,7 +80,7 @@ def gram_figure(config: Config, params: Params, fig: Figure | SubFigure | None =
         for a in (ax, strip):
             a.set_xticks([])
             a.set_yticks([])
-    matrix = "W Wᵀ" if config.model == "tied" else "W W_out"
+    matrix = "W Wᵀ" if KINDS[config.model].compiled == "tied" else "W W_out"
     fig.suptitle(f"{matrix} and bias b — {describe(config)}", fontsize=10)
     return fig
 

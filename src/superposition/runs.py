@@ -31,7 +31,7 @@ from safetensors.torch import load, save
 from .metrics import measure
 from .config import Config, ConfigError, validate_saved
 from .files import CONFIG, seal, to_json, verify
-from .models import Params, has_w_out
+from .models import KINDS, Params
 from .plots import write_figures
 from .train import Diverged, TrainResult, divergence
 
@@ -107,9 +107,7 @@ def load_run(path: str | os.PathLike[str]) -> Run:
         params = load((path / MODEL).read_bytes())
     except (SafetensorError, OSError, ValueError) as error:
         raise ConfigError(f"run: {path}/{MODEL} is corrupted ({error})") from None
-    expected = {"W": (config.instances, config.features, config.hidden), "b": (config.instances, config.features)}
-    if has_w_out(config.model):
-        expected["W_out"] = (config.instances, config.hidden, config.features)
+    expected = KINDS[config.model].shapes(config)
     shapes = {k: tuple(v.shape) for k, v in params.items()}
     if shapes != expected:
         raise ConfigError(f"run: {path}/{MODEL} holds {shapes}, but its config needs {expected}")

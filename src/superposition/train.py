@@ -24,7 +24,7 @@ from torch import Tensor
 
 from . import data
 from .config import Config, ConfigError
-from .models import Params, forward, has_w_out, init_params, loss_per_instance
+from .models import KINDS, Params, forward, init_params, loss_per_instance
 
 EARLY_STOP_WINDOW = 500
 CHUNK = 100  # steps per call of an engine; progress and early stop are checked between calls
@@ -91,15 +91,21 @@ class TrainResult:
 
 
 def settle(config: Config) -> Config:
-    """Replace `auto` by what will run: the device, and the engine for it."""
+    """Replace `auto` by what will run: the device, and the engine for it.
+
+    The fused engine is the CPU's: asking for it settles `device = auto` on the CPU.
+    """
+    compiled = KINDS[config.model].compiled is not None
+    if config.engine == "fused" and not compiled:
+        raise ConfigError(f"engine: the fused engine does not run the {config.model} model; use --engine reference")
     device = config.device
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device: cuda was asked for but no CUDA GPU is available; use --device cpu")
     if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = "cpu" if config.engine == "fused" or not torch.cuda.is_available() else "cuda"
     engine = config.engine
     if engine == "auto":
-        engine = "fused" if device == "cpu" else "reference"
+        engine = "fused" if device == "cpu" and compiled else "reference"
     if engine == "fused" and device != "cpu":
         raise ConfigError("engine: the fused engine runs on the CPU; use --engine reference with --device cuda")
     return config.model_copy(update={"device": device, "engine": engine})
@@ -230,7 +236,7 @@ def _reference_stepper(
         for s in range(count):
             x = data.batch(config, probs, instances, first + s)
             out = forward(params, x, config)
-            per_instance = loss_per_instance(out, x, importance, config.target)
+            per_instance = loss_per_instance(out, x, importance, config)
             optimizer.zero_grad(set_to_none=True)
             per_instance.sum().backward()
             optimizer.step()
@@ -252,7 +258,8 @@ def _fused_stepper(
     from . import fused
 
     W, b = params["W"].numpy(), params["b"].numpy()
-    W_out = params["W_out"].numpy() if has_w_out(config.model) else np.zeros((W.shape[0], 1, 1), np.float32)
+    tied = KINDS[config.model].compiled == "tied"
+    W_out = np.zeros((W.shape[0], 1, 1), np.float32) if tied else params["W_out"].numpy()
     weights = fused.Weights(W, W_out, b)
     moments = fused.Moments(*(np.zeros_like(a) for a in (W, W, W_out, W_out, b, b)))
     stream = fused.Stream(
@@ -266,7 +273,7 @@ def _fused_stepper(
     )
     model = fused.Model(
         importance=importance.numpy(),
-        tied=config.model == "tied",
+        tied=tied,
         hidden_relu=config.hidden_activation == "relu",
         relu_out=config.activation == "relu",
         abs_target=config.target == "abs",

@@ -40,7 +40,7 @@ def vulnerability(config: Config, params: Params, rows: int = 4096) -> torch.Ten
     norms = x.norm(dim=-1)  # (inst, rows)
     present = (norms > 0).float()
     epsilon = BUDGET * (norms * present).sum(-1) / present.sum(-1).clamp_min(1)  # (inst,)
-    directions = torch.nn.functional.normalize(gram(params, config.model), dim=-1)  # (inst, feat, feat)
+    directions = torch.nn.functional.normalize(gram(params, config), dim=-1)  # (inst, feat, feat)
     with torch.no_grad():
         clean = forward(params, x, config)
         gains = []

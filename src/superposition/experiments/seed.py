@@ -80,7 +80,7 @@ def _claims(runs: dict[str, Any]) -> list[Claim]:
     falling = ", ".join(f"{still_falling(result.history, k):.0%}" for k in (3, 4))
     note = f"models {mode}; the untied training loss at S=0.99, 0.999 was still falling {falling} over the last tenth of the steps"
     claims.append(Claim("untied net at S=0.99 learns all 20", "20", str(untied), untied == 20, note))
-    matrices = gram(result.params, "untied")
+    matrices = gram(result.params, result.config)
     upper = [float(torch.triu(m, 1).clamp(max=0).sum()) for m in matrices[3:]]
     lower = [float(torch.tril(m, -1).clamp(max=0).sum()) for m in matrices[3:]]
     claims.append(
