@@ -14,7 +14,7 @@ import time
 import torch
 
 from superposition.config import resolve
-from superposition.train import train
+from superposition.training import train
 
 
 def rss_mib() -> float:

@@ -10,7 +10,7 @@ from superposition import fused
 from superposition.config import resolve
 from superposition.metrics import feature_norms
 from superposition.models import forward, init_params, loss_per_instance
-from superposition.train import train
+from superposition.training import train
 
 
 @pytest.mark.parametrize(
@@ -161,7 +161,7 @@ def test_correlated_and_anticorrelated_sets(engine):
 _CACHE_PROBE = """
 import hashlib
 from superposition.config import resolve
-from superposition.train import train
+from superposition.training import train
 for keys in ({}, {"model": "untied", "hidden_activation": "relu"}, {"data": "signed", "target": "abs"}):
     result = train(resolve({**keys, "steps": 300, "sparsity": [0, 0.9], "device": "cpu", "engine": "fused"}))
     print(hashlib.sha256(b"".join(v.numpy().tobytes() for v in result.params.values())).hexdigest())

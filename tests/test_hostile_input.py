@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
-import superposition.train
+import superposition.training
 from superposition.cli import main
 from superposition.config import USER_KEYS
 from superposition.files import MARKER, seal
@@ -47,7 +47,7 @@ def no_training(monkeypatch):
     def refuse(*args, **kwargs):
         raise WouldTrain
 
-    monkeypatch.setattr(superposition.train, "train", refuse)
+    monkeypatch.setattr(superposition.training, "train", refuse)
 
 
 def run_cli(args: list[str]) -> tuple[int, str]:

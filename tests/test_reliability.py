@@ -33,12 +33,12 @@ def _files(root: Path) -> dict[str, bytes]:
 @pytest.fixture
 def no_training(monkeypatch):
     """Fail the test if any command gets as far as training."""
-    import superposition.train
+    import superposition.training
 
     def refuse(*args, **kwargs):
         raise AssertionError("training started although the input was bad")
 
-    monkeypatch.setattr(superposition.train, "train", refuse)
+    monkeypatch.setattr(superposition.training, "train", refuse)
 
 
 # 1 ---------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ def outputs(tmp_path_factory):
 
 def test_report_contents(outputs):
     run = write(outputs / "run").read_text()
-    assert run.count("<img") == 3 and "Metrics" in run and "&quot;features&quot;: 6" in run
+    assert run.count("<img") == 4 and "Metrics" in run  # gram, norms, weights and, as hidden = 2, polygon and "&quot;features&quot;: 6" in run
     swept = write(outputs / "sweep").read_text()
     assert "Phase diagram over density × importance_last" in swept and swept.count("<img") == 2
     assert "32 grid points, 32 ok" in swept

@@ -8,7 +8,7 @@ from superposition import load_run
 from superposition.config import ConfigError, resolve
 from superposition.files import atomic_dir, seal
 from superposition.runs import SEALED, record
-from superposition.train import settle, train
+from superposition.training import settle, train
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +37,10 @@ def test_round_trip(tmp_path, trained):
     assert saved["package_version"]
     assert saved["feature_probability"] == [[1.0] * 6, [0.1] * 6]
     assert saved["importance"][0][:2] == [1.0, 0.7]
-    history = (tmp_path / "run" / "history.csv").read_text().splitlines()
-    assert history[0] == "step,loss_0,loss_1"
-    assert len(history) == 31
+    assert run.history.shape == (30, 2) and run.history.index.name == "step"
+    assert (run.history.to_numpy() == result.history.numpy()).all()
+    # 4 bytes per instance-step, and a header
+    assert (tmp_path / "run" / "history.safetensors").stat().st_size <= 4 * 30 * 2 + 200
     pngs = sorted(p.name for p in (tmp_path / "run").glob("*.png"))
     assert pngs == ["untied-relu-6x2-gram.png", "untied-relu-6x2-norms.png", "untied-relu-6x2-weights.png"]
 

@@ -6,7 +6,7 @@ import torch
 from superposition.config import resolve
 from superposition.metrics import dimensions_per_feature, feature_norms
 from superposition.models import forward, init_params
-from superposition.train import lr_factor, train
+from superposition.training import lr_factor, train
 
 
 def _config(**keys):

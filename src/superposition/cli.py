@@ -130,16 +130,16 @@ def train(
     resolved = resolve({**keys, **given})
 
     from .files import atomic_dir, check_free_space
-    from .runs import record, run_bytes
-    from .train import check_memory, settle, train as fit
+    from .runs import run_bytes, train as fit
+    from .training import check_memory, settle
 
     settled = settle(resolved)
     check_memory(settled)
     with atomic_dir(out) as staging:  # refuses a bad --out, or a second writer, before training
         check_free_space(staging, run_bytes(settled))
-        result = fit(settled, progress=_progress(quiet))
-        metrics = record(staging, result)
-    _print_metrics(result.config, metrics)
+        run = fit(settled, progress=_progress(quiet))
+        run.write(staging)
+    _print_metrics(run.config, run.metrics)
     print(f"run written to {out}")
 
 

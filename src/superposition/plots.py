@@ -17,7 +17,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure, SubFigure
 from matplotlib.ticker import MaxNLocator
 
-from .config import Config
+from .config import Config, ConfigError
 from .metrics import superposition
 from .models import KINDS, Params, gram
 from .files import write_atomic
@@ -167,7 +167,16 @@ def stacked(make, runs: list[tuple[str, Config, Params]], height: float) -> Figu
     return fig
 
 
-FIGURES = {"gram": gram_figure, "norms": norms_figure, "weights": weights_figure}
+FIGURES = {"gram": gram_figure, "norms": norms_figure, "weights": weights_figure, "polygon": polygon_figure}
+
+
+def figure(name: str, config: Config, params: Params) -> Figure:
+    """One figure by name, for any run it applies to."""
+    if name not in FIGURES:
+        raise ConfigError(f"figure: unknown {name!r}; choose one of {', '.join(FIGURES)}")
+    if name == "polygon" and config.hidden != 2:
+        raise ConfigError(f"figure: polygon draws 2-D hidden spaces, this run has hidden = {config.hidden}")
+    return FIGURES[name](config, params)
 
 
 def save_figure(fig: Figure, path: Path, dpi: int = 100) -> Path:
@@ -178,7 +187,8 @@ def save_figure(fig: Figure, path: Path, dpi: int = 100) -> Path:
 
 
 def write_figures(config: Config, params: Params, directory: Path) -> list[Path]:
+    """The figures of the run's kind, as PNG files named from the config."""
     return [
-        save_figure(make(config, params), Path(directory) / f"{stem(config)}-{name}.png")
-        for name, make in FIGURES.items()
+        save_figure(figure(name, config, params), Path(directory) / f"{stem(config)}-{name}.png")
+        for name in KINDS[config.model].figures
     ]

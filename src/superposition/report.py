@@ -102,7 +102,8 @@ def _table(rows: list[dict[str, Any]], limit: int | None = None) -> str:
 
 
 def _run(directory: Path) -> str:
-    from .plots import FIGURES, describe
+    from .models import KINDS
+    from .plots import describe, figure
     from .runs import load_run
 
     run = load_run(directory)
@@ -117,7 +118,8 @@ def _run(directory: Path) -> str:
         }
         for k, m in enumerate(run.metrics["instances"])
     ]
-    figures = "".join(_figure(make(run.config, run.params), name) for name, make in FIGURES.items())
+    names = KINDS[run.config.model].figures + (("polygon",) if run.config.hidden == 2 else ())
+    figures = "".join(_figure(figure(name, run.config, run.params), name) for name in names)
     return (
         f"<p>{html.escape(describe(run.config))}</p><h2>Metrics</h2>{_table(rows)}<h2>Figures</h2>{figures}"
         f"<h2>Config</h2><pre>{html.escape((directory / CONFIG).read_text())}</pre>"

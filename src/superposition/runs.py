@@ -1,12 +1,12 @@
-"""The run directory: the format users and other tools read.
+"""A trained model as one object (`Run`), and the run directory it is saved as.
 
-  config.json         the resolved Config plus `package_version`
-  model.safetensors   W (inst, feat, hidden); W_out (inst, hidden, feat) for untied/mlp; b (inst, feat)
-  metrics.json        per-instance metrics (see metrics.py)
-  history.csv         step, then the training loss of each instance
-  *.png               figures, named from the config
-  superposition.json  the marker, written last: format version and the SHA-256 of the
-                      four data files (figures are not sealed: `plot` redraws them)
+  config.json          the resolved Config plus `package_version`
+  model.safetensors    the kind's parameters (models.py): W (inst, feat, hidden), b (inst, feat), ...
+  metrics.json         per-instance metrics (see metrics.py)
+  history.safetensors  `loss` (steps, inst) float32: the training loss of every step, 4 bytes each
+  *.png                figures, named from the config
+  superposition.json   the marker, written last: format version and the SHA-256 of the
+                       four data files (figures are not sealed: `plot` redraws them)
 
 A run is built in a hidden sibling directory and published in one atomic step as
 its last act (files.atomic_dir), so a crashed or killed run never leaves a
@@ -15,8 +15,6 @@ directory that looks complete; loading verifies the checksums.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 from dataclasses import dataclass
@@ -24,18 +22,21 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas
 import torch
+from jaxtyping import Float
 from safetensors import SafetensorError
 from safetensors.torch import load, save
+from torch import Tensor
 
-from .metrics import measure
 from .config import Config, ConfigError, validate_saved
-from .files import CONFIG, seal, to_json, verify
+from .files import CONFIG, atomic_dir, seal, to_json, verify
+from .metrics import measure
 from .models import KINDS, Params
-from .plots import write_figures
-from .train import Diverged, TrainResult, divergence
+from .training import Diverged, TrainResult, divergence
 
-MODEL, METRICS, HISTORY = "model.safetensors", "metrics.json", "history.csv"
+MODEL, METRICS, HISTORY = "model.safetensors", "metrics.json", "history.safetensors"
 SEALED = (CONFIG, MODEL, METRICS, HISTORY)
 
 
@@ -45,53 +46,162 @@ def package_version() -> str:
 
 @dataclass
 class Run:
-    path: Path
+    """A trained batch of toy models: what `superposition.training` returns and `load_run` reads.
+
+    config   the Config it was trained with (device and engine as they ran)
+    params   name -> tensor, on the CPU: W (inst, feat, hidden), b (inst, feat), W_out for untied kinds
+    metrics  metrics.json as a dict: `instances` holds one dict per instance
+    history  training loss, a DataFrame: index `step`, one column per instance
+    path     the directory it was saved to or loaded from, if any
+    """
+
     config: Config
     params: Params
     metrics: dict[str, Any]
+    history: pandas.DataFrame
+    path: Path | None = None
+
+    @classmethod
+    def from_result(cls, result: TrainResult) -> Run:
+        """Measure a trained model; a non-finite weight or loss is `Diverged`, never a Run."""
+        metrics = measure(result.config, result.params)
+        problem = divergence(result.params, [row["loss"] for row in metrics["instances"]])
+        if problem:
+            raise Diverged(problem)
+        return cls(result.config, result.params, metrics, _frame(result.history.numpy()))
+
+    def __len__(self) -> int:
+        return self.config.instances
+
+    def __getitem__(self, i: int) -> Run:
+        """Instance i alone, as a Run of one instance."""
+        if not isinstance(i, int) or not -len(self) <= i < len(self):
+            raise IndexError(f"instance {i!r}: this run has instances 0 … {len(self) - 1}")
+        i %= len(self)
+        config = self.config.model_copy(
+            update={"feature_probability": [self.config.feature_probability[i]], "importance": [self.config.importance[i]]}
+        )
+        metrics = {**self.metrics, "instances": [self.metrics["instances"][i]]}
+        history = self.history[[i]].set_axis([0], axis=1)
+        return Run(config, {k: v[i : i + 1].clone() for k, v in self.params.items()}, metrics, history)
+
+    def _inputs(self, x: Any) -> Float[Tensor, "inst batch feat"]:
+        x = torch.as_tensor(x, dtype=torch.float32)
+        if x.dim() != 3 or x.shape[0] != len(self) or x.shape[2] != self.config.features:
+            raise ConfigError(
+                f"x: expected shape (instances={len(self)}, batch, features={self.config.features}), got {tuple(x.shape)}"
+            )
+        return x
+
+    def encode(self, x: Any) -> Float[Tensor, "inst batch hidden"]:
+        """Hidden vectors of x (inst, batch, features), after the hidden activation."""
+        with torch.no_grad():
+            return KINDS[self.config.model].encode(self.params, self._inputs(x), self.config)
+
+    def forward(self, x: Any) -> Float[Tensor, "inst batch feat"]:
+        """The model's outputs x' for x (inst, batch, features)."""
+        return self.module()(self._inputs(x)).detach()
+
+    def module(self) -> torch.nn.Module:
+        """A torch.nn.Module computing `forward`, with the hidden layer as its submodule `hidden`
+        (so `module.hidden.register_forward_hook` sees the hidden vectors). Its parameters are
+        copies: training it leaves the run unchanged."""
+        return ToyModel(self.config, self.params)
+
+    def plot(self, name: str = "gram"):
+        """One figure as a matplotlib Figure: gram, norms, weights, or polygon (hidden == 2)."""
+        from .plots import figure
+
+        return figure(name, self.config, self.params)
+
+    def write(self, directory: Path, figures: bool = True) -> None:
+        """Write the run's files into `directory` (a staging directory from `atomic_dir`), sealed last."""
+        directory = Path(directory)
+        record = {**self.config.model_dump(), "package_version": package_version()}
+        (directory / CONFIG).write_text(to_json(record))
+        (directory / MODEL).write_bytes(save({k: v.contiguous() for k, v in self.params.items()}))
+        (directory / METRICS).write_text(to_json(self.metrics))
+        losses = np.array(self.history.to_numpy(np.float32), order="C")  # a writable copy
+        (directory / HISTORY).write_bytes(save({"loss": torch.from_numpy(losses)}))
+        if figures:
+            from .plots import write_figures
+
+            write_figures(self.config, self.params, directory)
+        seal(directory, "run", SEALED)
+
+    def save(self, path: str | os.PathLike[str], figures: bool = True) -> Path:
+        """Save as a run directory (replacing one of ours, refusing anything else); returns its path."""
+        with atomic_dir(Path(path)) as staging:
+            self.write(staging, figures)
+        self.path = Path(path)
+        return self.path
 
 
-def write_run(
-    directory: Path,
-    config: Config,
-    params: Params,
-    history: torch.Tensor,
-    metrics: dict[str, Any],
-) -> None:
-    """Write the files of a run into `directory` (a staging directory from `atomic_dir`)."""
-    record = {**config.model_dump(), "package_version": package_version()}
-    (directory / CONFIG).write_text(to_json(record))
-    (directory / MODEL).write_bytes(save({k: v.contiguous() for k, v in params.items()}))
-    (directory / METRICS).write_text(to_json(metrics))
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["step"] + [f"loss_{i}" for i in range(config.instances)])
-    for step, row in enumerate(history.tolist()):
-        writer.writerow([step] + [repr(v) for v in row])
-    (directory / HISTORY).write_text(buffer.getvalue())
+class _Layer(torch.nn.Module):
+    """A named step of ToyModel, so that forward hooks can be registered on it."""
+
+    def __init__(self, function):
+        super().__init__()
+        self.function = function
+
+    def forward(self, *args: Tensor) -> Tensor:
+        return self.function(*args)
+
+
+class ToyModel(torch.nn.Module):
+    """A run's model as a torch module: forward(x) = decode(hidden(x)), x (inst, batch, features)."""
+
+    def __init__(self, config: Config, params: Params):
+        super().__init__()
+        self.config = config
+        self.weights = torch.nn.ParameterDict({k: torch.nn.Parameter(v.clone()) for k, v in params.items()})
+        kind = KINDS[config.model]
+        self.hidden = _Layer(lambda x: kind.encode(dict(self.weights), x, config))
+        self.output = _Layer(lambda h: kind.decode(dict(self.weights), h, config))
+
+    def forward(self, x: Float[Tensor, "inst batch feat"]) -> Float[Tensor, "inst batch feat"]:
+        return self.output(self.hidden(x))
+
+
+def _frame(losses: np.ndarray) -> pandas.DataFrame:
+    frame = pandas.DataFrame(losses, columns=range(losses.shape[1]))
+    frame.index.name = "step"
+    return frame
+
+
+def train(config: Config, progress: bool | None = None) -> Run:
+    """Train `config` (all its instances at once) and measure it: the notebook's entry point.
+
+    progress: a progress bar; None shows one in a terminal or a notebook.
+    """
+    from .training import check_memory, settle
+    from .training import train as fit
+
+    settled = settle(config)
+    check_memory(settled)
+    if progress is None:
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        progress = console.is_terminal or console.is_jupyter
+    return Run.from_result(fit(settled, progress=progress))
 
 
 def record(directory: Path, result: TrainResult, figures: bool = True) -> dict[str, Any]:
-    """Measure a trained model and write its whole run (files, and figures unless told not to) into `directory`."""
-    metrics = measure(result.config, result.params)
-    problem = divergence(result.params, [row["loss"] for row in metrics["instances"]])
-    if problem:
-        raise Diverged(problem)
-    write_run(directory, result.config, result.params, result.history, metrics)
-    if figures:
-        write_figures(result.config, result.params, directory)
-    seal(directory, "run", SEALED)
-    return metrics
+    """Measure a trained model and write its run into `directory`; return its metrics."""
+    run = Run.from_result(result)
+    run.write(directory, figures)
+    return run.metrics
 
 
 def run_bytes(config: Config) -> int:
     """Disk space a run of `config` takes, roughly: history, weights, metrics and figures."""
     values = config.instances * (config.steps + 4 * config.features * (config.hidden + 4))
-    return 24 * values + 4 * 2**20
+    return 8 * values + 4 * 2**20
 
 
 def load_run(path: str | os.PathLike[str]) -> Run:
-    """Read a run directory back: its config, weights and metrics. Raises ConfigError if broken."""
+    """Read a run directory back as the Run that was saved. Raises ConfigError if broken."""
     path = Path(path)
     if set(verify(path, "run", "run")["sha256"]) != set(SEALED):
         raise ConfigError(f"run: {path}/superposition.json does not seal the files of a run; write it again")
@@ -103,21 +213,29 @@ def load_run(path: str | os.PathLike[str]) -> Run:
     if not isinstance(raw, dict):
         raise ConfigError(f"run: {path}/{CONFIG} does not hold a config object")
     config = validate_saved(raw, path)
-    try:
-        params = load((path / MODEL).read_bytes())
-    except (SafetensorError, OSError, ValueError) as error:
-        raise ConfigError(f"run: {path}/{MODEL} is corrupted ({error})") from None
+    params = _tensors(path / MODEL)
     expected = KINDS[config.model].shapes(config)
     shapes = {k: tuple(v.shape) for k, v in params.items()}
     if shapes != expected:
         raise ConfigError(f"run: {path}/{MODEL} holds {shapes}, but its config needs {expected}")
-    for name, tensor in params.items():
-        if tensor.dtype != torch.float32:
-            raise ConfigError(f"run: {path}/{MODEL} holds {name} as {tensor.dtype}; runs store float32")
-        if not bool(torch.isfinite(tensor).all()):
-            raise ConfigError(f"run: {path}/{MODEL} holds non-finite values in {name}")
     check_metrics(metrics, config, path / METRICS)
-    return Run(path=path, config=config, params=params, metrics=metrics)
+    history = _tensors(path / HISTORY, finite=False)
+    if set(history) != {"loss"} or history["loss"].dim() != 2 or history["loss"].shape[1] != config.instances:
+        raise ConfigError(f"run: {path}/{HISTORY} does not hold a (steps, {config.instances}) loss")
+    return Run(config, params, metrics, _frame(history["loss"].numpy()), path)
+
+
+def _tensors(path: Path, finite: bool = True) -> dict[str, Tensor]:
+    try:
+        tensors = load(path.read_bytes())
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ConfigError(f"run: {path} is corrupted ({error})") from None
+    for name, tensor in tensors.items():
+        if tensor.dtype != torch.float32:
+            raise ConfigError(f"run: {path} holds {name} as {tensor.dtype}; runs store float32")
+        if finite and not bool(torch.isfinite(tensor).all()):
+            raise ConfigError(f"run: {path} holds non-finite values in {name}")
+    return tensors
 
 
 def check_metrics(metrics: Any, config: Config, source: Path) -> None:

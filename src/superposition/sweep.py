@@ -210,7 +210,7 @@ def is_complete(directory: Path) -> bool:
 def run_shard(out: str, config_json: str) -> dict[str, Any]:
     """Train one shard and write it; returns its status. Top level, so worker processes can run it."""
     from .runs import record
-    from .train import Diverged, train
+    from .training import Diverged, train
 
     config = Config.model_validate_json(config_json)
     key = Shard(config, []).key
@@ -268,7 +268,7 @@ def sweep(
     scheduler: str | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) a sweep; return counts of shards trained, skipped and failed."""
-    from .train import check_memory, settle
+    from .training import check_memory, settle
 
     spec = read_spec(spec_path)
     shards = plan(spec)

@@ -62,7 +62,7 @@ def still_falling(history, instance: int) -> float:
 def fit(directory: Path, keys: dict[str, Any], options: Options, restarts: int = 1):
     """Resolve, train and record one run of a preset into `directory`; return (result, metrics)."""
     from ..runs import record
-    from ..train import train
+    from ..training import train
 
     config = resolve({**keys, "restarts": options.restarts or restarts, **options.overrides})
     result = train(config, progress=options.progress)
