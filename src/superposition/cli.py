@@ -6,9 +6,11 @@ Every user error ends as one line on stderr and exit status 2.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Any, get_args
 
@@ -137,6 +139,8 @@ def train(
     check_memory(settled)
     with atomic_dir(out) as staging:  # refuses a bad --out, or a second writer, before training
         check_free_space(staging, run_bytes(settled))
+        # matplotlib loads while the compiled engine trains without the GIL: ~0.3 s saved
+        threading.Thread(target=importlib.import_module, args=("superposition.plots",), daemon=True).start()
         run = fit(settled, progress=_progress(quiet))
         run.write(staging)
     _print_metrics(run.config, run.metrics)

@@ -291,7 +291,7 @@ class Optimiser(NamedTuple):
     decoupled: bool  # AdamW; else Adam with the decay as an L2 gradient
 
 
-@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+@njit(parallel=True, cache=True, fastmath=_FASTMATH, nogil=True)  # nogil: the caller may import meanwhile
 def train_steps(weights, moments, stream, model, optimiser, first_step, lrs, losses):
     """Train every instance for len(lrs) steps from `first_step`, in place; one instance per
     thread at a time. lrs: (steps,) the learning rate of each step; losses: out, (steps, inst)."""

@@ -100,7 +100,7 @@ def norms_figure(config: Config, params: Params, fig: Figure | SubFigure | None 
     axes[0].yaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].set_ylabel("feature i")
     fig.colorbar(colours, ax=list(axes), label="superposition Σ_{j≠i} (Ŵ_i·W_j)², clipped at 1")
-    fig.suptitle(describe(config), fontsize=9)
+    fig.suptitle(describe(config), fontsize=9, y=1.0, va="bottom")  # above the instances' titles
     return fig
 
 
@@ -176,13 +176,19 @@ def figure(name: str, config: Config, params: Params) -> Figure:
         raise ConfigError(f"figure: unknown {name!r}; choose one of {', '.join(FIGURES)}")
     if name == "polygon" and config.hidden != 2:
         raise ConfigError(f"figure: polygon draws 2-D hidden spaces, this run has hidden = {config.hidden}")
-    return FIGURES[name](config, params)
+    fig = FIGURES[name](config, params)
+    fig._repr_png_ = lambda: png(fig)  # notebooks show it, with or without pyplot
+    return fig
+
+
+def png(fig: Figure, dpi: int = 100) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    return buffer.getvalue()
 
 
 def save_figure(fig: Figure, path: Path, dpi: int = 100) -> Path:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
-    write_atomic(path, buffer.getvalue())
+    write_atomic(path, png(fig, dpi))
     return path
 
 

@@ -20,10 +20,9 @@ import os
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas
 import torch
 from jaxtyping import Float
 from safetensors import SafetensorError
@@ -35,6 +34,9 @@ from .files import CONFIG, atomic_dir, seal, to_json, verify
 from .metrics import measure
 from .models import KINDS, Params
 from .training import Diverged, TrainResult, divergence
+
+if TYPE_CHECKING:
+    import pandas
 
 MODEL, METRICS, HISTORY = "model.safetensors", "metrics.json", "history.safetensors"
 SEALED = (CONFIG, MODEL, METRICS, HISTORY)
@@ -51,15 +53,24 @@ class Run:
     config   the Config it was trained with (device and engine as they ran)
     params   name -> tensor, on the CPU: W (inst, feat, hidden), b (inst, feat), W_out for untied kinds
     metrics  metrics.json as a dict: `instances` holds one dict per instance
-    history  training loss, a DataFrame: index `step`, one column per instance
+    losses   training loss (steps, inst), float32; `history` is the same as a DataFrame
     path     the directory it was saved to or loaded from, if any
     """
 
     config: Config
     params: Params
     metrics: dict[str, Any]
-    history: pandas.DataFrame
+    losses: np.ndarray
     path: Path | None = None
+
+    @property
+    def history(self) -> pandas.DataFrame:
+        """Training loss: index `step`, one column per instance."""
+        import pandas  # only when asked: it costs the command line 0.2 s
+
+        frame = pandas.DataFrame(self.losses, columns=range(self.losses.shape[1]))
+        frame.index.name = "step"
+        return frame
 
     @classmethod
     def from_result(cls, result: TrainResult) -> Run:
@@ -68,7 +79,7 @@ class Run:
         problem = divergence(result.params, [row["loss"] for row in metrics["instances"]])
         if problem:
             raise Diverged(problem)
-        return cls(result.config, result.params, metrics, _frame(result.history.numpy()))
+        return cls(result.config, result.params, metrics, result.history.numpy())
 
     def __len__(self) -> int:
         return self.config.instances
@@ -82,8 +93,8 @@ class Run:
             update={"feature_probability": [self.config.feature_probability[i]], "importance": [self.config.importance[i]]}
         )
         metrics = {**self.metrics, "instances": [self.metrics["instances"][i]]}
-        history = self.history[[i]].set_axis([0], axis=1)
-        return Run(config, {k: v[i : i + 1].clone() for k, v in self.params.items()}, metrics, history)
+        params = {k: v[i : i + 1].clone() for k, v in self.params.items()}
+        return Run(config, params, metrics, self.losses[:, i : i + 1].copy())
 
     def _inputs(self, x: Any) -> Float[Tensor, "inst batch feat"]:
         x = torch.as_tensor(x, dtype=torch.float32)
@@ -121,8 +132,8 @@ class Run:
         (directory / CONFIG).write_text(to_json(record))
         (directory / MODEL).write_bytes(save({k: v.contiguous() for k, v in self.params.items()}))
         (directory / METRICS).write_text(to_json(self.metrics))
-        losses = np.array(self.history.to_numpy(np.float32), order="C")  # a writable copy
-        (directory / HISTORY).write_bytes(save({"loss": torch.from_numpy(losses)}))
+        losses = torch.tensor(self.losses, dtype=torch.float32)
+        (directory / HISTORY).write_bytes(save({"loss": losses}))
         if figures:
             from .plots import write_figures
 
@@ -163,12 +174,6 @@ class ToyModel(torch.nn.Module):
         return self.output(self.hidden(x))
 
 
-def _frame(losses: np.ndarray) -> pandas.DataFrame:
-    frame = pandas.DataFrame(losses, columns=range(losses.shape[1]))
-    frame.index.name = "step"
-    return frame
-
-
 def train(config: Config, progress: bool | None = None) -> Run:
     """Train `config` (all its instances at once) and measure it: the notebook's entry point.
 
@@ -183,8 +188,14 @@ def train(config: Config, progress: bool | None = None) -> Run:
         from rich.console import Console
 
         console = Console(stderr=True)
-        progress = console.is_terminal or console.is_jupyter
+        progress = console.is_terminal or (console.is_jupyter and _has("ipywidgets"))  # rich draws with it there
     return Run.from_result(fit(settled, progress=progress))
+
+
+def _has(module: str) -> bool:
+    from importlib.util import find_spec
+
+    return find_spec(module) is not None
 
 
 def record(directory: Path, result: TrainResult, figures: bool = True) -> dict[str, Any]:
@@ -222,7 +233,7 @@ def load_run(path: str | os.PathLike[str]) -> Run:
     history = _tensors(path / HISTORY, finite=False)
     if set(history) != {"loss"} or history["loss"].dim() != 2 or history["loss"].shape[1] != config.instances:
         raise ConfigError(f"run: {path}/{HISTORY} does not hold a (steps, {config.instances}) loss")
-    return Run(config, params, metrics, _frame(history["loss"].numpy()), path)
+    return Run(config, params, metrics, history["loss"].numpy(), path)
 
 
 def _tensors(path: Path, finite: bool = True) -> dict[str, Tensor]:
