@@ -119,7 +119,8 @@ def test_result_does_not_depend_on_thread_count():
 
 @pytest.mark.parametrize("model", ["tied", "untied", "mlp"])
 def test_engines_learn_the_same_solutions(model):
-    """Same config, different random streams: same features represented, losses within noise."""
+    """Same config, same data stream, different arithmetic (autograd, any device): same features
+    represented, losses within noise."""
     config = resolve(
         {"model": model, "features": 12, "hidden": 4, "sparsity": [0, 0.8, 0.97], "steps": 3000, "lr": 3e-3}
     )
@@ -141,10 +142,14 @@ def test_correlated_and_anticorrelated_sets(engine):
     if engine == "fused":
         corr = fused.sample(probs, 0, 0, 0, 20_000, 0, 1, 3).T
         anti = fused.sample(probs, 0, 0, 0, 20_000, 0, 2, 3).T
-    else:
+    else:  # the torch version of the stream, which the reference engine draws from
         p = torch.from_numpy(probs)[None]
-        corr = data.sample("paper", p, 20_000, torch.Generator().manual_seed(0), "correlated", 3)[0].numpy()
-        anti = data.sample("paper", p, 20_000, torch.Generator().manual_seed(0), "anticorrelated", 3)[0].numpy()
+
+        def draw(correlation):
+            config = resolve({"features": 6, "sparsity": [0.8], "batch_size": 20_000, "correlation": correlation, "set_size": 3})
+            return data.batch(config, p, torch.arange(1), 0)[0].numpy()
+
+        corr, anti = draw("correlated"), draw("anticorrelated")
     for x in (corr, anti):  # every feature keeps its own probability, values U[0, 1]
         assert (x > 0).mean(0) == pytest.approx([0.2] * 6, abs=0.015)
         assert x[x > 0].mean() == pytest.approx(0.5, abs=0.01)

@@ -3,10 +3,10 @@ import math
 import pytest
 import torch
 
-from superposition.config import resolve
+from superposition.config import ConfigError, resolve
 from superposition.metrics import dimensions_per_feature, feature_norms
 from superposition.models import forward, init_params
-from superposition.training import lr_factor, train
+from superposition.training import lr_factor, settle, train
 
 
 def _config(**keys):
@@ -129,3 +129,14 @@ def test_restarts_keep_each_instances_best_copy():
     every = train(copies)
     per_copy = torch.stack([eval_loss(config, {n: v[r::3] for n, v in every.params.items()}) for r in range(3)])
     torch.testing.assert_close(eval_loss(config, best.params), per_copy.min(0).values)
+
+
+def test_settle_where_a_gpu_is_present(monkeypatch):
+    """What `auto` means on a CUDA machine, checked here by pretending one is present."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    config = resolve({"steps": 10})
+    assert (settle(config).device, settle(config).engine) == ("cuda", "reference")
+    fused = settle(config.model_copy(update={"engine": "fused"}))
+    assert (fused.device, fused.engine) == ("cpu", "fused")  # the fused engine is the CPU's
+    with pytest.raises(ConfigError, match="runs on the CPU"):
+        settle(config.model_copy(update={"engine": "fused", "device": "cuda"}))
