@@ -163,3 +163,21 @@ def test_a_kind_registered_in_a_test_file_trains_saves_and_loads(tmp_path):
             sp.train(config.model_copy(update={"engine": "fused"}), progress=False)
     finally:
         KINDS.pop("test-scaled")
+
+
+def test_module_copies_are_independent_and_pickle(run, tmp_path):
+    import copy
+
+    module = run.module()
+    twin = copy.deepcopy(module)
+    with torch.no_grad():
+        twin.weights["W"].zero_()
+    x = sp.sample(run.config, steps=[1])[0]
+    torch.testing.assert_close(module(x).detach(), run.forward(x))  # the original is untouched
+    torch.save(module, tmp_path / "module.pt")
+    back = torch.load(tmp_path / "module.pt", weights_only=False)
+    torch.testing.assert_close(back(x).detach(), run.forward(x))
+
+
+def test_indexing_takes_numpy_integers(run):
+    assert run[np.int64(1)].config.feature_probability == run[1].config.feature_probability

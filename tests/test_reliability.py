@@ -501,3 +501,100 @@ def test_14_a_sweep_killed_before_its_marker_landed_can_be_resumed(tmp_path):
         (tmp_path / "user").mkdir()
         (tmp_path / "user" / "notes.txt").write_text("keep")
         sweep(spec, tmp_path / "user")
+
+
+# found in review ---------------------------------------------------------------------
+
+
+def test_1_an_out_path_through_dotdot_never_replaces_what_it_names(tmp_path, cli, no_training):
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "data.txt").write_text("keep")
+    (tmp_path / "link").symlink_to(tmp_path / "precious")
+    for out in (tmp_path / "precious" / "missing" / "..", tmp_path / "link" / ".."):
+        code, _, err = cli("train", "--out", str(out), *SMALL)
+        _one_line_error(code, err)
+    assert (tmp_path / "precious" / "data.txt").read_text() == "keep"
+
+
+def test_4_cleaning_stale_staging_never_touches_another_names(tmp_path, cli):
+    live = tmp_path / ".x1.partial-abc"  # x1's writer, still at work
+    live.mkdir()
+    assert cli("train", "--out", tmp_path / "x[1]", *SMALL)[0] == 0
+    assert live.is_dir()
+
+
+def test_7_restarts_never_keep_a_diverged_copy(monkeypatch):
+    import torch
+
+    import superposition.metrics
+    from superposition.config import resolve
+    from superposition.training import train
+
+    real = superposition.metrics.eval_loss
+    calls = []
+
+    def first_copy_diverged(config, params):
+        losses = real(config, params)
+        calls.append(1)
+        return torch.full_like(losses, float("nan")) if len(calls) == 1 else losses
+
+    monkeypatch.setattr(superposition.metrics, "eval_loss", first_copy_diverged)
+    config = resolve({"features": 4, "hidden": 2, "sparsity": [0.5], "steps": 20, "restarts": 2, "device": "cpu"})
+    result = train(config)
+    copies = train(config.model_copy(update={"restarts": 1, "feature_probability": [[0.5] * 4] * 2, "importance": config.importance * 2}))
+    assert torch.equal(result.params["W"][0], copies.params["W"][1])  # the second copy, not the NaN one
+
+
+def test_14_the_size_cap_holds_for_the_default_sparsities(cli, tmp_path, no_training):
+    code, _, err = cli("train", "--out", tmp_path / "run", "--features", "2000000000", "--quiet")
+    _one_line_error(code, err)
+    assert "values" in err
+
+
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("[base]\nfeatures = 2\n[axes]\ndensity = [0.5]\nsparsity = [0.5]\n", "not both"),
+        ("[base]\nfeatures = 2\n[axes]\nlr = [1, 1.0]\n", "appears twice"),
+        ("[base]\nfeatures = 2\n[axes]\nlr = { linear = [0.1, 0.1, 3] }\n", "appears twice"),
+        ("[base]\nfeatures = 2\nsparsity = 1979-05-27\n[axes]\ndensity = [0.5]\n", "spec"),
+        ("[base]\nfeatures = 2\n[axes]\nsparsity = [1" + "0" * 400 + "]\n", "sparsity"),
+        ("[base]\nfeatures = 2\n[axes]\nlr = { log = [1" + "0" * 400 + ", 1, 3] }\n", "axes.lr"),
+    ],
+)
+def test_13_more_bad_specs(tmp_path, cli, no_training, spec, expected):
+    (tmp_path / "spec.toml").write_text(spec)
+    code, _, err = cli("sweep", tmp_path / "spec.toml", "--out", tmp_path / "out")
+    _one_line_error(code, err)
+    assert expected in err and not (tmp_path / "out").exists()
+
+
+def test_3_sweeps_of_anticorrelated_sets_and_integer_ranges(tmp_path):
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        '[base]\nfeatures = 4\ncorrelation = "anticorrelated"\nset_size = 2\n'
+        "[axes]\ndensity = [0.1, 0.2]\nhidden = { linear = [1, 3, 3] }\n"
+    )
+    shards = plan(read_spec(spec))
+    assert [s.config.hidden for s in shards] == [1, 2, 3]
+    assert shards[0].config.feature_probability == [[0.1] * 4, [0.2] * 4]
+
+
+def test_13_a_huge_number_in_a_config(tmp_path, cli, no_training):
+    (tmp_path / "c.toml").write_text("sparsity = 1" + "0" * 400 + "\n")
+    code, _, err = cli("train", "--config", tmp_path / "c.toml", "--out", tmp_path / "run")
+    _one_line_error(code, err)
+    (tmp_path / "c.json").write_text('{"steps": 1' + "0" * 5000 + "}")
+    code, _, err = cli("train", "--config", tmp_path / "c.json", "--out", tmp_path / "run")
+    _one_line_error(code, err)
+
+
+def test_10_report_with_one_axis_named(tmp_path, cli):
+    spec = tmp_path / "spec.toml"
+    spec.write_text("[base]\nfeatures = 2\nhidden = 1\nsteps = 20\nbatch_size = 64\n[axes]\ndensity = [1.0, 0.1]\nimportance_last = [0.5, 2]\n")
+    sweep(spec, tmp_path / "out")
+    for axis in ("density", "importance_last"):
+        code, _, err = cli("report", tmp_path / "out", "--x", axis)
+        assert code == 0, err
+    code, _, err = cli("report", tmp_path / "out", "--x", "density", "--y", "density")
+    _one_line_error(code, err)

@@ -140,3 +140,9 @@ def test_settle_where_a_gpu_is_present(monkeypatch):
     assert (fused.device, fused.engine) == ("cpu", "fused")  # the fused engine is the CPU's
     with pytest.raises(ConfigError, match="runs on the CPU"):
         settle(config.model_copy(update={"engine": "fused", "device": "cuda"}))
+
+
+def test_warm_start_on_the_reference_engine():
+    config = _config(sparsity=[0.0, 0.9], warm_start=True, engine="reference", device="cpu", steps=50)
+    result = train(config)
+    assert result.params["W"].shape == (2, 6, 2) and torch.isfinite(result.history).all()

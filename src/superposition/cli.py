@@ -329,6 +329,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = command.main(args=argv, prog_name="superposition", standalone_mode=False)
     except typer.TyperException as error:  # typer's (vendored click) usage errors
+        if type(error).__name__ == "NoArgsIsHelpError":  # a bare `superposition`: the help, as it is
+            print(error.ctx.get_help())
+            sys.exit(0)
         context = getattr(error, "ctx", None)
         where = f" (see `{context.command_path} --help`)" if context else ""
         _fail(f"{error.format_message()}{where}")

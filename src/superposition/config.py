@@ -159,12 +159,12 @@ def normalise_keys(raw: dict[str, Any], known: set[str] = USER_KEYS, where: str 
 
 
 def _as_number_list(name: str, value: Any) -> list[float]:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return [float(value)]
-    if isinstance(value, list) and value and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
-    ):
-        return [float(v) for v in value]
+    values = value if isinstance(value, list) and value else [value]
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        try:
+            return [float(v) for v in values]
+        except OverflowError:
+            raise ConfigError(f"{name}: a number is too large for a float") from None
     raise ConfigError(f"{name}: expected a number or a non-empty list of numbers, got {value!r}")
 
 
@@ -194,10 +194,11 @@ def _expand(raw: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(features, int) or isinstance(features, bool) or not 0 < features <= MAX_SIZE:
         raise ConfigError(f"features: must be a whole number from 1 to {MAX_SIZE}, got {features!r}")
 
-    count = keys.get("sparsity", keys.get("feature_probability", SEED_SPARSITIES))
-    if isinstance(count, list) and len(count) * features > MAX_VALUES:
+    given = keys.get("sparsity", keys.get("feature_probability", SEED_SPARSITIES))
+    count = len(given) if isinstance(given, (list, tuple)) else 1
+    if count * features > MAX_VALUES:  # checked before any [instance][feature] list is built
         raise ConfigError(
-            f"features: {len(count)} instances x {features} features is more than {MAX_VALUES:,} values; "
+            f"features: {count} instances x {features} features is more than {MAX_VALUES:,} values; "
             "split the work into several runs"
         )
     if "sparsity" in keys and "feature_probability" in keys:
@@ -252,9 +253,9 @@ def _one_line(error: ValidationError) -> str:
 
 def read_config_file(path: Path) -> dict[str, Any]:
     """User keys from a TOML file (or a run's config.json, to train it again)."""
-    if not path.is_file():
-        raise ConfigError(f"config: no such file {path}")
     try:
+        if not path.is_file():
+            raise ConfigError(f"config: no such file {path}")
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"config: {path} is not a text file (not UTF-8)") from None
@@ -263,8 +264,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
     kind = "JSON" if path.suffix == ".json" else "TOML"
     try:
         data = json.loads(text) if kind == "JSON" else tomllib.loads(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise ConfigError(f"config: {path} is not valid {kind}: {str(error).splitlines()[0]}") from None
+    except (ValueError, RecursionError) as error:  # also numbers of thousands of digits
+        detail = (str(error).splitlines() or [type(error).__name__])[0]
+        raise ConfigError(f"config: {path} is not valid {kind}: {detail}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config: {path} must hold a table of keys, not a {type(data).__name__}")
     data.pop("package_version", None)

@@ -23,6 +23,7 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import glob
 import hashlib
 import json
 import math
@@ -58,7 +59,16 @@ def to_json(value: Any, indent: int | None = 2) -> str:
 
 
 def _umask() -> int:
-    mask = os.umask(0)
+    """The process's umask, read without changing it where the system tells (setting and
+    restoring it is not safe while other threads create files, as Dask workers do)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
@@ -116,7 +126,7 @@ def read_marker(directory: Path) -> dict[str, Any] | None:
     """The marker of one of our directories, or None for anything else."""
     try:
         record = json.loads((Path(directory) / MARKER).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, ValueError, RecursionError):  # ValueError: bad UTF-8, JSON, or a 5,000-digit number
         return None
     if not (
         isinstance(record, dict)
@@ -174,26 +184,36 @@ def verify(directory: Path, kind: str, what: str) -> dict[str, Any]:
 
 
 def check_output_dir(path: Path, owned: bool = False) -> Path:
-    """Refuse, in one line, an output path we may not or cannot replace; return it absolute.
+    """Refuse, in one line, an output path we may not or cannot replace; return the path
+    every later step uses: its parent with symbolic links and `..` resolved, and its name.
 
     `owned`: the path lies inside a directory of ours that owns its contents (a
     sweep's shards), so it may be replaced whatever it holds.
     """
-    path = Path(path)
+    try:
+        return _check_output_dir(Path(path), owned)
+    except OSError as error:  # a name too long, a parent we may not read, ...
+        raise ConfigError(f"out: cannot use {path} ({error.strerror or error})") from None
+
+
+def _check_output_dir(path: Path, owned: bool) -> Path:
+    if path.name in ("", ".", ".."):
+        raise ConfigError(f"out: {path} is the current directory or one above it; name a new directory")
     if path.is_symlink():
         raise ConfigError(f"out: {path} is a symbolic link; give the directory itself")
-    absolute = Path(os.path.abspath(path))
-    if absolute == Path(absolute.anchor) or absolute in (Path.cwd(), *Path.cwd().parents):
-        raise ConfigError(f"out: {path} is the current directory or one above it; name a new directory")
-    parent = absolute.parent
-    for ancestor in (parent, *parent.parents):
+    for ancestor in (path.parent, *path.parent.parents):
         if ancestor.exists() or ancestor.is_symlink():
             if not ancestor.is_dir():
                 raise ConfigError(f"out: {ancestor} is not a directory, so {path} cannot be created in it")
             break
-    if path.exists() and not path.is_dir():
+    # what the checks below see is exactly what will be replaced
+    absolute = Path(os.path.realpath(path.parent)) / path.name
+    cwd = Path(os.path.realpath(Path.cwd()))
+    if absolute in (cwd, *cwd.parents):
+        raise ConfigError(f"out: {path} is the current directory or one above it; name a new directory")
+    if absolute.exists() and not absolute.is_dir():
         raise ConfigError(f"out: {path} exists and is not a directory; choose another --out")
-    if not owned and path.is_dir() and any(path.iterdir()) and kind_of(path) is None:
+    if not owned and absolute.is_dir() and any(absolute.iterdir()) and kind_of(absolute) is None:
         raise ConfigError(
             f"out: {path} exists and is not a superposition output (no {MARKER}); "
             "choose another --out or remove it"
@@ -275,7 +295,8 @@ def atomic_dir(path: Path, owned: bool = False) -> Iterator[Path]:
         raise ConfigError(f"out: cannot create {parent} ({error.strerror})") from None
     with lock(parent / f".{absolute.name}.lock", str(path)):
         check_output_dir(path, owned)  # again, now that no other writer can change it
-        for stale in (*parent.glob(f".{absolute.name}.partial-*"), *parent.glob(f".{absolute.name}.old-*")):
+        name = glob.escape(absolute.name)  # `x[1]` must not match `.x1.partial-*` of another writer
+        for stale in (*parent.glob(f".{name}.partial-*"), *parent.glob(f".{name}.old-*")):
             shutil.rmtree(stale, ignore_errors=True)
         try:
             staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{absolute.name}.partial-"))

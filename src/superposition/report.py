@@ -180,8 +180,10 @@ def _sweep(directory: Path, x: str | None, y: str | None) -> str:
     if missing := [a for a in axes if a not in table.columns]:
         raise ConfigError(f"report: {directory}/results.csv has no column for the axis {missing[0]!r}")
     numeric = [a for a in axes if is_numeric_dtype(table[a]) and table[a].nunique() > 1 and a != "seed"]
-    x = x or (numeric[1] if len(numeric) > 1 else None)
-    y = y or (numeric[0] if numeric else None)
+    x = x or next((a for a in numeric[1:] + numeric[:1] if a != y), None)
+    y = y or next((a for a in numeric if a != x), None)
+    if x is not None and x == y:
+        raise ConfigError(f"report: --x and --y are both {x!r}; give two different axes")
     for name in (x, y):
         if name is not None and name not in axes:
             raise ConfigError(f"report: {name!r} is not an axis of this sweep; choose from {', '.join(axes)}")

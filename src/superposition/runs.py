@@ -16,6 +16,7 @@ directory that looks complete; loading verifies the checksums.
 from __future__ import annotations
 
 import json
+import operator
 import os
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -86,8 +87,12 @@ class Run:
 
     def __getitem__(self, i: int) -> Run:
         """Instance i alone, as a Run of one instance."""
-        if not isinstance(i, int) or not -len(self) <= i < len(self):
-            raise IndexError(f"instance {i!r}: this run has instances 0 … {len(self) - 1}")
+        try:
+            i = operator.index(i)  # numpy integers too
+        except TypeError:
+            raise TypeError(f"instance {i!r}: index a run with one whole number") from None
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"instance {i}: this run has instances 0 … {len(self) - 1}")
         i %= len(self)
         config = self.config.model_copy(
             update={"feature_probability": [self.config.feature_probability[i]], "importance": [self.config.importance[i]]}
@@ -149,29 +154,28 @@ class Run:
 
 
 class _Layer(torch.nn.Module):
-    """A named step of ToyModel, so that forward hooks can be registered on it."""
+    """A named step of ToyModel (the kind's encode or decode), so that forward hooks can
+    be registered on it; it is handed the weights, so copies of the model stay apart."""
 
-    def __init__(self, function):
+    def __init__(self, config: Config, step: str):
         super().__init__()
-        self.function = function
+        self.config, self.step = config, step
 
-    def forward(self, *args: Tensor) -> Tensor:
-        return self.function(*args)
+    def forward(self, inputs: Tensor, weights: torch.nn.ParameterDict) -> Tensor:
+        return getattr(KINDS[self.config.model], self.step)(dict(weights), inputs, self.config)
 
 
 class ToyModel(torch.nn.Module):
-    """A run's model as a torch module: forward(x) = decode(hidden(x)), x (inst, batch, features)."""
+    """A run's model as a torch module: forward(x) = output(hidden(x)), x (inst, batch, features)."""
 
     def __init__(self, config: Config, params: Params):
         super().__init__()
-        self.config = config
         self.weights = torch.nn.ParameterDict({k: torch.nn.Parameter(v.clone()) for k, v in params.items()})
-        kind = KINDS[config.model]
-        self.hidden = _Layer(lambda x: kind.encode(dict(self.weights), x, config))
-        self.output = _Layer(lambda h: kind.decode(dict(self.weights), h, config))
+        self.hidden = _Layer(config, "encode")
+        self.output = _Layer(config, "decode")
 
     def forward(self, x: Float[Tensor, "inst batch feat"]) -> Float[Tensor, "inst batch feat"]:
-        return self.output(self.hidden(x))
+        return self.output(self.hidden(x, self.weights), self.weights)
 
 
 def train(config: Config, progress: bool | None = None) -> Run:

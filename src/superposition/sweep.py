@@ -97,7 +97,13 @@ def read_spec(path: Path) -> dict[str, Any]:
         raise ConfigError("spec: needs a [base] table of config keys and a non-empty [axes] table")
     base = normalise_keys(base, USER_KEYS, "base.")
     axes = normalise_keys(axes, AXIS_KEYS | NOT_AXES, "axes.")
+    if "density" in axes and "sparsity" in axes:
+        raise ConfigError("axes.sparsity: give a density axis or a sparsity axis, not both")
     spec = {"base": base, "axes": {name: axis_values(name, values) for name, values in axes.items()}}
+    try:
+        to_json(spec)  # spec.json must hold it: TOML dates and times are not config values
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"spec: holds a value that is not a number, string, list or table ({error})") from None
     points = math.prod(len(values) for values in spec["axes"].values())
     if points > MAX_POINTS:
         raise ConfigError(f"axes: the grid has {points:,} points, more than {MAX_POINTS:,}; check the counts of its ranges")
@@ -111,24 +117,41 @@ def axis_values(name: str, spec: Any) -> list[Any]:
     if isinstance(spec, list):
         if not spec:
             raise ConfigError(f"axes.{name}: empty axis; give at least one value")
-        if key in INSTANCE_AXES and not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in spec):
-            raise ConfigError(f"axes.{name}: every value must be a number, got {spec!r}")
-        if len({json.dumps(v, sort_keys=True) for v in spec}) != len(spec):
-            raise ConfigError(f"axes.{name}: a value appears twice; give each value once")
-        return spec
-    if isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in ("log", "linear"):
-        kind, args = next(iter(spec.items()))
-        if not (isinstance(args, list) and len(args) == 3 and all(isinstance(a, (int, float)) for a in args)):
-            raise ConfigError(f"axes.{name}.{kind}: expected [start, stop, count]")
-        start, stop, count = args
-        if not all(map(math.isfinite, args)) or int(count) != count or count < 1 or count > MAX_POINTS:
-            raise ConfigError(f"axes.{name}.{kind}: count must be a whole number from 1 to {MAX_POINTS:,}, got {count}")
-        if kind == "log":
-            if start <= 0 or stop <= 0:
-                raise ConfigError(f"axes.{name}.log: start and stop must be > 0")
-            return [float(v) for v in np.geomspace(start, stop, int(count))]
-        return [float(v) for v in np.linspace(start, stop, int(count))]
-    raise ConfigError(f"axes.{name}: expected a list of values or {{log|linear = [start, stop, count]}}, got {spec!r}")
+        if key in INSTANCE_AXES and not all(_finite_number(v) for v in spec):
+            raise ConfigError(f"axes.{name}: every value must be a finite number, got {spec!r}")
+        values = spec
+    elif isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in ("log", "linear"):
+        values = _range(name, *next(iter(spec.items())))
+        if Config.model_fields.get(key) is not None and Config.model_fields[key].annotation in (int, "int"):
+            values = [int(v) if float(v).is_integer() else v for v in values]  # hidden = { linear = [1, 4, 4] }
+    else:
+        raise ConfigError(f"axes.{name}: expected a list of values or {{log|linear = [start, stop, count]}}, got {spec!r}")
+    same = [float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else json.dumps(v, sort_keys=True) for v in values]
+    if len(set(same)) != len(same):
+        raise ConfigError(f"axes.{name}: a value appears twice (1 and 1.0 are one value); give each value once")
+    return values
+
+
+def _finite_number(value: Any) -> bool:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer of hundreds of digits
+        return False
+
+
+def _range(name: str, kind: str, args: Any) -> list[float]:
+    if not (isinstance(args, list) and len(args) == 3 and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args)):
+        raise ConfigError(f"axes.{name}.{kind}: expected [start, stop, count]")
+    start, stop, count = args
+    if not all(map(_finite_number, args)) or int(count) != count or count < 1 or count > MAX_POINTS:
+        raise ConfigError(f"axes.{name}.{kind}: finite start and stop, and a whole count from 1 to {MAX_POINTS:,}; got {args}")
+    if kind == "log":
+        if start <= 0 or stop <= 0:
+            raise ConfigError(f"axes.{name}.log: start and stop must be > 0")
+        return [float(v) for v in np.geomspace(start, stop, int(count))]
+    return [float(v) for v in np.linspace(start, stop, int(count))]
 
 
 def plan(spec: dict[str, Any]) -> list[Shard]:
@@ -153,7 +176,9 @@ def _shard(base: dict[str, Any], outer: dict[str, Any], points: list[dict[str, A
         keys = {k: v for k, v in keys.items() if k not in ("sparsity", "feature_probability")}
         rows = keys.get("importance")
         nested = isinstance(rows, list) and rows and all(isinstance(r, list) for r in rows)
-        keys["sparsity"] = [0.0] * (len(rows) if nested else 1)
+        first = 1 - points[0]["density"] if "density" in points[0] else points[0]["sparsity"]
+        first = first if 0 <= first < 1 else 0.0  # a stand-in; every point is checked below
+        keys["sparsity"] = [first] * (len(rows) if nested else 1)
     template = resolve(keys)
     probs, importance, instances = [], [], []
     for point in points:

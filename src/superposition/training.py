@@ -155,7 +155,7 @@ def train(config: Config, progress: bool = False) -> TrainResult:
             previous = {k: v[:1] for k, v in params.items()}
             finals = []
             for k in range(config.instances):
-                current = {name: v.clone().to(device) for name, v in previous.items()}
+                current = {name: v.detach().clone().to(device) for name, v in previous.items()}  # fresh leaves
                 part, ran = fit(current, k, 1)
                 history[:ran, k] = part[:, 0]
                 steps_run = max(steps_run, ran)
@@ -192,6 +192,7 @@ def _best_of_restarts(config: Config, progress: bool) -> TrainResult:
     )
     result = train(copies, progress)
     losses = torch.stack([eval_loss(config, {n: v[r::k] for n, v in result.params.items()}) for r in range(k)])
+    losses = torch.nan_to_num(losses, nan=math.inf)  # a diverged copy never wins (argmin prefers NaN)
     best = losses.argmin(0) + k * torch.arange(config.instances)  # index of each instance's best copy
     return TrainResult(
         config=config,
