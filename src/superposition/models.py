@@ -41,6 +41,7 @@ class Kind:
 
     name: ClassVar[str]
     formula: ClassVar[str] = ""  # for titles and `superposition kinds`
+    matrix: ClassVar[str] = "W Wᵀ"  # what `gram` is, for figure titles
     # keys this kind sets where the user gives none, and keys it requires
     defaults: ClassVar[dict[str, Any]] = {}
     required: ClassVar[dict[str, Any]] = {}
@@ -130,7 +131,7 @@ class Tied(Kind):
 
 @register
 class Untied(Kind):
-    name, formula, compiled = "untied", "x W W_out", "untied"
+    name, formula, compiled, matrix = "untied", "x W W_out", "untied", "W W_out"
 
     def shapes(self, config) -> dict[str, tuple[int, ...]]:
         n, f, h = config.instances, config.features, config.hidden

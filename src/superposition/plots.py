@@ -80,7 +80,7 @@ def gram_figure(config: Config, params: Params, fig: Figure | SubFigure | None =
         for a in (ax, strip):
             a.set_xticks([])
             a.set_yticks([])
-    matrix = "W Wᵀ" if KINDS[config.model].compiled == "tied" else "W W_out"
+    matrix = KINDS[config.model].matrix
     fig.suptitle(f"{matrix} and bias b — {describe(config)}", fontsize=10)
     return fig
 
@@ -153,7 +153,7 @@ def polygon_figure(config: Config, params: Params) -> Figure:
     top.colorbar(colours, ax=list(axes), label="importance", fraction=0.015)
     gram_figure(config, params, bottom)
     bottom.suptitle("")
-    fig.suptitle(f"feature vectors W_i (top), W Wᵀ and b (bottom) — {describe(config)}", fontsize=9)
+    fig.suptitle(f"feature vectors W_i (top), {KINDS[config.model].matrix} and b (bottom) — {describe(config)}", fontsize=9)
     return fig
 
 
