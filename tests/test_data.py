@@ -57,3 +57,32 @@ def test_same_generator_seed_same_batch():
     a = sample("paper", _probs([0.5], 5), 64, torch.Generator().manual_seed(7))
     b = sample("paper", _probs([0.5], 5), 64, torch.Generator().manual_seed(7))
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        {},
+        {"data": "signed"},
+        {"data": "seed"},
+        {"correlation": "correlated", "set_size": 2},
+        {"correlation": "anticorrelated", "set_size": 3, "data": "signed", "sparsity": [0.7, 0.8, 0.9]},
+    ],
+)
+def test_the_torch_stream_is_the_kernels_bit_for_bit(keys):
+    """data.batch (what the reference engine and sp.sample draw) equals fused.sample exactly."""
+    import numpy as np
+
+    from superposition import data, fused
+    from superposition.config import resolve
+
+    config = resolve({"features": 6, "sparsity": [0, 0.5, 0.9], "batch_size": 300, "seed": 12345678901234, **keys})
+    probs = data.feature_probability(config)
+    for step in (0, 7, 123456):
+        x = data.batch(config, probs, torch.arange(3) + 4, step)
+        for i in range(3):
+            kernel = fused.sample(
+                probs[i].numpy(), config.seed, i + 4, step, config.batch_size,
+                fused.DATA_CODES[config.data], fused.SET_MODES[config.correlation], config.set_size,
+            )  # fmt: skip
+            np.testing.assert_array_equal(x[i].numpy().T, kernel)
