@@ -598,3 +598,10 @@ def test_10_report_with_one_axis_named(tmp_path, cli):
         assert code == 0, err
     code, _, err = cli("report", tmp_path / "out", "--x", "density", "--y", "density")
     _one_line_error(code, err)
+
+
+@pytest.mark.parametrize("flag", [["--data", "seed"], ["--warm-start"], ["--steps", "0"]])
+def test_12_reproduce_all_refuses_an_override_a_preset_cannot_take_before_training(tmp_path, cli, no_training, flag):
+    code, _, err = cli("reproduce", "all", "--out", tmp_path / "all", *flag, "--quiet")
+    _one_line_error(code, err)
+    assert os.listdir(tmp_path) == []

@@ -216,7 +216,6 @@ def reproduce(
 ) -> None:
     """Run one of the paper's or the seed's experiments end to end, and check its claims."""
     from . import experiments
-    from .config import resolve
     from .files import check_output_dir
 
     if name != "all":
@@ -229,9 +228,10 @@ def reproduce(
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if warm_start:
         overrides["warm_start"] = True
-    resolve({**overrides, "device": "cpu"})  # a bad override fails here, before any preset trains
     check_output_dir(out)
     options = experiments.Options(quick=quick, restarts=seeds, overrides=overrides, progress=_progress(quiet))
+    for preset in experiments.PRESETS if name == "all" else (name,):
+        experiments.check(preset, options)  # a bad override fails here, before any preset trains
     if name == "all":
         summaries = experiments.reproduce_all(out, options, report)
     else:

@@ -28,6 +28,7 @@ class Options:
     restarts: int | None = None  # --seeds K: best of K copies per setting; None: the preset's default
     overrides: dict[str, Any] = field(default_factory=dict)  # config keys from the command line
     progress: bool = False
+    check: bool = False  # resolve the preset's first config and stop: see `check`
 
 
 @dataclass
@@ -65,9 +66,33 @@ def fit(directory: Path, keys: dict[str, Any], options: Options, restarts: int =
     from ..training import train
 
     config = resolve({**keys, "restarts": options.restarts or restarts, **options.overrides})
+    if options.check:
+        from ..training import check_memory, settle
+
+        check_memory(settle(config))
+        raise _Checked
     result = train(config, progress=options.progress)
     directory.mkdir(parents=True)
     return result, record(directory, result)
+
+
+class _Checked(Exception):
+    """A preset's first config resolved with the command line's overrides."""
+
+
+def check(name: str, options: Options) -> None:
+    """Refuse, before anything trains, overrides that a preset's configs cannot take
+    (`--data seed` where it correlates features, `--warm-start` where it restarts):
+    the preset runs until its first config is resolved, training nothing."""
+    import tempfile
+    from dataclasses import replace
+
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            module(name).run(Path(scratch), replace(options, check=True))
+        except _Checked:
+            return
+    raise RuntimeError(f"preset {name} finished without resolving a config")
 
 
 def module(name: str):
