@@ -165,6 +165,8 @@ def verify(directory: Path, kind: str, what: str) -> dict[str, Any]:
     record = read_marker(directory)
     if record is None or record["kind"] != kind:
         version = "" if (Path(directory) / MARKER).exists() else f" (no {MARKER})"
+        if not (Path(directory) / MARKER).exists() and (Path(directory) / CONFIG).is_file():
+            version += "; runs written by superposition 0.1 are not read by 0.2, train it again"
         raise ConfigError(f"{what}: {directory} is not a {kind} directory written by superposition{version}")
     if record.get("format_version") != FORMAT_VERSION:
         raise ConfigError(
