@@ -183,17 +183,14 @@ def train(config: Config, progress: bool | None = None) -> Run:
 
     progress: a progress bar; None shows one in a terminal or a notebook.
     """
-    from .training import check_memory, settle
-    from .training import train as fit
+    from .training import train as fit  # it settles the config and checks memory itself
 
-    settled = settle(config)
-    check_memory(settled)
     if progress is None:
         from rich.console import Console
 
         console = Console(stderr=True)
         progress = console.is_terminal or (console.is_jupyter and _has("ipywidgets"))  # rich draws with it there
-    return Run.from_result(fit(settled, progress=progress))
+    return Run.from_result(fit(config, progress=progress))
 
 
 def _has(module: str) -> bool:
