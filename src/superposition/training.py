@@ -125,7 +125,8 @@ def lr_factor(step: int, config: Config) -> float:
 
 def make_optimizer(params: list[Tensor], config: Config) -> torch.optim.Optimizer:
     kind = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    return kind(params, lr=config.lr, betas=BETAS, eps=EPS, weight_decay=config.weight_decay)
+    # foreach, as torch picks on CUDA: the same update arithmetic (and failures) on every device
+    return kind(params, lr=config.lr, betas=BETAS, eps=EPS, weight_decay=config.weight_decay, foreach=True)
 
 
 def train(config: Config, progress: bool = False) -> TrainResult:
@@ -240,7 +241,15 @@ def _reference_stepper(
             per_instance = loss_per_instance(out, x, importance, config)
             optimizer.zero_grad(set_to_none=True)
             per_instance.sum().backward()
-            optimizer.step()
+            try:
+                optimizer.step()
+            except RuntimeError as error:  # foreach Adam refuses a step size beyond float32
+                if "overflow" not in str(error):
+                    raise
+                raise Diverged(
+                    f"non-finite weights or loss: the Adam update of step {first + s} overflows float32; "
+                    "lower lr or weight_decay, or add warmup"
+                ) from None
             schedule.step()
             losses[s] = per_instance.detach()
         return losses.cpu()
