@@ -25,6 +25,20 @@ def test_train_metrics_plot_end_to_end(tmp_path):
     assert sorted(os.listdir(figures)) == ["tied-relu-6x2-gram.png", "tied-relu-6x2-norms.png", "tied-relu-6x2-weights.png"]
 
 
+ENTRY = "import atexit; from superposition.cli import script; atexit.register(print, 'atexit ran'); script()"
+
+
+def test_the_quick_exit_flushes_output_runs_atexit_and_keeps_the_status(tmp_path):
+    """script() ends with os._exit: piped (block-buffered) output must still arrive whole."""
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    done = subprocess.run([sys.executable, "-c", ENTRY, "kinds"], capture_output=True, text=True, env=buffered)
+    assert done.returncode == 0, done.stderr
+    assert "tied" in done.stdout and done.stdout.rstrip().endswith("atexit ran")
+    bad = subprocess.run([sys.executable, "-c", ENTRY, "train", "--out", tmp_path / "run", "--features", "0"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: features") and len(bad.stderr.splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
 def test_config_file_with_flag_override(tmp_path, cli):
     spec = tmp_path / "spec.toml"
     spec.write_text('model = "untied"\nfeatures = 6\nhidden = 2\nsparsity = [0.0, 0.5, 0.99]\nsteps = 20\nbatch-size = 32\n')
