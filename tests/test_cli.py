@@ -64,14 +64,17 @@ def test_reproduce_seed_quick(tmp_path, cli):
     code, out, err = cli("reproduce", "seed", "--out", tmp_path / "seed", "--steps", "30", "--quiet")
     assert code == 0, err
     names = sorted(os.listdir(tmp_path / "seed"))
-    assert names == ["claims.json", "one_weight", "one_weight.png", "reproduction.json", "superposition.json", "two_weight", "two_weight.png"]
+    nets = ["one_weight", "one_weight-fresh", "one_weight-fresh.png", "one_weight.png"]
+    assert names == ["claims.json", *nets, "reproduction.json", "superposition.json", *(n.replace("one", "two") for n in nets)]
     summary = json.loads((tmp_path / "seed" / "reproduction.json").read_text())
-    assert [row["sparsity"] for row in summary["table"]] == [0, 0.7, 0.9, 0.99, 0.999] * 2
+    assert [row["sparsity"] for row in summary["table"]] == [0, 0.7, 0.9, 0.99, 0.999] * 4
     claims = json.loads((tmp_path / "seed" / "claims.json").read_text())
     assert {"claim", "paper", "ours", "holds", "note"} == set(claims[0]) and len(claims) == 6
     assert "one_weight (tied)" in out and "two_weight (untied)" in out
     config = json.loads((tmp_path / "seed" / "one_weight" / "config.json").read_text())
     assert config["data"] == "seed" and config["features"] == 20 and config["hidden"] == 5
+    assert config["warm_start"] and config["replicates"] == 5 and len(config["feature_probability"]) == 25
+    assert not json.loads((tmp_path / "seed" / "one_weight-fresh" / "config.json").read_text())["warm_start"]
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """Every preset of `superposition reproduce` in --quick mode: its files, and its claims."""
 
 import json
+import re
 
 import pytest
 
@@ -31,6 +32,19 @@ def test_seed_quick_runs_and_reports_its_claims(tmp_path):
     dense = next(v for k, v in claims.items() if k.startswith("dense"))
     assert dense["holds"], dense["ours"]
     assert len(claims) == 6
+    # every claim counts its seeds per procedure, and holds where most warm-started seeds do
+    counts = {}
+    for claim in claims.values():
+        found = re.match(r"warm start (\d)/5, fresh (\d)/5 seeds", claim["ours"])
+        assert found, claim["ours"]
+        counts[claim["claim"]] = tuple(map(int, found.groups()))
+        assert claim["holds"] == (counts[claim["claim"]][0] >= 3)
+    # the counts agree with the table's diagonal counts of every seed
+    table = json.loads((tmp_path / "seed" / "reproduction.json").read_text())["table"]
+    for procedure, k in (("warm start", 0), ("fresh", 1)):
+        row = next(r for r in table if r["procedure"] == procedure and r["net"] == "one_weight (tied)" and r["sparsity"] == 0.999)
+        near_18 = sum(abs(int(d) - 18) <= 2 for d in row["diagonal count, seeds 0-4"].split())
+        assert counts["tied net at S=0.999 learns almost 18 of 20"][k] == near_18
 
 
 def test_unknown_preset(tmp_path):

@@ -81,6 +81,15 @@ def test_warm_start_chains_instances():
     assert first[1].item() == pytest.approx(last[0].item(), rel=0.3)
 
 
+def test_replicates_are_copies_and_warm_start_chains_each_copy():
+    config = _config(sparsity=[0.0, 0.9], replicates=2, steps=50, lr=1e-9, weight_decay=0.0, warm_start=True)
+    assert [row[0] for row in config.feature_probability] == [1.0, 1.0, 0.1, 0.1]  # setting-major
+    W = train(config).params["W"]
+    # lr ~ 0: every instance ends where it started, so a chain carries its copy's init along
+    assert torch.allclose(W[2], W[0], atol=1e-6) and torch.allclose(W[3], W[1], atol=1e-6)
+    assert not torch.allclose(W[0], W[1], atol=1e-2)  # the copies are independent
+
+
 def test_early_stop_stops_a_converged_run():
     config = _config(steps=5000, early_stop=0.05, lr=0.01)
     result = train(config)

@@ -67,6 +67,10 @@ class Config(BaseModel):
     device: Device = "auto"
     engine: Engine = "auto"
     warm_start: bool = False
+    # the instances come in consecutive groups of this many copies of one setting (each
+    # copy its own init and data); warm start trains the groups in order, each copy from
+    # its predecessor in the previous group
+    replicates: int = Field(1, gt=0, le=MAX_SIZE)
     early_stop: float | None = Field(None, gt=0)
     # train this many independent copies of every instance and keep the one with the
     # lowest evaluation loss (the paper's "best of several seeds")
@@ -115,6 +119,10 @@ class Config(BaseModel):
                         raise ValueError(
                             "feature_probability: an anticorrelated set's probabilities add up to more than 1"
                         )
+        if len(self.feature_probability) % self.replicates:
+            raise ValueError(
+                f"replicates: {self.replicates} does not divide the {len(self.feature_probability)} instances into groups"
+            )
         if self.restarts > 1 and self.warm_start:
             raise ValueError("restarts: warm start trains one chain of instances; use restarts = 1 with it")
         if self.warmup >= self.steps:
@@ -133,6 +141,16 @@ class Config(BaseModel):
     @property
     def instances(self) -> int:
         return len(self.feature_probability)
+
+    def subset(self, instances: list[int]) -> Config:
+        """The config of these instances alone, in this order, each its own group."""
+        return self.model_copy(
+            update={
+                "feature_probability": [self.feature_probability[i] for i in instances],
+                "importance": [self.importance[i] for i in instances],
+                "replicates": 1,
+            }
+        )
 
 
 # Keys a user may give besides Config's own fields.
@@ -195,7 +213,10 @@ def _expand(raw: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"features: must be a whole number from 1 to {MAX_SIZE}, got {features!r}")
 
     given = keys.get("sparsity", keys.get("feature_probability", SEED_SPARSITIES))
-    count = len(given) if isinstance(given, (list, tuple)) else 1
+    replicates = keys.get("replicates", 1)
+    # `sparsity` lists settings, each repeated `replicates` times; feature_probability lists instances
+    copies = replicates if isinstance(replicates, int) and not isinstance(replicates, bool) and 0 < replicates <= MAX_SIZE else 1
+    count = (len(given) if isinstance(given, (list, tuple)) else 1) * (copies if "feature_probability" not in keys else 1)
     if count * features > MAX_VALUES:  # checked before any [instance][feature] list is built
         raise ConfigError(
             f"features: {count} instances x {features} features is more than {MAX_VALUES:,} values; "
@@ -217,7 +238,7 @@ def _expand(raw: dict[str, Any]) -> dict[str, Any]:
                     f"sparsity: {s} is outside [0, 1); use values such as 0,0.9,0.99"
                 )
         # Rounded so that 1 - 0.999 is stored as 0.001, not 0.0010000000000000009.
-        probs = [[round(1 - s, 12)] * features for s in sparsity]
+        probs = [[round(1 - s, 12)] * features for s in sparsity for _ in range(copies)]
 
     if "importance_decay" in keys and "importance" in keys:
         raise ConfigError("importance_decay: give either importance_decay or importance, not both")

@@ -94,9 +94,7 @@ class Run:
         if not -len(self) <= i < len(self):
             raise IndexError(f"instance {i}: this run has instances 0 … {len(self) - 1}")
         i %= len(self)
-        config = self.config.model_copy(
-            update={"feature_probability": [self.config.feature_probability[i]], "importance": [self.config.importance[i]]}
-        )
+        config = self.config.subset([i])
         metrics = {**self.metrics, "instances": [self.metrics["instances"][i]]}
         params = {k: v[i : i + 1].clone() for k, v in self.params.items()}
         return Run(config, params, metrics, self.losses[:, i : i + 1].copy())

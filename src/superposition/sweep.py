@@ -70,7 +70,7 @@ from .files import (
 SPEC, RESULTS = "spec.json", "results.csv"
 INSTANCE_AXES = ("density", "sparsity", "importance_last")
 # keys an axis may not set: they are per-instance lists, set by the instance axes
-NOT_AXES = {"feature_probability", "importance", "warm_start"}
+NOT_AXES = {"feature_probability", "importance", "warm_start", "replicates"}
 AXIS_KEYS = (USER_KEYS - NOT_AXES) | set(INSTANCE_AXES)
 MAX_POINTS = 100_000  # a bigger grid is almost surely a typo in a range's count
 

@@ -6,7 +6,9 @@ mean loss fell by more than `tol` (relative) from the window before.
 
 Warm start (`warm_start = true`, the seed's quirk): instance k starts from the
 weights instance k-1 ended with, and the instances train one after another, each
-for `steps` steps with a fresh optimiser; instance 0 starts from its own init.
+for `steps` steps with a fresh optimiser; instance 0 starts from its own init. With
+`replicates = R` the instances are groups of R copies: the groups train one after
+another, copy r of group g from copy r of group g-1, so R chains run side by side.
 """
 
 from __future__ import annotations
@@ -153,12 +155,13 @@ def train(config: Config, progress: bool = False) -> TrainResult:
         else:
             history = torch.full((config.steps, config.instances), math.nan)
             steps_run = 0
-            previous = {k: v[:1] for k, v in params.items()}
+            group = config.replicates
+            previous = {k: v[:group] for k, v in params.items()}
             finals = []
-            for k in range(config.instances):
+            for first in range(0, config.instances, group):
                 current = {name: v.detach().clone().to(device) for name, v in previous.items()}  # fresh leaves
-                part, ran = fit(current, k, 1)
-                history[:ran, k] = part[:, 0]
+                part, ran = fit(current, first, group)
+                history[:ran, first : first + group] = part
                 steps_run = max(steps_run, ran)
                 previous = current
                 finals.append(current)
@@ -180,17 +183,7 @@ def _best_of_restarts(config: Config, progress: bool) -> TrainResult:
     from .metrics import eval_loss
 
     k = config.restarts
-
-    def repeat(rows: list[list[float]]) -> list[list[float]]:
-        return [row for row in rows for _ in range(k)]
-
-    copies = config.model_copy(
-        update={
-            "feature_probability": repeat(config.feature_probability),
-            "importance": repeat(config.importance),
-            "restarts": 1,
-        }
-    )
+    copies = config.subset([i for i in range(config.instances) for _ in range(k)]).model_copy(update={"restarts": 1})
     result = train(copies, progress)
     losses = torch.stack([eval_loss(config, {n: v[r::k] for n, v in result.params.items()}) for r in range(k)])
     losses = torch.nan_to_num(losses, nan=math.inf)  # a diverged copy never wins (argmin prefers NaN)
@@ -313,7 +306,7 @@ class _Progress:
 
     def __init__(self, config: Config, enabled: bool):
         self.enabled = enabled
-        phases = config.instances if config.warm_start else 1
+        phases = config.instances // config.replicates if config.warm_start else 1
         self.total = config.steps * phases
         self.offset = 0
         self.last = 0

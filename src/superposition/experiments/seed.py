@@ -2,13 +2,17 @@
 
 Settings as the seed ran them (../shared/seed/NOTES.md): 20 features into 5,
 sparsities 0 … 0.999, importance 0.7^i, AdamW lr 1e-3 wd 0.01, batch 1024,
-10,000 steps, the seed's data. Two differences are options, not defaults:
-`--data paper` switches to the paper's distribution and `--warm-start` trains the
-sparsities in sequence from the previous one's weights, as the seed did.
+10,000 steps, the seed's data. Two procedures, each over REPLICATES seeds packed as
+instances (one run per net and procedure): the seed's own, every sparsity
+warm-started from the previous one's weights in the seed's order, and fresh models
+per sparsity. Every claim is checked on every seed of both: it holds where it holds
+for most seeds of the seed's own procedure, and the count for each procedure says
+the rest. `--data paper` switches to the paper's distribution.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +22,7 @@ from ..config import SEED_SPARSITIES
 from ..geometry import code_likeness, ternary_codes
 from ..models import gram
 from ..plots import gram_figure, save_figure
+from ..training import TrainResult
 from . import Claim, Options, Outcome, fit, still_falling
 
 SETTINGS: dict[str, Any] = {
@@ -34,26 +39,62 @@ SETTINGS: dict[str, Any] = {
 }
 # The seed's names for its two nets, and ours.
 MODELS = {"one_weight": "tied", "two_weight": "untied"}
+REPLICATES = 5
+# procedure -> (warm start, suffix of its run directories and figures); the seed's first
+PROCEDURES = {"warm start": (True, ""), "fresh": (False, "-fresh")}
 
 
 def run(directory: Path, options: Options) -> Outcome:
     quick = {"steps": 3000} if options.quick else {}
-    rows, runs = [], {}
-    for name, model in MODELS.items():
-        result, metrics = fit(directory / name, {**SETTINGS, **quick, "model": model}, options)
-        save_figure(gram_figure(result.config, result.params), directory / f"{name}.png")
-        runs[name] = (result, metrics["instances"])
-        for instance in metrics["instances"]:
-            rows.append(
-                {
-                    "net": f"{name} ({model})",
-                    "sparsity": round(1 - instance["feature_probability"][0], 12),
-                    "represented": instance["represented"],
-                    "diagonal_count": instance["diagonal_count"],
-                    "loss": instance["loss"],
-                }
-            )
-    return Outcome(claims=_claims(runs), table=rows)
+    options = replace(options, overrides={k: v for k, v in options.overrides.items() if k != "warm_start"})  # both run
+    rows, claims = [], {}
+    for procedure, (warm, suffix) in PROCEDURES.items():
+        seeds: list[dict[str, Any]] = [{} for _ in range(REPLICATES)]
+        for name, model in MODELS.items():
+            keys = {**SETTINGS, **quick, "model": model, "replicates": REPLICATES, "warm_start": warm}
+            result, metrics = fit(directory / f"{name}{suffix}", keys, options)
+            for r in range(REPLICATES):
+                seeds[r][name] = _replicate(result, metrics["instances"], r)
+            first, instances = seeds[0][name]
+            save_figure(gram_figure(first.config, first.params), directory / f"{name}{suffix}.png")
+            for k, instance in enumerate(instances):
+                every = [seeds[r][name][1][k] for r in range(REPLICATES)]
+                rows.append(
+                    {
+                        "procedure": procedure,
+                        "net": f"{name} ({model})",
+                        "sparsity": round(1 - instance["feature_probability"][0], 12),
+                        f"diagonal count, seeds 0-{REPLICATES - 1}": " ".join(str(i["diagonal_count"]) for i in every),
+                        "mean loss": sum(i["loss"] for i in every) / REPLICATES,
+                    }
+                )
+        claims[procedure] = [_claims(runs) for runs in seeds]
+    return Outcome(claims=_per_procedure(claims), table=rows)
+
+
+def _replicate(result: TrainResult, instances: list[dict[str, Any]], r: int) -> tuple[TrainResult, list[dict[str, Any]]]:
+    """Seed r of a run with `replicates` copies of every sparsity: its instances, in order."""
+    picked = list(range(r, result.config.instances, result.config.replicates))
+    alone = TrainResult(
+        config=result.config.subset(picked),
+        params={k: v[picked] for k, v in result.params.items()},
+        history=result.history[:, picked],
+        steps_run=result.steps_run,
+    )
+    return alone, [instances[i] for i in picked]
+
+
+def _per_procedure(claims: dict[str, list[list[Claim]]]) -> list[Claim]:
+    """One claim per claim of the seed: how many seeds of each procedure it holds in."""
+    merged = []
+    own = next(iter(PROCEDURES))
+    for k, first in enumerate(claims[own][0]):
+        counts = {p: sum(seed[k].holds for seed in every) for p, every in claims.items()}
+        ours = ", ".join(f"{p} {n}/{REPLICATES}" for p, n in counts.items())
+        seed0 = "; ".join(f"{p}, seed 0: {every[0][k].ours}" for p, every in claims.items())
+        notes = "; ".join(f"{p}: {every[0][k].note}" for p, every in claims.items() if every[0][k].note)
+        merged.append(Claim(first.claim, first.paper, f"{ours} seeds ({seed0})", 2 * counts[own] > REPLICATES, notes))
+    return merged
 
 
 def _claims(runs: dict[str, Any]) -> list[Claim]:
@@ -76,9 +117,8 @@ def _claims(runs: dict[str, Any]) -> list[Claim]:
     claims.append(Claim("tied net at S=0.999 learns almost 18 of 20", "~18", str(tied), abs(tied - 18) <= 2))
     result = runs["two_weight"][0]
     untied = runs["two_weight"][1][3]["diagonal_count"]
-    mode = "warm-started" if result.config.warm_start else "fresh (the seed warm-started: --warm-start)"
     falling = ", ".join(f"{still_falling(result.history, k):.0%}" for k in (3, 4))
-    note = f"models {mode}; the untied training loss at S=0.99, 0.999 was still falling {falling} over the last tenth of the steps"
+    note = f"the untied training loss at S=0.99, 0.999 was still falling {falling} over the last tenth of the steps"
     claims.append(Claim("untied net at S=0.99 learns all 20", "20", str(untied), untied == 20, note))
     matrices = gram(result.params, result.config)
     upper = [float(torch.triu(m, 1).clamp(max=0).sum()) for m in matrices[3:]]
@@ -147,7 +187,7 @@ def _rotation_check(config, params, represented) -> str:
     turned = {**last, "W": last["W"] @ R}
     if "W_out" in last:
         turned["W_out"] = R.T @ last["W_out"]
-    single = config.model_copy(update={"feature_probability": config.feature_probability[-1:], "importance": config.importance[-1:]})
+    single = config.subset([config.instances - 1])
     before, after = float(eval_loss(single, last)), float(eval_loss(single, turned))
     changed = sum(a != b for a, b, r in zip(ternary_codes(last["W"][0]), ternary_codes(turned["W"][0]), represented) if r)
     return f"{config.model}: loss {before:.3g} → {after:.3g}, {changed} of {int(represented.sum())} sign patterns change"
