@@ -44,16 +44,17 @@ def main() -> None:
         repeats = max(20, 200_000 // (feat * hid))
         draw = per_call(lambda: fused.sample(probs, 0, 0, 0, BATCH, 0, 0, 1), repeats)
         backprop = per_call(lambda: fused.gradients(W, np.zeros((1, 1), np.float32), b, imp, X, True, False, True), repeats)
-        Ws, bs = W[None].copy(), b[None].copy()
-        moments = [np.zeros_like(a) for a in (Ws, Ws, Ws[:, :1, :1], Ws[:, :1, :1], bs, bs)]
+        weights = fused.Weights(W[None].copy(), np.zeros((1, 1, 1), np.float32), b[None].copy())
+        moments = fused.Moments(*(np.zeros_like(a) for a in (weights.W, weights.W, weights.W_out, weights.W_out, weights.b, weights.b)))
+        stream = fused.Stream(probs[None], seed=0, first_instance=0, data_code=0, set_mode=0, set_size=1, batch=BATCH)
+        model = fused.Model(imp[None], tied=True, hidden_relu=False, relu_out=True, abs_target=False)
+        optimiser = fused.Optimiser(0.9, 0.999, 1e-8, 0.01, True)
+        lanes, sparse = fused.plan(stream, 1)
         steps = 50
         losses = np.empty((steps, 1), np.float32)
         lrs = np.full(steps, 1e-3, np.float32)
         whole = per_call(
-            lambda: fused.train_steps(
-                Ws, Ws[:, :1, :1].copy(), bs, *moments, probs[None], imp[None], 0, 0, 0, lrs,
-                0.9, 0.999, 1e-8, 0.01, True, True, False, True, 0, 0, 1, False, BATCH, losses,
-            ),  # fmt: skip
+            lambda: fused.train_steps(weights, moments, stream, model, optimiser, 0, lrs, losses, lanes, sparse),
             max(2, repeats // steps),
         ) / steps
         macs = 5 * feat * hid * BATCH

@@ -25,7 +25,9 @@ from superposition.training import train
     ],
 )
 @pytest.mark.parametrize("data_code, target", [(0, "identity"), (1, "identity"), (2, "abs")])
-def test_hand_written_gradients_match_autograd(model, activation, hidden, data_code, target):
+# sparse: the kernel's path for batches of mostly empty rows (70% here), which skips them
+@pytest.mark.parametrize("density, sparse", [(0.5, False), (0.05, False), (0.05, True)])
+def test_hand_written_gradients_match_autograd(model, activation, hidden, data_code, target, density, sparse):
     config = resolve(
         {
             "model": model,
@@ -40,11 +42,11 @@ def test_hand_written_gradients_match_autograd(model, activation, hidden, data_c
     params = init_params(config, torch.Generator().manual_seed(3))
     params["b"] = torch.randn(1, 7, generator=torch.Generator().manual_seed(4)) * 0.3
     importance = torch.tensor([config.importance[0]])
-    X = fused.sample(np.full(7, 0.5, np.float32), 11, 0, 0, 256, data_code)
+    X = fused.sample(np.full(7, density, np.float32), 11, 0, 0, 256, data_code)
     W_out = params["W_out"][0].numpy() if "W_out" in params else np.zeros((1, 1), np.float32)
     loss, gW, gD, gb = fused.gradients(
         params["W"][0].numpy(), W_out, params["b"][0].numpy(), importance[0].numpy(), X,
-        model == "tied", hidden == "relu", activation == "relu", target == "abs",
+        model == "tied", hidden == "relu", activation == "relu", target == "abs", sparse,
     )  # fmt: skip
     leaves = {k: v.clone().requires_grad_() for k, v in params.items()}
     x = torch.from_numpy(X.T.copy())[None]

@@ -143,8 +143,10 @@ def sample(probs, seed, instance, step, batch, data_code, set_mode=0, set_size=1
 
 
 @njit(inline="always")
-def _backprop(W, W_out, b, imp, X, Z, H, G, dZ, gW, gD, gb, tied, hidden_relu, relu_out, abs_target):
-    """Loss of one instance on the batch X (feat, batch), and its gradients into gW, gD, gb.
+def _backprop(W, W_out, b, imp, X, rows, Z, H, G, dZ, gW, gD, gb, tied, hidden_relu, relu_out, abs_target):
+    """Loss of one instance on the first `rows` rows of X (feat, batch), as a share of the
+    whole batch's mean, and its gradients into gW, gD, gb (the rows past `rows` are
+    empty ones that `_add_empty_rows` accounts for).
 
     W (feat, hid), W_out (hid, feat; unused when tied), b (feat,). gD is the
     gradient of the decoder (hid, feat); for tied models it is already folded into gW.
@@ -156,31 +158,31 @@ def _backprop(W, W_out, b, imp, X, Z, H, G, dZ, gW, gD, gb, tied, hidden_relu, r
     # encoder
     for k in range(hid):
         z = Z[k]
-        z[:] = 0
+        z[:rows] = 0
         for f in range(feat):
             w = W[f, k]
             x = X[f]
-            for r in range(batch):
+            for r in range(rows):
                 z[r] += w * x[r]
         if hidden_relu:
             hk = H[k]
-            for r in range(batch):
+            for r in range(rows):
                 hk[r] = max(z[r], np.float32(0.0))
     # decoder, loss, and the gradient at the output (G holds pre, then dL/dpre)
     loss = np.float32(0.0)
     for j in range(feat):
         g = G[j]
-        g[:] = b[j]
+        g[:rows] = b[j]
         for k in range(hid):
             d = W[j, k] if tied else W_out[k, j]
             hk = H[k]
-            for r in range(batch):
+            for r in range(rows):
                 g[r] += d * hk[r]
         x = X[j]
         weight = imp[j]
         row_loss = np.float32(0.0)
         total = np.float32(0.0)
-        for r in range(batch):
+        for r in range(rows):
             pre = g[r]
             diff = (max(pre, np.float32(0.0)) if relu_out else pre) - (abs(x[r]) if abs_target else x[r])
             row_loss += diff * diff
@@ -193,27 +195,69 @@ def _backprop(W, W_out, b, imp, X, Z, H, G, dZ, gW, gD, gb, tied, hidden_relu, r
     for k in range(hid):
         hk = H[k]
         dz = dZ[k]
-        dz[:] = 0
+        dz[:rows] = 0
         for j in range(feat):
             g = G[j]
             d = W[j, k] if tied else W_out[k, j]
             acc = np.float32(0.0)
-            for r in range(batch):
+            for r in range(rows):
                 acc += hk[r] * g[r]
                 dz[r] += d * g[r]
             gD[k, j] = acc
         if hidden_relu:
             z = Z[k]
-            for r in range(batch):
+            for r in range(rows):
                 dz[r] = dz[r] if z[r] > 0 else np.float32(0.0)
     for f in range(feat):
         x = X[f]
         for k in range(hid):
             dz = dZ[k]
             acc = np.float32(0.0)
-            for r in range(batch):
+            for r in range(rows):
                 acc += x[r] * dz[r]
             gW[f, k] = acc + gD[k, f] if tied else acc
+    return loss / (batch * feat)
+
+
+# Compact a batch to its non-empty rows where at least this share of rows is expected
+# to be empty (all features absent): those rows only feed the bias, in closed form.
+EMPTY_ROWS = 0.5
+
+
+@njit(inline="always")
+def _compact(X, Xc, largest, keep):
+    """Copy the non-empty rows of X into the first columns of Xc, in order; their count.
+    Scratch (batch,): largest, each row's largest |x| (a vectorised test for zero rows),
+    and keep, the indices of the non-empty rows."""
+    feat, batch = X.shape
+    largest[:] = 0
+    for f in range(feat):
+        x = X[f]
+        for r in range(batch):
+            largest[r] = max(largest[r], abs(x[r]))
+    rows = 0
+    for r in range(batch):
+        if largest[r] > 0:
+            keep[rows] = r
+            rows += 1
+    for f in range(feat):  # one feature's row at a time: the gather stays within 4 KB
+        x, xc = X[f], Xc[f]
+        for k in range(rows):
+            xc[k] = x[keep[k]]
+    return rows
+
+
+@njit(inline="always")
+def _add_empty_rows(b, imp, empty, batch, gb, relu_out):
+    """Loss share and bias gradient of `empty` all-zero rows: their output is act(b)."""
+    feat = b.shape[0]
+    scale = np.float32(2.0 / (batch * feat))
+    loss = np.float32(0.0)
+    for j in range(feat):
+        out = max(b[j], np.float32(0.0)) if relu_out else b[j]
+        loss += imp[j] * out * out * empty
+        if b[j] > 0 or not relu_out:
+            gb[j] += scale * imp[j] * out * empty
     return loss / (batch * feat)
 
 
@@ -233,12 +277,27 @@ def _scratch(feat, hid, batch, hidden_relu):
     )
 
 
+@njit(inline="always")
+def _loss_and_gradients(W, W_out, b, imp, X, Xc, largest, keep, sparse, Z, H, G, dZ, gW, gD, gb, tied, hidden_relu, relu_out, abs_target):
+    """One instance's loss on the batch X and its gradients; `sparse`: on the non-empty
+    rows (copied into Xc), the empty ones in closed form."""
+    batch = X.shape[1]
+    rows = _compact(X, Xc, largest, keep) if sparse else batch
+    loss = _backprop(W, W_out, b, imp, Xc if sparse else X, rows, Z, H, G, dZ, gW, gD, gb, tied, hidden_relu, relu_out, abs_target)
+    if rows < batch:
+        loss += _add_empty_rows(b, imp, batch - rows, batch, gb, relu_out)
+    return loss
+
+
 @njit(cache=True, fastmath=_FASTMATH)
-def gradients(W, W_out, b, importance, X, tied, hidden_relu, relu_out, abs_target=False):
+def gradients(W, W_out, b, importance, X, tied, hidden_relu, relu_out, abs_target=False, sparse=False):
     """Loss and (dW, dW_out, db) of one instance on X (feat, batch): the kernel's own backprop, for tests."""
     feat, batch = X.shape
     _, Z, H, G, dZ, gW, gD, gb = _scratch(feat, W.shape[1], batch, hidden_relu)
-    loss = _backprop(W, W_out, b, importance, X, Z, H, G, dZ, gW, gD, gb, tied, hidden_relu, relu_out, abs_target)
+    Xc, largest, keep = np.empty_like(X), np.empty(batch, np.float32), np.empty(batch, np.int64)
+    loss = _loss_and_gradients(
+        W, W_out, b, importance, X, Xc, largest, keep, sparse, Z, H, G, dZ, gW, gD, gb, tied, hidden_relu, relu_out, abs_target
+    )
     return loss, gW, gD, gb
 
 
@@ -291,30 +350,73 @@ class Optimiser(NamedTuple):
     decoupled: bool  # AdamW; else Adam with the decay as an L2 gradient
 
 
+def empty_share(stream: Stream) -> np.ndarray:
+    """Expected share of each instance's rows with every feature absent, (inst,)."""
+    probs = stream.probs.astype(np.float64)
+    if stream.set_mode != 0:  # one presence draw per set: correlated, the densest member; anticorrelated, any
+        sets = probs.reshape(len(probs), -1, stream.set_size)
+        probs = np.minimum(sets.max(-1) if stream.set_mode == 1 else sets.sum(-1), 1.0)
+    return np.prod(1 - probs, axis=-1)
+
+
+def plan(stream: Stream, threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """Which instances each thread trains, (threads, k) padded with -1, and which of them
+    skip their empty rows, (inst,). The costliest instance goes first, each to the thread
+    with the least work so far: prange alone would split by count, 5 instances on 2
+    threads as 3 and 2 whatever their cost, and a sparse instance costs less."""
+    empty = empty_share(stream)
+    sparse = empty >= EMPTY_ROWS
+    costs = np.where(sparse, 0.3 + (1 - empty), 1.0)  # drawing is ~0.3 of a dense step
+    load = np.zeros(threads)
+    lanes: list[list[int]] = [[] for _ in range(threads)]
+    for i in np.argsort(-costs, kind="stable"):
+        w = int(np.argmin(load))
+        lanes[w].append(int(i))
+        load[w] += costs[i]
+    out = np.full((threads, max(map(len, lanes))), -1, np.int64)
+    for w, lane in enumerate(lanes):
+        out[w, : len(lane)] = lane
+    return out, sparse
+
+
 @njit(parallel=True, cache=True, fastmath=_FASTMATH, nogil=True)  # nogil: the caller may import meanwhile
-def train_steps(weights, moments, stream, model, optimiser, first_step, lrs, losses):
-    """Train every instance for len(lrs) steps from `first_step`, in place; one instance per
-    thread at a time. lrs: (steps,) the learning rate of each step; losses: out, (steps, inst)."""
+def train_steps(weights, moments, stream, model, optimiser, first_step, lrs, losses, lanes, sparse):
+    """Train every instance for len(lrs) steps from `first_step`, in place; thread w trains
+    the instances of lanes[w] one after another, skipping empty rows where sparse[i] (see
+    `plan`). lrs: (steps,) the learning rate of each step; losses: out, (steps, inst)."""
+    for w in prange(lanes.shape[0]):
+        for i in lanes[w]:
+            if i >= 0:
+                _train_instance(weights, moments, stream, model, optimiser, first_step, lrs, losses, i, sparse[i])
+
+
+@njit(inline="always")
+def _train_instance(weights, moments, stream, model, optimiser, first_step, lrs, losses, i, sparse):
+    """Instance i for len(lrs) steps."""
     W, W_out, b = weights
-    n_inst, feat, hid = W.shape
+    _, feat, hid = W.shape
     tied, hidden_relu, relu_out, abs_target = model.tied, model.hidden_relu, model.relu_out, model.abs_target
-    for i in prange(n_inst):
-        X, Z, H, G, dZ, gW, gD, gb = _scratch(feat, hid, stream.batch, hidden_relu)
-        for s in range(lrs.shape[0]):
-            step = first_step + s
-            key = step_key(stream.seed, stream.first_instance + i, step)
-            _draw(X, stream.probs[i], key, stream.data_code, stream.set_mode, stream.set_size)
-            losses[s, i] = _backprop(
-                W[i], W_out[i], b[i], model.importance[i], X, Z, H, G, dZ, gW, gD, gb, tied, hidden_relu, relu_out, abs_target
-            )
-            # Adam(W) with torch's bias corrections
-            c1 = 1 - optimiser.beta1 ** (step + 1)
-            c2 = np.sqrt(1 - optimiser.beta2 ** (step + 1))
-            hyper = (lrs[s], optimiser.beta1, optimiser.beta2, optimiser.eps, optimiser.weight_decay, optimiser.decoupled, c1, c2)
-            _adam(W[i].reshape(-1), gW.reshape(-1), moments.mW[i].reshape(-1), moments.vW[i].reshape(-1), hyper)
-            if not tied:
-                _adam(W_out[i].reshape(-1), gD.reshape(-1), moments.mW_out[i].reshape(-1), moments.vW_out[i].reshape(-1), hyper)
-            _adam(b[i], gb, moments.mb[i], moments.vb[i], hyper)
+    batch = stream.batch
+    X, Z, H, G, dZ, gW, gD, gb = _scratch(feat, hid, batch, hidden_relu)
+    Xc = np.empty((feat, batch if sparse else 0), np.float32)
+    largest = np.empty(batch if sparse else 0, np.float32)
+    keep = np.empty(batch if sparse else 0, np.int64)
+    for s in range(lrs.shape[0]):
+        step = first_step + s
+        key = step_key(stream.seed, stream.first_instance + i, step)
+        _draw(X, stream.probs[i], key, stream.data_code, stream.set_mode, stream.set_size)
+        losses[s, i] = _loss_and_gradients(
+            W[i], W_out[i], b[i], model.importance[i], X, Xc, largest, keep, sparse,
+            Z, H, G, dZ, gW, gD, gb, tied, hidden_relu, relu_out, abs_target,
+        )  # fmt: skip
+        # Adam(W) with torch's bias corrections
+        c1 = 1 - optimiser.beta1 ** (step + 1)
+        c2 = np.sqrt(1 - optimiser.beta2 ** (step + 1))
+        hyper = (lrs[s], optimiser.beta1, optimiser.beta2, optimiser.eps, optimiser.weight_decay, optimiser.decoupled, c1, c2)
+        _adam(W[i].reshape(-1), gW.reshape(-1), moments.mW[i].reshape(-1), moments.vW[i].reshape(-1), hyper)
+        if not tied:
+            _adam(W_out[i].reshape(-1), gD.reshape(-1), moments.mW_out[i].reshape(-1), moments.vW_out[i].reshape(-1), hyper)
+        _adam(b[i], gb, moments.mb[i], moments.vb[i], hyper)
 
 
 @njit(inline="always")

@@ -258,6 +258,8 @@ def _fused_stepper(
     first_instance: int,
 ) -> Stepper:
     """The compiled loop of fused.py, updating `params` in place through numpy views."""
+    import numba
+
     from . import fused
 
     W, b = params["W"].numpy(), params["b"].numpy()
@@ -282,11 +284,12 @@ def _fused_stepper(
         abs_target=config.target == "abs",
     )
     optimiser = fused.Optimiser(BETAS[0], BETAS[1], EPS, config.weight_decay, config.optimizer == "adamw")
+    lanes, sparse = fused.plan(stream, numba.get_num_threads())
 
     def run(first: int, count: int) -> Tensor:
         lrs = np.array([config.lr * lr_factor(first + s, config) for s in range(count)], np.float32)
         losses = np.empty((count, W.shape[0]), np.float32)
-        fused.train_steps(weights, moments, stream, model, optimiser, first, lrs, losses)
+        fused.train_steps(weights, moments, stream, model, optimiser, first, lrs, losses, lanes, sparse)
         return torch.from_numpy(losses)
 
     return run
