@@ -60,8 +60,9 @@ def still_falling(history, instance: int) -> float:
     return (before - last) / before if before > 0 else 0.0
 
 
-def fit(directory: Path, keys: dict[str, Any], options: Options, restarts: int = 1):
-    """Resolve, train and record one run of a preset into `directory`; return (result, metrics)."""
+def fit(directory: Path, keys: dict[str, Any], options: Options, restarts: int = 1, figures: bool = True):
+    """Resolve, train and record one run of a preset into `directory`, with the run's own
+    figures unless the preset draws its own; return (result, metrics)."""
     from ..runs import record
     from ..training import train
 
@@ -73,7 +74,7 @@ def fit(directory: Path, keys: dict[str, Any], options: Options, restarts: int =
         raise _Checked
     result = train(config, progress=options.progress)
     directory.mkdir(parents=True)
-    return result, record(directory, result)
+    return result, record(directory, result, figures)
 
 
 class _Checked(Exception):

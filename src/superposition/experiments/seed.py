@@ -52,7 +52,8 @@ def run(directory: Path, options: Options) -> Outcome:
         seeds: list[dict[str, Any]] = [{} for _ in range(REPLICATES)]
         for name, model in MODELS.items():
             keys = {**SETTINGS, **quick, "model": model, "replicates": REPLICATES, "warm_start": warm}
-            result, metrics = fit(directory / f"{name}{suffix}", keys, options)
+            # the run's own figures would show all its seeds side by side: seed 0's are drawn below
+            result, metrics = fit(directory / f"{name}{suffix}", keys, options, figures=False)
             for r in range(REPLICATES):
                 seeds[r][name] = _replicate(result, metrics["instances"], r)
             first, instances = seeds[0][name]
