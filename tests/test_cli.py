@@ -172,3 +172,20 @@ def test_restarts_flag_is_recorded(tmp_path, cli):
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["restarts"] == 2 and saved["eval_batch_size"] == 500
     assert len(saved["feature_probability"]) == 2  # copies are not saved, only each instance's best
+
+
+def test_train_draws_figures_only_when_asked(tmp_path):
+    """Figures cost a second of a two-second command: without --figures, matplotlib never loads."""
+    probe = (
+        "import sys; from superposition.cli import main\n"
+        "try: main(sys.argv[1:])\n"
+        "except SystemExit: pass\n"
+        "print('matplotlib' in sys.modules)"
+    )
+    small = ["--features", "6", "--hidden", "2", "--sparsity", "0,0.9", "--steps", "40", "--quiet"]
+    for flag, drawn in (([], False), (["--figures"], True)):
+        out = tmp_path / f"run{len(flag)}"
+        done = subprocess.run([sys.executable, "-c", probe, "train", "--out", out, *small, *flag], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip().endswith(str(drawn))
+        assert bool(list(out.glob("*.png"))) == drawn

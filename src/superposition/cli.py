@@ -90,6 +90,7 @@ def train(
     early_stop: Annotated[float | None, typer.Option(help="Stop once no instance's loss fell by more than this fraction over 500 steps.")] = None,
     restarts: Annotated[int | None, typer.Option(help="Train K copies of every instance, keep each one's lowest-loss copy.")] = None,
     eval_batch_size: Annotated[int | None, typer.Option(help="Rows of the fixed evaluation batch.")] = None,
+    figures: Annotated[bool, typer.Option(help="Also draw the run's figures (later: `superposition plot RUN`).")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Train one batched model: one instance per sparsity value."""
@@ -142,10 +143,10 @@ def train(
     check_memory(settled)
     with atomic_dir(out) as staging:  # refuses a bad --out, or a second writer, before training
         check_free_space(staging, run_bytes(settled))
-        # matplotlib loads while the compiled engine trains without the GIL: ~0.3 s saved
-        threading.Thread(target=importlib.import_module, args=("superposition.plots",), daemon=True).start()
+        if figures:  # matplotlib loads while the compiled engine trains without the GIL
+            threading.Thread(target=importlib.import_module, args=("superposition.plots",), daemon=True).start()
         run = fit(settled, progress=_progress(quiet))
-        run.write(staging)
+        run.write(staging, figures)
     _print_metrics(run.config, run.metrics)
     print(f"run written to {out}")
 
@@ -285,7 +286,7 @@ def report_command(
 def _print_metrics(config, metrics: dict[str, Any]) -> None:
     from rich.table import Table
 
-    from .plots import describe
+    from .labels import describe
 
     table = Table(title=describe(config), title_justify="left")
     for column in ("instance", "1-S", "loss", "represented", "diagonal", "D*", "mean superposition"):

@@ -103,7 +103,8 @@ def _table(rows: list[dict[str, Any]], limit: int | None = None) -> str:
 
 def _run(directory: Path) -> str:
     from .models import KINDS
-    from .plots import describe, figure
+    from .labels import describe
+    from .plots import figure
     from .runs import load_run
 
     run = load_run(directory)

@@ -21,9 +21,10 @@ from matplotlib.figure import Figure
 
 from .. import data
 from ..config import Config
+from ..labels import describe
 from ..metrics import EVAL_SEED_OFFSET
 from ..models import Params, forward, gram
-from ..plots import describe, save_figure
+from ..plots import save_figure
 from . import Claim, Options, Outcome, fit
 
 BUDGET = 0.1  # attack norm, as a fraction of the mean input norm

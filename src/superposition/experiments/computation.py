@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..plots import density_label, describe, save_figure
+from ..labels import density_label, describe
+from ..plots import save_figure
 from . import Claim, Options, Outcome, fit
 
 DRIVES = 0.3

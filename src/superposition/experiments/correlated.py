@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from ..plots import density_label, describe, save_figure
+from ..labels import density_label, describe
+from ..plots import save_figure
 from . import Claim, Options, Outcome, fit
 
 CASES = {  # name: (correlation, set size, density)

@@ -16,7 +16,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..geometry import POLYTOPES, local_geometry
-from ..plots import describe, save_figure
+from ..labels import describe
+from ..plots import save_figure
 from . import Claim, Options, Outcome, fit
 
 FRACTIONS = [1, 3 / 4, 2 / 3, 1 / 2, 2 / 5, 3 / 8]

@@ -27,8 +27,9 @@ from matplotlib.figure import Figure
 
 from ..config import resolve
 from ..geometry import polygon
+from ..labels import describe
 from ..metrics import eval_loss
-from ..plots import describe, save_figure
+from ..plots import save_figure
 from ..theory import variance
 from . import Claim, Options, Outcome, fit
 

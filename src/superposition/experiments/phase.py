@@ -20,8 +20,9 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from ..plots import describe, save_figure
 from .. import theory
+from ..labels import describe
+from ..plots import save_figure
 from . import Claim, Options, Outcome, fit
 
 # (n, m): the phases, their colours, the analytic phase of (importance, density), and

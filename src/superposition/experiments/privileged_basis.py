@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..plots import density_label, describe, save_figure
+from ..labels import density_label, describe
+from ..plots import save_figure
 from . import Claim, Options, Outcome, fit
 
 DENSITIES = [1.0, 0.5, 0.3, 0.2, 0.15, 0.1, 0.07, 0.04, 0.02, 0.01]

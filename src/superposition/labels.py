@@ -1,0 +1,50 @@
+"""The words and names built from the config that was trained: figure titles, panel
+labels, file stems. No plotting library here, so the command line can name a run
+without loading matplotlib.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .config import Config
+from .models import KINDS
+
+
+def density_label(probabilities: list[float]) -> str:
+    low, high = min(probabilities), max(probabilities)
+    return f"1-S={low:.3f}" if low == high else f"1-S={low:.3g}…{high:.3g}"
+
+
+def importance_label(importance: list[list[float]]) -> str:
+    rows = {tuple(row) for row in importance}
+    if len(rows) > 1:
+        return "I varies by instance"
+    row = np.array(next(iter(rows)))
+    if np.allclose(row, row[0]):
+        return f"I={row[0]:g}"
+    ratios = row[1:] / np.where(row[:-1] == 0, np.nan, row[:-1])
+    if row[0] == 1 and np.allclose(ratios, ratios[0]):
+        return f"I={ratios[0]:.3g}^i"
+    return f"I={row[0]:.3g}…{row[-1]:.3g}"
+
+
+def describe(config: Config) -> str:
+    """One line naming what was trained, for figure titles."""
+    optimizer = "AdamW" if config.optimizer == "adamw" else "Adam"
+    warm = ", warm start" if config.warm_start else ""
+    copies = f", {config.replicates} copies of each" if config.replicates > 1 else ""
+    data = f"{config.data} data"
+    if config.correlation != "none":
+        data += f" in {config.correlation} sets of {config.set_size}"
+    if config.target == "abs":
+        data += ", target |x|"
+    return (
+        f"{KINDS[config.model].describe(config)}, {config.features} features → {config.hidden} hidden, "
+        f"{importance_label(config.importance)}, {data}, {optimizer} lr {config.lr:g} "
+        f"wd {config.weight_decay:g}, {config.steps:,} steps × {config.batch_size}, seed {config.seed}{copies}{warm}"
+    )
+
+
+def stem(config: Config) -> str:
+    return f"{KINDS[config.model].stem(config)}-{config.features}x{config.hidden}"
