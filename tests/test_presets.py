@@ -71,6 +71,8 @@ def test_geometry_quick_runs_its_machinery(tmp_path):
     assert digons["holds"], digons["ours"]
     summary = json.loads((tmp_path / "geometry" / "reproduction.json").read_text())
     assert len(summary["table"]) == 12 and {"D*", "digon", "not learned"} <= set(summary["table"][0])
+    clusters = next(v for k, v in claims.items() if "cluster" in k)
+    assert all(f"{name} " in clusters["ours"] for name in ("3/4", "2/3", "1/2", "2/5", "3/8"))
 
 
 def test_report_lists_every_claim_and_copies_figures(tmp_path):
