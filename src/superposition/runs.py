@@ -32,7 +32,7 @@ from torch import Tensor
 
 from .config import Config, ConfigError, validate_saved
 from .files import CONFIG, atomic_dir, seal, to_json, verify
-from .metrics import measure
+from .metrics import REPRESENTED_NORM, measure
 from .models import KINDS, Params
 from .training import Diverged, TrainResult, divergence
 
@@ -121,6 +121,22 @@ class Run:
         (so `module.hidden.register_forward_hook` sees the hidden vectors). Its parameters are
         copies: training it leaves the run unchanged."""
         return ToyModel(self.config, self.params)
+
+    def recovery(self, latents: Any) -> list[dict[str, Any]]:
+        """How well a dictionary recovers this run's features, per instance (recovery.py):
+        latents (inst, n_latents, hidden), e.g. an SAE's decoder rows trained on `encode`'s
+        output; the true features are the encoder rows W_i (for a hidden ReLU, the
+        directions of the pre-activation), the represented ones those with ‖W_i‖ > 0.5."""
+        from .recovery import score
+
+        latents = torch.as_tensor(latents, dtype=torch.float32)
+        if latents.dim() != 3 or latents.shape[0] != len(self) or latents.shape[2] != self.config.hidden:
+            raise ConfigError(
+                f"latents: expected shape (instances={len(self)}, latents, hidden={self.config.hidden}), "
+                f"got {tuple(latents.shape)}"
+            )
+        W = self.params["W"]
+        return score(W, latents, W.norm(dim=-1) > REPRESENTED_NORM)
 
     def plot(self, name: str = "gram"):
         """One figure as a matplotlib Figure: gram, norms, weights, or polygon (hidden == 2)."""

@@ -1,0 +1,56 @@
+"""Scoring a dictionary against known feature directions (recovery.py)."""
+
+import math
+
+import pytest
+import torch
+
+import superposition as sp
+from superposition.recovery import MATCH, score
+
+
+def _unit(shape, seed):
+    return torch.nn.functional.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(seed)), dim=-1)
+
+
+def test_the_true_directions_score_one_and_recover_everything():
+    features = _unit((2, 12, 6), 0) * torch.rand(2, 12, 1, generator=torch.Generator().manual_seed(1)).add(0.6)
+    # the same directions, rescaled and shuffled: scale and order do not matter
+    latents = features[:, torch.randperm(12, generator=torch.Generator().manual_seed(2))] * 3
+    for row in score(features, latents):
+        assert row["mmcs"] == pytest.approx(1.0, abs=1e-6) and row["recovered"] == 12
+        assert (row["latents_matched"], row["latents_duplicate"], row["latents_unmatched"]) == (12, 0, 0)
+
+
+def test_duplicates_negatives_and_dead_latents_are_told_apart():
+    features = torch.eye(3)[None]  # three orthogonal features in 3-D
+    near = torch.nn.functional.normalize(torch.tensor([1.0, 0.1, 0.0]), dim=0)
+    latents = torch.stack([torch.eye(3)[0], near, -torch.eye(3)[1], torch.zeros(3)])[None]
+    (row,) = score(features, latents)
+    # feature 0 twice (the exact one matched, the near copy a duplicate), feature 1 only as
+    # its negative (a latent with a non-negative activation cannot write it), a dead latent
+    assert row["recovered"] == 1 and row["mmcs"] == pytest.approx((1 + 0.1 / math.sqrt(1.01) + 0) / 3, abs=1e-6)
+    assert (row["latents_matched"], row["latents_duplicate"], row["latents_unmatched"]) == (1, 1, 2)
+
+
+def test_random_latents_score_what_chance_gives():
+    # cosines of random unit vectors in d dimensions are ~ N(0, 1/d): the best of L is near
+    # sqrt(2 ln L / d), far below MATCH
+    d, latents = 256, 1024
+    (row,) = score(_unit((1, 64, d), 3), _unit((1, latents, d), 4))
+    assert 0.6 * math.sqrt(2 * math.log(latents) / d) < row["mmcs"] < 1.2 * math.sqrt(2 * math.log(latents) / d)
+    assert row["recovered"] == 0 and row["latents_unmatched"] == latents
+
+
+def test_a_run_scores_a_dictionary_of_its_own_feature_directions():
+    run = sp.train(sp.Config(features=5, hidden=2, sparsity=[0.9], importance_decay=1.0, steps=2000, lr=3e-3, device="cpu"), progress=False)
+    W = run.params["W"]
+    represented = int((W.norm(dim=-1) > 0.5).sum())
+    (row,) = run.recovery(W * 2)
+    assert row["represented"] == represented and row["recovered"] == represented and row["mmcs"] == pytest.approx(1.0, abs=1e-5)
+    # two of the directions alone recover those two: the others lie 72° (a pentagon) or more away
+    first_two = W[:, (W[0].norm(dim=-1) > 0.5).nonzero().flatten()[:2]]
+    (row,) = run.recovery(first_two)
+    assert row["recovered"] == 2 and row["latents_matched"] == 2 and row["mmcs"] < 1 - (1 - MATCH) * 2 / 5
+    with pytest.raises(sp.ConfigError, match="latents: expected shape"):
+        run.recovery(torch.zeros(1, 4, 3))
