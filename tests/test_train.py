@@ -155,3 +155,18 @@ def test_warm_start_on_the_reference_engine():
     config = _config(sparsity=[0.0, 0.9], warm_start=True, engine="reference", device="cpu", steps=50)
     result = train(config)
     assert result.params["W"].shape == (2, 6, 2) and torch.isfinite(result.history).all()
+
+
+@pytest.mark.parametrize("engine", ["fused", "reference"])
+def test_an_unseen_feature_keeps_its_init_shrunk_only_by_adamw_decay(engine):
+    """Why the computation preset trains its sparsest densities 1/(lr · wd) steps: the encoder
+    row of a feature that is (almost) never present gets no gradient (x_i = 0), so its
+    initial weights fade only as (1 - lr · wd) ** steps, e^-1 after 1/(lr · wd) steps."""
+    lr, wd, steps = 1e-2, 0.05, 2000
+    config = resolve(
+        {"model": "untied", "features": 4, "hidden": 2, "feature_probability": [[0.5, 0.5, 0.5, 1e-12]], "steps": steps, "lr": lr,
+         "weight_decay": wd, "batch_size": 256, "engine": engine, "device": "cpu"}
+    )  # fmt: skip
+    start = init_params(config, torch.Generator().manual_seed(config.seed))["W"][0, 3]
+    end = train(config).params["W"][0, 3]
+    torch.testing.assert_close(end, start * (1 - lr * wd) ** steps, rtol=1e-4, atol=1e-7)
