@@ -6,12 +6,16 @@
     run.save("runs/x"); sp.load_run("runs/x")
     run.plot("polygon"); run.encode(x); run.forward(x); run.module(); run[0]
     sp.sample(config, steps=range(3))  # the batches training drew
+    sae = sp.train_sae(run, kind="topk", k=1)  # SAEs on its activations, scored against W_i
+    sae.metrics["instances"][0]["mmcs"]; sae.save("saes/x"); sp.load_sae("saes/x")
+    sp.train_sae(data="dictionary", features=512, dims=256, l1=[0.003, 0.01])
 
 Heavy imports (torch, numba, matplotlib) wait until a function needs them.
 """
 
 from __future__ import annotations
 
+import os
 from importlib.metadata import version as _version
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +31,7 @@ if TYPE_CHECKING:
 
     from .models import Kind
     from .runs import Run
+    from .sae_runs import SAE
 
 
 def train(config: Config, progress: bool | None = None) -> Run:
@@ -69,6 +74,32 @@ def sample(config: Config, steps: Iterable[int] = (0,)) -> Tensor:
     return torch.stack([data.batch(config, probs, instances, int(step)) for step in steps])
 
 
+def train_sae(source: Run | str | os.PathLike[str] | None = None, progress: bool | None = None, **keys: Any) -> SAE:
+    """Train sparse autoencoders on activations whose features are known; return them scored.
+
+    source: a Run (or a run directory) whose hidden activations x W are the data, or
+    None with data="dictionary", features=N, dims=D (density, instances). keys: the
+    keys of `superposition sae` (sae_config.py): kind, latents, l1 | k | l0 (a list
+    trains one SAE per value), steps, lr, batch_size, resample, seed, device.
+    """
+    from .runs import Run as _Run, show_progress
+    from .sae_config import resolve_sae
+    from .sae_runs import train_sae as _train_sae
+
+    run = source if isinstance(source, _Run) else None
+    if source is not None and run is None:
+        keys = {**keys, "run": str(source)}
+    config = resolve_sae(keys, run)
+    return _train_sae(config, run, show_progress() if progress is None else progress)
+
+
+def load_sae(path) -> SAE:
+    """Read an SAE directory (checksums verified) as the SAE that was saved."""
+    from .sae_runs import load_sae as _load_sae
+
+    return _load_sae(path)
+
+
 def register(kind: type[Kind]) -> type[Kind]:
     """Register a model kind (a subclass of superposition.models.Kind) under its `name`."""
     from .models import register as _register
@@ -77,11 +108,14 @@ def register(kind: type[Kind]) -> type[Kind]:
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("Run", "Kind", "KINDS"):
-        from . import models, runs
+    if name in ("Run", "Kind", "KINDS", "SAE"):
+        from . import models, runs, sae_runs
 
-        return {"Run": runs.Run, "Kind": models.Kind, "KINDS": models.KINDS}[name]
+        return {"Run": runs.Run, "Kind": models.Kind, "KINDS": models.KINDS, "SAE": sae_runs.SAE}[name]
     raise AttributeError(f"module 'superposition' has no attribute {name!r}")
 
 
-__all__ = ["Config", "ConfigError", "Kind", "KINDS", "Run", "__version__", "load_run", "load_sweep", "register", "sample", "train"]
+__all__ = [
+    "Config", "ConfigError", "Kind", "KINDS", "Run", "SAE", "__version__",
+    "load_run", "load_sae", "load_sweep", "register", "sample", "train", "train_sae",
+]  # fmt: skip

@@ -152,6 +152,98 @@ def train(
 
 
 @app.command()
+def sae(
+    run: Annotated[Path | None, typer.Argument(help="A run directory whose hidden activations x W are the data.")] = None,
+    out: Annotated[Path | None, typer.Option(help="SAE directory to write (replaced if it is one of ours).")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML file with the same keys as these flags; flags override it.")] = None,
+    data: Annotated[str | None, typer.Option(help="run (default with RUN) or dictionary: random unit directions.")] = None,
+    features: Annotated[int | None, typer.Option(help="With --data dictionary: true features per dictionary.")] = None,
+    dims: Annotated[int | None, typer.Option(help="With --data dictionary: their dimension d_in.")] = None,
+    density: Annotated[float | None, typer.Option(help="With --data dictionary: each feature's probability (0.01).")] = None,
+    instances: Annotated[int | None, typer.Option(help="With --data dictionary: independent dictionaries (1).")] = None,
+    kind: Annotated[str | None, typer.Option(help="relu, topk or jumprelu.")] = None,
+    latents: Annotated[int | None, typer.Option(help="Latents per SAE (default 2 x features).")] = None,
+    l1: Annotated[str | None, typer.Option(help="relu: L1 coefficient(s), comma-separated: one SAE per value.")] = None,
+    k: Annotated[str | None, typer.Option(help="topk: k (comma-separated for several).")] = None,
+    l0: Annotated[str | None, typer.Option(help="jumprelu: L0 coefficient(s).")] = None,
+    steps: Annotated[int | None, typer.Option()] = None,
+    lr: Annotated[float | None, typer.Option()] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    resample: Annotated[bool | None, typer.Option("--resample/--no-resample", help="Resample dead latents (Towards Monosemanticity).")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    device: Annotated[str | None, typer.Option(help=_choices(Device))] = None,
+    eval_batch_size: Annotated[int | None, typer.Option(help="Rows of the fixed evaluation batch.")] = None,
+    figures: Annotated[bool, typer.Option(help="Draw the figures (directions for d_in = 2, penalty for several settings).")] = True,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Train sparse autoencoders on activations with known features; score them against those features."""
+    from .config import normalise_keys, read_config_file
+    from .sae_config import USER_KEYS, resolve_sae
+
+    if out is None:
+        raise ConfigError("out: give the SAE directory to write, --out DIR")
+    keys: dict[str, Any] = normalise_keys(read_config_file(config), USER_KEYS) if config else {}
+    flags = {
+        "run": str(run) if run is not None else None,
+        "data": data,
+        "features": features,
+        "dims": dims,
+        "density": density,
+        "instances": instances,
+        "kind": kind,
+        "latents": latents,
+        "l1": _numbers("l1", l1),
+        "k": _whole_numbers("k", k),
+        "l0": _numbers("l0", l0),
+        "steps": steps,
+        "lr": lr,
+        "batch_size": batch_size,
+        "resample": resample,
+        "seed": seed,
+        "device": device,
+        "eval_batch_size": eval_batch_size,
+    }
+    resolved = resolve_sae({**keys, **{k: v for k, v in flags.items() if v is not None}})
+
+    from .files import atomic_dir
+    from .sae_runs import train_sae
+
+    with atomic_dir(out) as staging:
+        trained = train_sae(resolved, progress=_progress(quiet))
+        trained.write(staging, figures)
+    _print_sae(trained)
+    print(f"SAEs written to {out}")
+
+
+def _whole_numbers(name: str, text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"{name}: {text!r} is not a comma-separated list of whole numbers, e.g. 1,2,4") from None
+
+
+def _print_sae(trained) -> None:
+    from rich.table import Table
+
+    from .labels import describe_sae
+    from .saes import SAE_KINDS
+
+    column = SAE_KINDS[trained.config.kind].column
+    table = Table(title=describe_sae(trained.config), title_justify="left")
+    for name in ("instance", column, "source", "MMCS", "recovered", "dead", "L0", "var. explained", "resampled"):
+        table.add_column(name, justify="right")
+    for i, row in enumerate(trained.metrics["instances"]):
+        table.add_row(
+            str(i), f"{row[column]:.4g}", str(row["source_instance"]), f"{row['mmcs']:.3f}",
+            f"{row['recovered']}/{row['represented']}", f"{row['dead_fraction']:.2f}", f"{row['l0']:.2f}",
+            f"{row['variance_explained']:.3f}", str(row["resampled"]),
+        )  # fmt: skip
+    _console().print(table)
+
+
+@app.command()
 def kinds() -> None:
     """List the registered model kinds: what each computes, its engines and figures."""
     from rich.table import Table

@@ -38,7 +38,7 @@ from .config import ConfigError
 
 MARKER = "superposition.json"
 FORMAT, FORMAT_VERSION = "superposition", 2
-KINDS = ("run", "reproduction", "sweep", "figures")
+KINDS = ("run", "reproduction", "sweep", "figures", "sae")
 CONFIG = "config.json"  # a run's resolved config
 REPRODUCTION = "reproduction.json"  # the summary of a `reproduce` output
 

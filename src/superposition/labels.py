@@ -5,6 +5,8 @@ without loading matplotlib.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from .config import Config
@@ -48,3 +50,22 @@ def describe(config: Config) -> str:
 
 def stem(config: Config) -> str:
     return f"{KINDS[config.model].stem(config)}-{config.features}x{config.hidden}"
+
+
+def describe_sae(config) -> str:
+    """One line naming a batch of SAEs and what they were trained on, for figure titles."""
+    from .saes import SAE_KINDS
+
+    if config.source == "run":
+        source = f"run {Path(config.run).name if config.run else '(not saved)'}"
+    else:
+        source = f"a random dictionary, density {config.density:g}"
+    return (
+        f"{config.kind} SAE ({SAE_KINDS[config.kind].formula}), {config.latents} latents, on {source}: "
+        f"{config.features} features in {config.dims} dims; {config.steps:,} steps × {config.batch_size}, "
+        f"Adam lr {config.lr:g}, {'resampling' if config.resample else 'no resampling'}, seed {config.seed}"
+    )
+
+
+def sae_stem(config) -> str:
+    return f"sae-{config.kind}-{config.latents}-on-{config.features}x{config.dims}"

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 # A latent within ~25° of a feature's direction: far above what chance gives in the
@@ -49,12 +49,10 @@ def score(
     if represented is None:
         represented = torch.ones(features.shape[:2], dtype=torch.bool)
     cos = cosines(features, latents)
-    best, best_latent = cos.max(dim=-1)  # per feature: its closest latent
+    best = cos.max(dim=-1).values  # per feature: its closest latent
     out = []
     for k in range(cos.shape[0]):
-        hits = cos[k].max(dim=0)  # per latent: its closest feature
-        strong = hits.values >= MATCH
-        own = best_latent[k][hits.indices] == torch.arange(cos.shape[2])  # the feature's best latent is this one
+        status = latent_status(cos[k])
         kept = represented[k]
         out.append(
             {
@@ -62,9 +60,20 @@ def score(
                 "mmcs_all": float(best[k].mean()),
                 "recovered": int((best[k][kept] >= MATCH).sum()),
                 "represented": int(kept.sum()),
-                "latents_matched": int((strong & own).sum()),
-                "latents_duplicate": int((strong & ~own).sum()),
-                "latents_unmatched": int((~strong).sum()),
+                **{f"latents_{name}": int((status == code).sum()) for code, name in enumerate(STATUS)},
             }
         )
     return out
+
+
+STATUS = ("matched", "duplicate", "unmatched")
+
+
+def latent_status(cos: Float[Tensor, "feat latent"]) -> Int[Tensor, "latent"]:
+    """Each latent's index in STATUS: matched (at least MATCH with a feature, and that
+    feature's best latent), duplicate (at least MATCH, another latent is that feature's
+    best), unmatched (below MATCH with every feature)."""
+    hits = cos.max(dim=0)  # per latent: its closest feature
+    own = cos.argmax(dim=1)[hits.indices] == torch.arange(cos.shape[1])
+    strong = hits.values >= MATCH
+    return torch.where(strong, torch.where(own, 0, 1), 2)

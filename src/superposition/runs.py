@@ -199,12 +199,15 @@ def train(config: Config, progress: bool | None = None) -> Run:
     """
     from .training import train as fit  # it settles the config and checks memory itself
 
-    if progress is None:
-        from rich.console import Console
+    return Run.from_result(fit(config, progress=show_progress() if progress is None else progress))
 
-        console = Console(stderr=True)
-        progress = console.is_terminal or (console.is_jupyter and _has("ipywidgets"))  # rich draws with it there
-    return Run.from_result(fit(config, progress=progress))
+
+def show_progress() -> bool:
+    """Whether a progress bar can be drawn here: a terminal, or a notebook with ipywidgets."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    return console.is_terminal or (console.is_jupyter and _has("ipywidgets"))  # rich draws with it there
 
 
 def _has(module: str) -> bool:

@@ -1,0 +1,56 @@
+"""Activations whose true features are known: what an SAE is trained and scored on.
+
+Two sources, each with `features` (inst, n, d), the true directions, and `batch(step)`,
+fresh activations h (inst, batch, d) for a training step (nothing is stored):
+
+- `RunSource`: a trained toy model. h = x W with x from the run's own data distribution
+  (its feature probabilities, data kind and correlations), drawn by the counter-based
+  stream of data.py under the SAE's seed. The true directions are the encoder rows W_i.
+  For a model with a hidden ReLU this is the pre-activation x W, not the hidden layer
+  ReLU(x W): in x W every feature is one direction, after the ReLU it is not.
+- `DictionarySource`: a synthetic dictionary as in Sharkey et al. (2022): n random unit
+  directions in d dimensions per instance, features present with probability `density`
+  and values U[0, 1] (the paper's data), h = x F.
+
+A source has one instance per dictionary (or toy-model instance); an SAE job trains
+`settings` copies of each, setting-major: SAE instance s * sources + i reads source i.
+"""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from .config import Config
+from .data import batch as draw, feature_probability
+from .metrics import REPRESENTED_NORM
+
+
+class RunSource:
+    def __init__(self, config: Config, W: Float[Tensor, "inst feat hidden"], device: str):
+        self.config = config
+        self.W = W.to(device)
+        self.probs = feature_probability(config, device)
+        self.ids = torch.arange(config.instances, device=device)
+
+    @property
+    def features(self) -> Float[Tensor, "inst feat hidden"]:
+        return self.W
+
+    @property
+    def represented(self) -> Bool[Tensor, "inst feat"]:
+        return self.W.norm(dim=-1) > REPRESENTED_NORM
+
+    def batch(self, seed: int, rows: int, step: int) -> Float[Tensor, "inst rows hidden"]:
+        """Activations of `rows` fresh inputs: the batch (seed, step) of the source's distribution."""
+        config = self.config.model_copy(update={"seed": seed, "batch_size": rows})
+        return torch.bmm(draw(config, self.probs, self.ids, step), self.W)
+
+
+class DictionarySource(RunSource):
+    def __init__(self, instances: int, features: int, dims: int, density: float, seed: int, device: str):
+        generator = torch.Generator().manual_seed(seed)
+        F = torch.nn.functional.normalize(torch.randn(instances, features, dims, generator=generator), dim=-1)
+        data = Config(features=features, hidden=dims, sparsity=[1 - density] * instances, data="paper")
+        super().__init__(data, F, device)

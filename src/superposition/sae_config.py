@@ -1,0 +1,199 @@
+"""The config of an SAE job, validated once at the edge (flags, TOML file, saved SAE).
+
+User keys (the same on the command line, in a TOML file and in `sp.train_sae`):
+
+  run = "runs/x"            the source: a trained toy model's directory (or, in Python, a Run)
+  data = "dictionary"       or a synthetic dictionary: features, dims, density, instances
+  kind = "relu"             relu | topk | jumprelu (saes.SAE_KINDS)
+  latents, l1 | k | l0, steps, lr, batch_size, resample, seed, device, eval_batch_size
+
+`l1` (relu), `k` (topk) and `l0` (jumprelu) take one value or a list: every value is a
+setting, and each setting trains its own SAE on every instance of the source, all
+batched as one job (SAE instance s * source_instances + i: setting s, source instance i).
+
+Defaults are derived from the source, so that `superposition sae RUN` recovers a toy
+model's features without tuning where it can (d: the activations' dimension, n: the
+true features, r²: their mean squared norm over the represented ones, 1 for a dictionary):
+
+  latents  2 n                    room for every feature and some spare
+  l1       0.1 r² / d             a present feature's value is ~U[0, 1] and writes r v into
+                                  h: reconstructing it saves ~r² v² / d of mean squared
+                                  error, encoding it costs l1 v; at a tenth of the break-even
+                                  l1 = r² v / d for v = ½, features are kept and shrink little
+  k        the expected number of active features per row, rounded, at least 1
+  l0       0.05 r² / d            the same balance for a count instead of a sum
+  steps 5,000, lr 1e-3, batch 1,024, resampling on
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .config import MAX_SIZE, ConfigError, Device, _one_line, normalise_keys
+
+if TYPE_CHECKING:
+    from .runs import Run
+
+Source = Literal["run", "dictionary"]
+SETTINGS = ("l1", "k", "l0")
+
+
+class SAEConfig(BaseModel):
+    """A fully resolved SAE job: the source, the kind, and one SAE per (setting, source instance)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+    kind: str = "relu"
+    source: Source
+    run: str | None = None  # the source run's directory, where it was read from one
+    run_config_sha256: str | None = None  # of the source run's config.json
+    features: int = Field(gt=0, le=MAX_SIZE)  # true features per source instance
+    dims: int = Field(gt=0, le=MAX_SIZE)  # d_in
+    density: float | None = Field(None, gt=0, le=1)  # dictionary only
+    source_instances: int = Field(1, gt=0, le=MAX_SIZE)
+    latents: int = Field(gt=0, le=MAX_SIZE)
+    l1: list[float] | None = None
+    k: list[int] | None = None
+    l0: list[float] | None = None
+    steps: int = Field(5000, gt=0, le=MAX_SIZE)
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(1024, gt=0, le=MAX_SIZE)
+    resample: bool = True
+    seed: int = Field(0, ge=0, lt=2**63)
+    device: Device = "auto"
+    eval_batch_size: int = Field(10_000, gt=0, le=MAX_SIZE)
+
+    @model_validator(mode="after")
+    def _check(self) -> SAEConfig:
+        from .saes import SAE_KINDS
+
+        if self.kind not in SAE_KINDS:
+            raise ValueError(f"kind: unknown SAE kind {self.kind!r}; kinds: {', '.join(SAE_KINDS)}")
+        own = SAE_KINDS[self.kind].setting
+        for key in SETTINGS:
+            values = getattr(self, key)
+            if key != own and values is not None:
+                raise ValueError(f"{key}: the {self.kind} SAE takes --{own}, not --{key}")
+        values = getattr(self, own)
+        if not values:
+            raise ValueError(f"{own}: the {self.kind} SAE needs at least one value")
+        for v in values:
+            if own == "k" and not 0 < v <= self.latents:
+                raise ValueError(f"k: {v} must be from 1 to latents ({self.latents})")
+            if own != "k" and not v >= 0:
+                raise ValueError(f"{own}: {v} is negative; a penalty coefficient is >= 0")
+        if (self.source == "dictionary") != (self.density is not None):
+            raise ValueError("density: give it for --data dictionary, and only there")
+        return self
+
+    def __init__(self, **keys: Any) -> None:
+        try:
+            super().__init__(**keys)
+        except ValidationError as error:
+            raise ConfigError(_one_line(error)) from None
+
+    @property
+    def settings(self) -> list[float]:
+        """The kind's setting values, one per group of source instances."""
+        from .saes import SAE_KINDS
+
+        return list(getattr(self, SAE_KINDS[self.kind].setting))
+
+    @property
+    def instances(self) -> int:
+        return len(self.settings) * self.source_instances
+
+
+USER_KEYS = set(SAEConfig.model_fields) - {"source", "run_config_sha256", "source_instances"} | {"data", "instances"}
+RUN_ONLY = {"run"}
+DICTIONARY_ONLY = {"features", "dims", "density", "instances"}
+
+
+def resolve_sae(raw: dict[str, Any], run: Run | None = None) -> SAEConfig:
+    """User keys (and, for a run source, the Run itself when it is not on disk) as a SAEConfig."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: expected a table of keys, got {type(raw).__name__}")
+    keys = normalise_keys(raw, USER_KEYS)
+    data = keys.pop("data", "run" if (run is not None or "run" in keys) else None)
+    if data not in ("run", "dictionary"):
+        raise ConfigError("data: give a source run (RUN) or --data dictionary with --features and --dims")
+    for key in DICTIONARY_ONLY if data == "run" else RUN_ONLY:
+        if key in keys:
+            raise ConfigError(f"{key}: belongs to --data {'dictionary' if data == 'run' else 'run'}, not to a {data} source")
+    from .saes import SAE_KINDS
+
+    kind = keys.get("kind", "relu")
+    if not isinstance(kind, str) or kind not in SAE_KINDS:
+        raise ConfigError(f"kind: unknown SAE kind {kind!r}; kinds: {', '.join(SAE_KINDS)}")
+    if data == "run":
+        run = _source_run(keys.pop("run", None), run)
+        source = {
+            "source": "run",
+            "run": None if run.path is None else str(Path(run.path).resolve()),
+            "run_config_sha256": config_sha256(run),
+            "features": run.config.features,
+            "dims": run.config.hidden,
+            "source_instances": run.config.instances,
+        }
+        W = run.params["W"]
+        kept = W.norm(dim=-1) > 0.5
+        r2 = float((W.norm(dim=-1)[kept] ** 2).mean()) if bool(kept.any()) else 1.0
+        active = sum(map(sum, run.config.feature_probability)) / run.config.instances
+    else:
+        missing = [key for key in ("features", "dims") if key not in keys]
+        if missing:
+            raise ConfigError(f"{missing[0]}: --data dictionary needs --features N and --dims D")
+        keys.setdefault("density", 0.01)
+        source = {"source": "dictionary", "source_instances": keys.pop("instances", 1)}
+        r2 = 1.0
+        density = keys["density"]
+        active = density * keys["features"] if isinstance(density, (int, float)) and isinstance(keys["features"], int) else 1.0
+    keys = {**source, **keys}
+    own = SAE_KINDS[kind].setting
+    for key in SETTINGS:
+        if key in keys:
+            keys[key] = _as_list(key, keys[key])
+    d = keys.get("dims")
+    if isinstance(d, int) and d > 0:
+        keys.setdefault("latents", 2 * keys["features"] if isinstance(keys.get("features"), int) else 1)
+        defaults = {"l1": 0.1 * r2 / d, "k": max(1, round(active)), "l0": 0.05 * r2 / d}
+        if own not in keys:
+            keys[own] = [defaults[own]]
+    return SAEConfig(**keys)
+
+
+def _source_run(path: Any, run: Run | None) -> Run:
+    if run is not None:
+        return run
+    from .runs import load_run
+
+    if not isinstance(path, (str, Path)):
+        raise ConfigError(f"run: expected a run directory, got {path!r}")
+    return load_run(Path(path))
+
+
+def config_sha256(run: Run) -> str:
+    """SHA-256 of the run's config.json, as the run directory seals it (or would)."""
+    from .files import CONFIG, read_marker, to_json
+    from .runs import package_version
+
+    if run.path is not None and (marker := read_marker(Path(run.path))) is not None:
+        return marker["sha256"][CONFIG]
+    record = {**run.config.model_dump(), "package_version": package_version()}
+    return hashlib.sha256(to_json(record).encode()).hexdigest()
+
+
+def _as_list(key: str, value: Any) -> list[Any]:
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise ConfigError(f"{key}: give at least one value")
+    for v in values:
+        ok = isinstance(v, int) if key == "k" else isinstance(v, (int, float)) and math.isfinite(v)
+        if isinstance(v, bool) or not ok:
+            raise ConfigError(f"{key}: expected {'whole numbers' if key == 'k' else 'numbers'}, got {v!r}")
+    return [v if key == "k" else float(v) for v in values]

@@ -1,0 +1,110 @@
+"""Figures of a batch of SAEs, every label and file name built from its config.
+
+  directions  d_in = 2 only: per SAE instance, the true feature directions (grey) and the
+              decoder rows (matched green, duplicate orange, unmatched red; recovery.py)
+  penalty     several settings: MMCS over the represented features, and L0, against the
+              setting (l1, k or l0), one line per source instance
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from .config import ConfigError
+from .labels import describe_sae, sae_stem
+from .plots import png, save_figure
+from .recovery import STATUS, cosines, latent_status
+from .saes import SAE_KINDS
+
+COLUMNS = 8
+LATENT_COLOURS = {"matched": "tab:green", "duplicate": "tab:orange", "unmatched": "tab:red"}
+
+
+def directions_figure(sae) -> Figure:
+    config = sae.config
+    n = config.instances
+    columns = min(n, COLUMNS)
+    rows = math.ceil(n / columns)
+    fig = Figure(figsize=(2.3 * columns + 0.5, 2.5 * rows + 0.6))
+    axes = fig.subplots(rows, columns, squeeze=False).flatten()
+    column = SAE_KINDS[config.kind].column
+    features, W_dec = sae.features.numpy(), sae.params["W_dec"].numpy()
+    for i, ax in enumerate(axes):
+        if i >= n:
+            ax.set_axis_off()
+            continue
+        for f in features[i]:
+            ax.plot([0, f[0]], [0, f[1]], color="0.6", lw=4, solid_capstyle="round", zorder=1)
+        for latent, status in enumerate(_status(sae, i)):
+            d = W_dec[i, latent]
+            ax.annotate("", xy=(d[0], d[1]), xytext=(0, 0), arrowprops={"arrowstyle": "->", "color": LATENT_COLOURS[status], "lw": 1.2}, zorder=2)
+        ax.set_xlim(-1.25, 1.25)
+        ax.set_ylim(-1.25, 1.25)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        row = sae.metrics["instances"][i]
+        ax.set_title(f"{column}={row[column]:.3g}, source {row['source_instance']}\nMMCS {row['mmcs']:.3f}, {row['recovered']}/{row['represented']}", fontsize=8)
+    legend = ", ".join(f"{c} {s}" for s, c in (("true features", "grey"), *((s, c.removeprefix("tab:")) for s, c in LATENT_COLOURS.items())))
+    fig.suptitle(f"true directions and decoder rows ({legend})\n{describe_sae(config)}", fontsize=8)
+    return fig
+
+
+def _status(sae, i: int) -> list[str]:
+    cos = cosines(sae.features[i : i + 1], sae.params["W_dec"][i : i + 1])[0]
+    return [STATUS[code] for code in latent_status(cos).tolist()]
+
+
+def penalty_figure(sae) -> Figure:
+    config = sae.config
+    column = SAE_KINDS[config.kind].column
+    rows = sae.metrics["instances"]
+    fig = Figure(figsize=(9, 3.6))
+    left, right = fig.subplots(1, 2)
+    for source in range(config.source_instances):
+        mine = [r for r in rows if r["source_instance"] == source]
+        x = np.array([r[column] for r in mine])
+        left.plot(x, [r["mmcs"] for r in mine], marker="o", label=f"source {source}")
+        right.plot(x, [r["l0"] for r in mine], marker="o")
+    for ax, label in ((left, "MMCS (represented features)"), (right, "L0 (latents firing per row)")):
+        ax.set_xlabel(column)
+        ax.set_ylabel(label)
+        if column == "k":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        elif min(r[column] for r in rows) > 0:
+            ax.set_xscale("log")
+    if config.source_instances <= 10:
+        left.legend(fontsize=7)
+    fig.suptitle(describe_sae(config), fontsize=8)
+    return fig
+
+
+FIGURES = {"directions": directions_figure, "penalty": penalty_figure}
+
+
+def applies(name: str, config) -> bool:
+    return config.dims == 2 if name == "directions" else len(config.settings) > 1
+
+
+def figure(name: str, sae) -> Figure:
+    if name not in FIGURES:
+        raise ConfigError(f"figure: unknown {name!r}; choose one of {', '.join(FIGURES)}")
+    if not applies(name, sae.config):
+        why = "d_in = 2" if name == "directions" else "several settings"
+        raise ConfigError(f"figure: {name} needs {why}")
+    fig = FIGURES[name](sae)
+    fig._repr_png_ = lambda: png(fig)
+    return fig
+
+
+def write_figures(sae, directory: Path) -> list[Path]:
+    return [
+        save_figure(figure(name, sae), Path(directory) / f"{sae_stem(sae.config)}-{name}.png")
+        for name in FIGURES
+        if applies(name, sae.config)
+    ]

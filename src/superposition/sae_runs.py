@@ -1,0 +1,182 @@
+"""A trained batch of SAEs as one object (`SAE`), its scores, and the directory it is saved as.
+
+  config.json          the resolved SAEConfig plus `package_version`: the source run's
+                       path and the SHA-256 of its config.json, or the dictionary's sizes
+  sae.safetensors      W_enc (inst, d_in, latents), b_enc (inst, latents), W_dec (inst,
+                       latents, d_in), b_dec (inst, d_in), threshold (inst, latents) for
+                       jumprelu, and `features` (inst, n, d_in): the true directions each
+                       SAE was scored against (a run's encoder rows, or the dictionary's)
+  metrics.json         one dict per SAE instance: its setting, source instance, and scores
+  history.safetensors  `loss` (steps, inst)
+  *.png                figures, named from the config
+  superposition.json   the marker, sealing the four data files, written last
+
+Each SAE instance's row: its setting (l1_coefficient, k or l0_coefficient), the source
+instance it read, and its scores on a fixed evaluation batch of eval_batch_size fresh rows:
+  recovery (recovery.py): mmcs, mmcs_all, recovered, represented, latents_matched,
+                          latents_duplicate, latents_unmatched
+  dead_fraction           latents that fire on no row of the evaluation batch
+  l0                      mean number of latents firing per row
+  mse                     mean over rows and dimensions of (h − h')²
+  variance_explained      1 − Σ (h − h')² / Σ (h − mean h)²
+  loss                    the training loss on that batch (mse + sparsity term)
+  resampled               latents resampled during training
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from safetensors.torch import load, save
+from torch import Tensor
+
+from .config import ConfigError
+from .files import CONFIG, atomic_dir, seal, to_json, verify
+from .recovery import score
+from .sae_config import SAEConfig
+from .sae_training import SAEResult, settings_tensor, source_of
+from .saes import SAE_KINDS, Params, forward
+
+WEIGHTS, METRICS, HISTORY = "sae.safetensors", "metrics.json", "history.safetensors"
+SEALED = (CONFIG, WEIGHTS, METRICS, HISTORY)
+EVAL_SEED_OFFSET = 1_000_003  # the evaluation batch's own stream, as metrics.py
+
+
+@dataclass
+class SAE:
+    """A trained batch of SAEs: what `sp.train_sae` returns and `sp.load_sae` reads.
+
+    config    the SAEConfig it was trained with
+    params    W_enc, b_enc, W_dec, b_dec (and threshold), on the CPU
+    features  the true directions (inst, n, d_in) it is scored against
+    metrics   metrics.json as a dict: `instances` holds one dict per SAE instance
+    losses    training loss (steps, inst)
+    """
+
+    config: SAEConfig
+    params: Params
+    features: Float[Tensor, "inst feat d_in"]
+    metrics: dict[str, Any]
+    losses: np.ndarray
+    path: Path | None = None
+
+    def __len__(self) -> int:
+        return self.config.instances
+
+    def encode(self, h: Any) -> Float[Tensor, "inst batch latents"]:
+        """Latent activations of h (inst, batch, d_in)."""
+        with torch.no_grad():
+            kind = SAE_KINDS[self.config.kind]
+            return forward(kind, self.params, self._inputs(h), settings_tensor(self.config))[1]
+
+    def forward(self, h: Any) -> Float[Tensor, "inst batch d_in"]:
+        """Reconstructions h' of h (inst, batch, d_in)."""
+        with torch.no_grad():
+            kind = SAE_KINDS[self.config.kind]
+            return forward(kind, self.params, self._inputs(h), settings_tensor(self.config))[2]
+
+    def _inputs(self, h: Any) -> Tensor:
+        h = torch.as_tensor(h, dtype=torch.float32)
+        if h.dim() != 3 or h.shape[0] != len(self) or h.shape[2] != self.config.dims:
+            raise ConfigError(f"h: expected shape (instances={len(self)}, batch, d_in={self.config.dims}), got {tuple(h.shape)}")
+        return h
+
+    def plot(self, name: str = "directions"):
+        """One figure as a matplotlib Figure: directions (d_in = 2) or penalty (several settings)."""
+        from .sae_plots import figure
+
+        return figure(name, self)
+
+    def write(self, directory: Path, figures: bool = True) -> None:
+        from .runs import package_version
+
+        directory = Path(directory)
+        (directory / CONFIG).write_text(to_json({**self.config.model_dump(), "package_version": package_version()}))
+        tensors = {**self.params, "features": self.features}
+        (directory / WEIGHTS).write_bytes(save({k: v.contiguous() for k, v in tensors.items()}))
+        (directory / METRICS).write_text(to_json(self.metrics))
+        (directory / HISTORY).write_bytes(save({"loss": torch.tensor(self.losses, dtype=torch.float32)}))
+        if figures:
+            from .sae_plots import write_figures
+
+            write_figures(self, directory)
+        seal(directory, "sae", SEALED)
+
+    def save(self, path: str | os.PathLike[str], figures: bool = True) -> Path:
+        """Save as an SAE directory (replacing one of ours, refusing anything else)."""
+        with atomic_dir(Path(path)) as staging:
+            self.write(staging, figures)
+        self.path = Path(path)
+        return self.path
+
+
+def measure(result: SAEResult, run=None) -> SAE:
+    """Score a trained batch of SAEs against its source's true features."""
+    config = result.config
+    source = source_of(config, run)
+    copies = len(config.settings)
+    features = source.features.cpu().repeat(copies, 1, 1)
+    represented = source.represented.cpu().repeat(copies, 1)
+    h = source.batch(config.seed + EVAL_SEED_OFFSET, config.eval_batch_size, 0).cpu().repeat(copies, 1, 1)
+    kind = SAE_KINDS[config.kind]
+    setting = settings_tensor(config)
+    with torch.no_grad():
+        pre, a, h_hat = forward(kind, result.params, h, setting)
+        error = ((h - h_hat) ** 2).sum(dim=(1, 2))
+        spread = ((h - h.mean(1, keepdim=True)) ** 2).sum(dim=(1, 2))
+        mse = error / (h.shape[1] * h.shape[2])
+        loss = mse + kind.sparsity_loss(result.params, pre, a, setting)
+        firing = a > 0
+    rows = []
+    for i, scores in enumerate(score(features, result.params["W_dec"], represented)):
+        rows.append(
+            {
+                kind.column: config.settings[i // config.source_instances],
+                "source_instance": i % config.source_instances,
+                **scores,
+                "dead_fraction": float((~firing[i].any(0)).float().mean()),
+                "l0": float(firing[i].sum(-1).float().mean()),
+                "mse": float(mse[i]),
+                "variance_explained": float(1 - error[i] / spread[i]) if spread[i] > 0 else float("nan"),
+                "loss": float(loss[i]),
+                "resampled": int(result.resampled[i]),
+            }
+        )
+    return SAE(config, result.params, features, {"instances": rows}, result.history.numpy())
+
+
+def train_sae(config: SAEConfig, run=None, progress: bool = False) -> SAE:
+    from .sae_training import train
+
+    return measure(train(config, run, progress), run)
+
+
+def load_sae(path: str | os.PathLike[str]) -> SAE:
+    """Read an SAE directory back (checksums verified). Raises ConfigError if broken."""
+    path = Path(path)
+    if set(verify(path, "sae", "sae")["sha256"]) != set(SEALED):
+        raise ConfigError(f"sae: {path}/superposition.json does not seal the files of an SAE; write it again")
+    try:
+        raw = json.loads((path / CONFIG).read_text())
+        metrics = json.loads((path / METRICS).read_text())
+        tensors = load((path / WEIGHTS).read_bytes())
+        history = load((path / HISTORY).read_bytes())
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"sae: {path} has an unreadable file ({error})") from None
+    raw.pop("package_version", None)
+    try:
+        config = SAEConfig(**raw)
+    except (ConfigError, TypeError) as error:
+        raise ConfigError(f"sae: {path} holds an invalid config ({error})") from None
+    features = tensors.pop("features", None)
+    expected = SAE_KINDS[config.kind].shapes(config.instances, config.dims, config.latents)
+    if {k: tuple(v.shape) for k, v in tensors.items()} != expected or features is None:
+        raise ConfigError(f"sae: {path}/{WEIGHTS} does not hold the tensors its config needs")
+    return SAE(config, tensors, features, metrics, history["loss"].numpy(), path)

@@ -1,0 +1,200 @@
+"""Sparse autoencoders (SAEs), batched over an instances axis, each kind one small unit.
+
+SAELens's names and shapes, with an instances axis in front (as in `sae.safetensors`):
+  W_enc      (inst, d_in, latents)    b_enc (inst, latents)
+  W_dec      (inst, latents, d_in)    b_dec (inst, d_in)
+  threshold  (inst, latents)          jumprelu only
+
+  pre = (h − b_dec) W_enc + b_enc ;  a = act(pre) ;  h' = a W_dec + b_dec
+  loss = mean over d_in of (h − h')² + the kind's sparsity term (+ its auxiliary loss)
+
+The decoder rows are kept at unit norm (renormalised after every step, as in "Towards
+Monosemanticity" and the plain loops people write), so a latent's activation is the
+length of what it writes, and an L1 penalty on `a` cannot be dodged by shrinking `a`
+and growing the row. Every instance has its own `setting`: the L1 coefficient, k, or
+the L0 coefficient, which is how one job trains a grid of penalties.
+
+  relu      a = ReLU(pre), sparsity term l1 Σ_j a_j
+  topk      a = ReLU(TopK_k(pre)) (Gao et al. 2024); no sparsity term, and the AuxK loss:
+            the k_aux largest pre-activations of dead latents reconstruct the residual
+  jumprelu  a = pre H(pre − θ) with a learned threshold θ per latent (Rajamanoharan et
+            al. 2024); sparsity term l0 Σ_j H(pre_j − θ_j), whose gradient reaches θ
+            through a straight-through estimator with a rectangle kernel
+
+A kind is a subclass of `SAEKind` registered with `@register`; `SAE_KINDS` is the
+table the config, the trainer and the command line read.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+Params = dict[str, Tensor]
+
+# AuxK (Gao et al. 2024): weight 1/32, and the dead latents' k_aux largest pre-activations,
+# k_aux near d_in / 2 as they chose it
+AUXK_WEIGHT = 1 / 32
+# JumpReLU: the initial threshold (their 0.001) and the kernel's width. Their width 0.001
+# was for activations of norm ~1 per dimension; a toy feature's value is U[0, 1], so a
+# width of 0.01 still sees only pre-activations within 0.005 of θ, with enough of them
+# per batch of sparse rows for a usable gradient.
+THRESHOLD_INIT = 0.001
+BANDWIDTH = 0.01
+
+
+class SAEKind:
+    """An SAE kind. `setting` is one value per instance: its penalty coefficient or its k."""
+
+    name: ClassVar[str]
+    setting: ClassVar[str]  # the config key of its per-instance setting: l1, k or l0
+    column: ClassVar[str]  # the setting's name in metrics.json and figures (SAELens's)
+    formula: ClassVar[str] = ""
+
+    def shapes(self, instances: int, d_in: int, latents: int) -> dict[str, tuple[int, ...]]:
+        return {
+            "W_enc": (instances, d_in, latents),
+            "b_enc": (instances, latents),
+            "W_dec": (instances, latents, d_in),
+            "b_dec": (instances, d_in),
+        }
+
+    def init(self, instances: int, d_in: int, latents: int, generator: torch.Generator) -> Params:
+        """Decoder rows random unit vectors, the encoder their transpose (Towards
+        Monosemanticity's initialisation), biases zero."""
+        W_dec = torch.nn.functional.normalize(torch.randn(instances, latents, d_in, generator=generator), dim=-1)
+        params = {name: torch.zeros(shape) for name, shape in self.shapes(instances, d_in, latents).items()}
+        params["W_dec"] = W_dec
+        params["W_enc"] = W_dec.transpose(1, 2).clone()
+        return params
+
+    def pre(self, params: Params, h: Float[Tensor, "inst batch d_in"]) -> Float[Tensor, "inst batch latents"]:
+        return torch.baddbmm(params["b_enc"][:, None, :], h - params["b_dec"][:, None, :], params["W_enc"])
+
+    def activate(self, params: Params, pre: Float[Tensor, "inst batch latents"], setting: Tensor) -> Float[Tensor, "inst batch latents"]:
+        raise NotImplementedError
+
+    def decode(self, params: Params, a: Float[Tensor, "inst batch latents"]) -> Float[Tensor, "inst batch d_in"]:
+        return torch.baddbmm(params["b_dec"][:, None, :], a, params["W_dec"])
+
+    def sparsity_loss(self, params: Params, pre: Tensor, a: Tensor, setting: Tensor) -> Float[Tensor, "inst"]:
+        return torch.zeros(a.shape[0], device=a.device)
+
+    def aux_loss(
+        self, params: Params, residual: Float[Tensor, "inst batch d_in"], pre: Tensor, dead: Bool[Tensor, "inst latents"]
+    ) -> Float[Tensor, "inst"]:
+        return torch.zeros(pre.shape[0], device=pre.device)
+
+    def after_step(self, params: Params) -> None:
+        """Restore what the update may have broken: unit decoder rows."""
+        params["W_dec"].div_(params["W_dec"].norm(dim=-1, keepdim=True).clamp_min(1e-12))
+
+
+SAE_KINDS: dict[str, SAEKind] = {}
+
+
+def register(cls: type[SAEKind]) -> type[SAEKind]:
+    SAE_KINDS[cls.name] = cls()
+    return cls
+
+
+@register
+class ReLU(SAEKind):
+    name, setting, column, formula = "relu", "l1", "l1_coefficient", "ReLU(pre), L1 penalty"
+
+    def activate(self, params, pre, setting):
+        return torch.relu(pre)
+
+    def sparsity_loss(self, params, pre, a, setting):
+        return setting * a.sum(-1).mean(-1)
+
+
+@register
+class TopK(SAEKind):
+    name, setting, column, formula = "topk", "k", "k", "ReLU(TopK(pre)), AuxK loss"
+
+    def activate(self, params, pre, setting):
+        return _top(pre, setting.long())
+
+    def aux_loss(self, params, residual, pre, dead):
+        if not bool(dead.any()):
+            return torch.zeros(pre.shape[0], device=pre.device)
+        k_aux = max(1, min(pre.shape[-1], params["W_enc"].shape[1] // 2))
+        masked = pre.masked_fill(~dead[:, None, :], float("-inf"))
+        counts = dead.sum(-1).clamp_max(k_aux)  # an instance with fewer dead latents uses them all
+        a = _top(masked, counts).nan_to_num(0.0)
+        rebuilt = torch.bmm(a, params["W_dec"])  # no bias: it reconstructs the residual
+        return AUXK_WEIGHT * ((residual.detach() - rebuilt) ** 2).mean(dim=(1, 2)) * (dead.any(-1))
+
+
+def _top(pre: Float[Tensor, "inst batch latents"], k: Tensor) -> Float[Tensor, "inst batch latents"]:
+    """ReLU of the k[i] largest pre-activations of every row of instance i, the rest 0."""
+    values, index = pre.topk(int(k.max()), dim=-1)
+    rank = torch.arange(values.shape[-1], device=pre.device)
+    values = torch.where(rank < k.view(-1, 1, 1), torch.relu(values), 0.0)
+    return torch.zeros_like(pre).scatter(-1, index, values)
+
+
+class _JumpReLU(torch.autograd.Function):
+    """pre H(pre − θ): the gradient of pre passes where the latent fires, and θ gets the
+    pseudo-derivative −(θ/ε) K((pre − θ)/ε), K the rectangle on [−½, ½]."""
+
+    @staticmethod
+    def forward(ctx, pre, threshold):
+        ctx.save_for_backward(pre, threshold)
+        return pre * (pre > threshold[:, None, :])
+
+    @staticmethod
+    def backward(ctx, grad):
+        pre, threshold = ctx.saved_tensors
+        theta = threshold[:, None, :]
+        near = ((pre - theta).abs() < BANDWIDTH / 2).to(grad.dtype)
+        return grad * (pre > theta), -(grad * near * theta / BANDWIDTH).sum(1)
+
+
+class _Step(torch.autograd.Function):
+    """H(pre − θ): no gradient for pre, −(1/ε) K((pre − θ)/ε) for θ."""
+
+    @staticmethod
+    def forward(ctx, pre, threshold):
+        ctx.save_for_backward(pre, threshold)
+        return (pre > threshold[:, None, :]).to(pre.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        pre, threshold = ctx.saved_tensors
+        near = ((pre - threshold[:, None, :]).abs() < BANDWIDTH / 2).to(grad.dtype)
+        return None, -(grad * near / BANDWIDTH).sum(1)
+
+
+@register
+class JumpReLU(SAEKind):
+    name, setting, column, formula = "jumprelu", "l0", "l0_coefficient", "pre H(pre − θ), L0 penalty"
+
+    def shapes(self, instances, d_in, latents):
+        return {**super().shapes(instances, d_in, latents), "threshold": (instances, latents)}
+
+    def init(self, instances, d_in, latents, generator):
+        params = super().init(instances, d_in, latents, generator)
+        params["threshold"] = torch.full((instances, latents), THRESHOLD_INIT)
+        return params
+
+    def activate(self, params, pre, setting):
+        return _JumpReLU.apply(pre, params["threshold"])
+
+    def sparsity_loss(self, params, pre, a, setting):
+        return setting * _Step.apply(pre, params["threshold"]).sum(-1).mean(-1)
+
+    def after_step(self, params):
+        super().after_step(params)
+        params["threshold"].clamp_(min=0.0)  # H(pre − θ) with θ < 0 would fire on negative pre
+
+
+def forward(kind: SAEKind, params: Params, h: Tensor, setting: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(pre, a, h') of every instance."""
+    pre = kind.pre(params, h)
+    a = kind.activate(params, pre, setting)
+    return pre, a, kind.decode(params, a)

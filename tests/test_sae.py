@@ -1,0 +1,163 @@
+"""Sparse autoencoders on activations with known features (saes.py, sae_*.py)."""
+
+import json
+
+import pytest
+import torch
+
+import superposition as sp
+from superposition.sae_config import resolve_sae
+from superposition.sae_training import _resample
+from superposition.saes import BANDWIDTH, SAE_KINDS, _JumpReLU, _Step, forward
+
+
+@pytest.fixture(scope="module")
+def pentagon(tmp_path_factory):
+    """5 features in 2 dimensions at density 0.1: a pentagon, saved as a run."""
+    config = sp.Config(features=5, hidden=2, sparsity=[0.9], importance_decay=1.0, steps=3000, lr=3e-3, device="cpu")
+    run = sp.train(config, progress=False)
+    assert run.metrics["instances"][0]["represented"] == 5
+    run.save(tmp_path_factory.mktemp("runs") / "pentagon", figures=False)
+    return run
+
+
+def test_a_small_pentagon_sae_recovers_all_five_directions(pentagon):
+    sae = sp.train_sae(pentagon, steps=1500, device="cpu", progress=False)
+    (row,) = sae.metrics["instances"]
+    assert row["recovered"] == 5 and row["mmcs"] > 0.97
+    assert row["variance_explained"] > 0.9 and row["dead_fraction"] < 0.5
+    assert sae.config.latents == 10 and sae.config.l1 == [pytest.approx(0.1 * float((pentagon.params["W"].norm(dim=-1) ** 2).mean()) / 2)]
+
+
+def test_topk_keeps_exactly_k_latents_per_instance():
+    kind = SAE_KINDS["topk"]
+    params = kind.init(2, 4, 16, torch.Generator().manual_seed(0))
+    params["b_enc"] += 10.0  # every pre-activation positive: TopK alone decides
+    h = torch.rand(2, 50, 4)
+    _, a, _ = forward(kind, params, h, torch.tensor([1.0, 3.0]))
+    assert ((a > 0).sum(-1) == torch.tensor([1, 3])[:, None]).all()
+    pre = kind.pre(params, h)
+    assert torch.equal(a[1].topk(3, -1).indices.sort(-1).values, pre[1].topk(3, -1).indices.sort(-1).values)
+
+
+def test_jumprelu_estimators_match_the_derivatives_of_their_expectations():
+    # pre ~ U[0, 1]: d/dθ E[H(pre − θ)] = −1 and d/dθ E[pre H(pre − θ)] = −θ; the
+    # straight-through estimators are unbiased for them, up to the kernel's width
+    pre = torch.rand(1, 400_000, 3, generator=torch.Generator().manual_seed(0))
+    theta = torch.tensor([[0.2, 0.5, 0.8]], requires_grad=True)
+    _Step.apply(pre, theta).mean(1).sum().backward()
+    assert theta.grad == pytest.approx(torch.full((1, 3), -1.0), abs=0.1)
+    theta.grad = None
+    _JumpReLU.apply(pre, theta).mean(1).sum().backward()
+    assert theta.grad == pytest.approx(-theta.detach(), abs=0.08)
+    # and the gradient to pre passes exactly where the latent fires
+    pre = pre[:, :10].clone().requires_grad_()
+    _JumpReLU.apply(pre, theta.detach()).sum().backward()
+    assert torch.equal(pre.grad, (pre.detach() > theta.detach()[:, None, :]).float())
+    assert BANDWIDTH < 0.05
+
+
+def test_the_jumprelu_threshold_moves_the_way_the_l0_penalty_asks(pentagon):
+    # the penalty's gradient raises every threshold with pre-activations near it, in
+    # proportion to the coefficient, and leaves the others alone
+    kind = SAE_KINDS["jumprelu"]
+    params = kind.init(1, 2, 4, torch.Generator().manual_seed(0))
+    params["threshold"] = torch.tensor([[0.2, 0.4, 0.6, 5.0]], requires_grad=True)
+    pre = torch.rand(1, 200_000, 4, generator=torch.Generator().manual_seed(1))
+    kind.sparsity_loss(params, pre, None, torch.tensor([0.5])).sum().backward()
+    assert params["threshold"].grad == pytest.approx(torch.tensor([[-0.5, -0.5, -0.5, 0.0]]), abs=0.05)
+    # trained from the same start on the same data, a strong penalty fires fewer latents
+    sae = sp.train_sae(pentagon, kind="jumprelu", l0=[0.0, 0.5], steps=300, device="cpu", progress=False)
+    rows = sae.metrics["instances"]
+    assert rows[1]["l0"] < 0.8 * rows[0]["l0"] and rows[1]["l0_coefficient"] == 0.5
+
+
+def test_resampling_revives_dead_latents_on_a_constructed_case():
+    kind = SAE_KINDS["relu"]
+    params = {k: v.requires_grad_() for k, v in kind.init(1, 3, 6, torch.Generator().manual_seed(0)).items()}
+    optimizer = torch.optim.Adam(list(params.values()), lr=1e-3)
+    h = torch.zeros(1, 64, 3)
+    h[0, :32, 0] = 1.0  # only direction e0 is present: latents that do not point along it never fire
+    with torch.no_grad():
+        params["b_enc"][0, 3:] = -100.0  # latents 3-5 dead
+    loss = forward(kind, params, h, torch.zeros(1))[2].sum()
+    loss.backward()
+    optimizer.step()  # Adam's moments now exist
+    dead = torch.zeros(1, 6, dtype=torch.bool)
+    dead[0, 3:] = True
+    with torch.no_grad():
+        count = _resample(params, optimizer, dead, h, kind, torch.zeros(1), [torch.Generator().manual_seed(0)])
+        assert count.tolist() == [3]
+        # each dead latent now points along an input with error (e0, seen from b_dec), fires on it,
+        # and starts Adam afresh
+        along = torch.nn.functional.normalize(torch.tensor([1.0, 0.0, 0.0]) - params["b_dec"][0], dim=0)
+        assert torch.allclose(params["W_dec"][0, 3:], along.expand(3, 3), atol=1e-6)
+        assert (params["b_enc"][0, 3:] == 0).all()
+        a = forward(kind, params, h, torch.zeros(1))[1]
+        assert (a[0, :32, 3:] > 0).all()
+        for p in (params["W_dec"], params["b_enc"]):
+            assert (optimizer.state[p]["exp_avg"][0, 3:] == 0).all() and (optimizer.state[p]["exp_avg_sq"][0, 3:] == 0).all()
+        assert (optimizer.state[params["W_enc"]]["exp_avg"][0, :, 3:] == 0).all()
+        assert (optimizer.state[params["W_dec"]]["exp_avg"][0, :3] != 0).any()  # live latents keep theirs
+
+
+def test_settings_are_batched_setting_major_on_the_same_data(pentagon):
+    sae = sp.train_sae(pentagon, l1=[0.02, 0.02, 0.3], steps=200, device="cpu", progress=False)
+    W = sae.params["W_dec"]
+    assert len(sae) == 3 and torch.equal(W[0], W[1]) and not torch.equal(W[0], W[2])
+    assert [r["l1_coefficient"] for r in sae.metrics["instances"]] == [0.02, 0.02, 0.3]
+    again = sp.train_sae(pentagon, l1=[0.02, 0.02, 0.3], steps=200, device="cpu", progress=False)
+    assert all(torch.equal(sae.params[k], again.params[k]) for k in sae.params)  # same seed, same weights
+
+
+def test_a_dictionary_source_has_independent_instances_and_is_saved_whole(tmp_path):
+    sae = sp.train_sae(data="dictionary", features=12, dims=6, density=0.05, instances=2, kind="topk", steps=300, device="cpu", progress=False)
+    assert sae.features.shape == (2, 12, 6) and not torch.allclose(sae.features[0], sae.features[1])
+    assert sae.config.k == [1] and sae.config.latents == 24  # round(0.05 * 12) = 1
+    sae.save(tmp_path / "dict")
+    loaded = sp.load_sae(tmp_path / "dict")
+    assert all(torch.equal(loaded.params[k], sae.params[k]) for k in sae.params)
+    assert torch.equal(loaded.features, sae.features) and loaded.metrics == json.loads(json.dumps(sae.metrics))
+    assert loaded.encode(torch.rand(2, 7, 6)).shape == (2, 7, 24)
+
+
+def test_the_command_writes_an_sae_directory_that_names_its_source(cli, pentagon, tmp_path):
+    code, out, err = cli("sae", pentagon.path, "--out", tmp_path / "s", "--kind", "topk", "--k", "1,2", "--steps", "200", "--device", "cpu", "--quiet")
+    assert code == 0, err
+    config = json.loads((tmp_path / "s" / "config.json").read_text())
+    marker = json.loads((pentagon.path / "superposition.json").read_text())
+    assert config["run"] == str(pentagon.path.resolve()) and config["run_config_sha256"] == marker["sha256"]["config.json"]
+    assert config["k"] == [1, 2] and config["kind"] == "topk" and "package_version" in config
+    names = sorted(p.name for p in (tmp_path / "s").iterdir())
+    assert names == sorted(
+        ["config.json", "sae.safetensors", "metrics.json", "history.safetensors", "superposition.json",
+         "sae-topk-10-on-5x2-directions.png", "sae-topk-10-on-5x2-penalty.png"]
+    )  # fmt: skip
+    sae = sp.load_sae(tmp_path / "s")
+    assert sae.params["W_enc"].shape == (2, 2, 10) and sae.params["W_dec"].shape == (2, 10, 2)
+    assert sae.losses.shape == (200, 2)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--latents", "0"], "latents:"),
+        (["--kind", "topk", "--k", "11"], "k: 11 must be from 1 to latents (10)"),
+        (["--l1", "-0.1"], "l1: -0.1 is negative"),
+        (["--kind", "gated"], "kind: unknown SAE kind 'gated'"),
+        (["--kind", "topk", "--l1", "0.1"], "l1: the topk SAE takes --k, not --l1"),
+        (["--features", "5"], "features: belongs to --data dictionary"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(cli, pentagon, tmp_path, args, message):
+    code, out, err = cli("sae", pentagon.path, "--out", tmp_path / "s", "--steps", "10", *args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "s").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_directory_that_is_not_a_run_is_refused(cli, tmp_path):
+    (tmp_path / "notarun").mkdir()
+    code, _, err = cli("sae", tmp_path / "notarun", "--out", tmp_path / "s")
+    assert code == 2 and "is not a run directory" in err and not (tmp_path / "s").exists()
+    code, _, err = cli("sae", "--data", "dictionary", "--dims", "4", "--out", tmp_path / "s")
+    assert code == 2 and "--data dictionary needs --features N and --dims D" in err
