@@ -1,0 +1,371 @@
+"""The compiled SAE engine: data, forward, backward and Adam in one numba loop.
+
+Where a plain autograd loop spends its time on SAEs of toy models: dense products of
+every row with every latent, forward and backward, although a trained SAE fires a few
+latents per row; and dispatch of ~40 small operations per step. Here each step runs
+row by row with hand-written gradients, and only the latents that fire (or, for
+JumpReLU, sit within the kernel's width of their threshold) cost more than the
+encoder's product:
+
+  x          the source's data for (seed, source instance, step), fused.py's stream
+  c = x F − b_dec                                  (only the present features of x)
+  pre = c W_enc + b_enc ;  a = act(pre) ;  e = a W_dec + b_dec − (c + b_dec)
+  g = 2 e / (batch d)      dW_dec[j] += a_j g ;  db_dec += g
+  for a firing latent j:   dpre_j = g · W_dec[j] + the sparsity term's derivative
+                           db_enc[j] += dpre_j ;  dW_enc[:, j] += dpre_j c
+  and at the end           db_dec −= W_enc db_enc (b_dec enters pre with −W_enc)
+
+then Adam (torch's arithmetic, fused._adam) and unit decoder rows. The kinds' rules
+(TopK's selection and AuxK, JumpReLU's estimators) are those of saes.py, which the
+reference engine runs with autograd; the two agree to float rounding.
+
+Instances run in parallel, each all its steps without synchronisation. A job of
+fewer instances than ROW_UNITS splits each instance's rows into ROW_UNITS //
+instances chunks, run in parallel and summed in a fixed order, so the split (and the
+result) depends on the config only, never on the number of threads.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit, prange
+
+from .fused import _FASTMATH, _adam, _draw, step_key
+
+KIND_CODES = {"relu": 0, "topk": 1, "jumprelu": 2}
+ROW_UNITS = 4
+
+
+class Weights(NamedTuple):
+    W_enc: np.ndarray  # (inst, d, latents)
+    b_enc: np.ndarray  # (inst, latents)
+    W_dec: np.ndarray  # (inst, latents, d)
+    b_dec: np.ndarray  # (inst, d)
+    threshold: np.ndarray  # (inst, latents); unused but by jumprelu
+
+
+class Source(NamedTuple):
+    """Instance i reads source instance i % len(F)."""
+
+    F: np.ndarray  # (sources, feat, d): the true directions
+    probs: np.ndarray  # (sources, feat)
+    seed: int
+    data_code: int  # fused.DATA_CODES
+    set_mode: int
+    set_size: int
+    batch: int
+
+
+class Rule(NamedTuple):
+    kind: int  # KIND_CODES
+    settings: np.ndarray  # (inst,): l1, k or l0
+    k_aux: int
+    aux_weight: float
+    dead_steps: int
+    bandwidth: float
+    beta1: float
+    beta2: float
+    eps: float
+
+
+@njit(inline="always")
+def _select(pre, count, allowed, chosen):
+    """Indices of the `count` largest entries of pre among `allowed` ones into chosen[:n]; n.
+    Ties go to the lower index, as torch.topk on the CPU."""
+    latents = pre.shape[0]
+    n = 0
+    for _ in range(count):
+        best, best_value = -1, np.float32(-np.inf)
+        for j in range(latents):
+            if allowed[j] and pre[j] > best_value:
+                taken = False
+                for t in range(n):
+                    if chosen[t] == j:
+                        taken = True
+                        break
+                if not taken:
+                    best, best_value = j, pre[j]
+        if best < 0:
+            break
+        chosen[n] = best
+        n += 1
+    return n
+
+
+@njit(inline="always")
+def _rows(W_enc, b_enc, W_dec, b_dec, theta, F, X, first, last, batch, rule, setting, dead, any_dead, everyone,
+          c, pre, active, values, chosen, e, g, gW_encT, gb_enc, gW_dec, gb_dec, gtheta, fired):  # fmt: skip
+    """Loss of rows first..last of X (feat, batch), as a share of the batch mean, and their
+    gradients added into the g* buffers (gW_encT is dW_enc transposed, (latents, d))."""
+    feat = X.shape[0]
+    d, latents = W_enc.shape
+    kind = rule.kind
+    scale = np.float32(2.0 / (batch * d))
+    loss = np.float32(0.0)
+    for r in range(first, last):
+        # c = x F − b_dec, from the present features only
+        for k in range(d):
+            c[k] = -b_dec[k]
+        for f in range(feat):
+            x = X[f, r]
+            if x != 0:
+                for k in range(d):
+                    c[k] += x * F[f, k]
+        for j in range(latents):
+            pre[j] = b_enc[j]
+        for k in range(d):
+            ck = c[k]
+            row = W_enc[k]
+            for j in range(latents):
+                pre[j] += ck * row[j]
+        # the firing latents and their activations
+        n = 0
+        if kind == 1:
+            n = _select(pre, int(setting), everyone, chosen)
+            m = 0
+            for t in range(n):
+                j = chosen[t]
+                if pre[j] > 0:
+                    active[m] = j
+                    values[m] = pre[j]
+                    m += 1
+            n = m
+        else:
+            for j in range(latents):
+                if pre[j] > (theta[j] if kind == 2 else 0):
+                    active[n] = j
+                    values[n] = pre[j]
+                    n += 1
+        # e = h' − h, the loss and the output gradient
+        for k in range(d):
+            e[k] = -c[k]  # h' − h with h = c + b_dec and h' = a W_dec + b_dec
+        for t in range(n):
+            row = W_dec[active[t]]
+            v = values[t]
+            for k in range(d):
+                e[k] += v * row[k]
+        square = np.float32(0.0)
+        for k in range(d):
+            square += e[k] * e[k]
+            g[k] = scale * e[k]
+            gb_dec[k] += g[k]
+        loss += square / d
+        penalty = np.float32(0.0)
+        if kind == 0:
+            penalty = np.float32(setting / batch)
+            for t in range(n):
+                loss += setting * values[t]
+        elif kind == 2:
+            loss += setting * np.float32(n)
+        for t in range(n):
+            j = active[t]
+            fired[j] = True
+            row = W_dec[j]
+            v = values[t]
+            dot = np.float32(0.0)
+            for k in range(d):
+                gW_dec[j, k] += v * g[k]
+                dot += g[k] * row[k]
+            dpre = dot + penalty
+            gb_enc[j] += dpre
+            grow = gW_encT[j]
+            for k in range(d):
+                grow[k] += dpre * c[k]
+        if kind == 2:  # the threshold's straight-through estimators, for pre near θ
+            half = np.float32(rule.bandwidth / 2)
+            inv = np.float32(1.0 / rule.bandwidth)
+            for j in range(latents):
+                if abs(pre[j] - theta[j]) < half:
+                    row = W_dec[j]
+                    dot = np.float32(0.0)
+                    for k in range(d):
+                        dot += g[k] * row[k]
+                    gtheta[j] -= theta[j] * inv * dot + setting * inv / batch
+        if kind == 1 and any_dead:  # AuxK: the dead latents' largest reconstruct the residual
+            n = _select(pre, rule.k_aux, dead, chosen)
+            aux = np.float32(0.0)
+            for k in range(d):
+                e[k] = -e[k]  # the residual h − h'
+            for t in range(n):
+                j = chosen[t]
+                if pre[j] > 0:
+                    row = W_dec[j]
+                    for k in range(d):
+                        e[k] -= pre[j] * row[k]
+            for k in range(d):
+                aux += e[k] * e[k]
+                g[k] = -np.float32(rule.aux_weight) * scale * e[k]
+            loss += np.float32(rule.aux_weight) * aux / d
+            for t in range(n):
+                j = chosen[t]
+                if pre[j] > 0:
+                    row = W_dec[j]
+                    dot = np.float32(0.0)
+                    for k in range(d):
+                        gW_dec[j, k] += pre[j] * g[k]
+                        dot += g[k] * row[k]
+                    gb_enc[j] += dot
+                    grow = gW_encT[j]
+                    for k in range(d):
+                        grow[k] += dot * c[k]
+    return loss / batch
+
+
+@njit(inline="always")
+def _buffers(feat, d, latents, batch):
+    """Per-unit scratch: X, c, pre, active, values, chosen, e, g."""
+    return (
+        np.empty((feat, batch), np.float32),
+        np.empty(d, np.float32),
+        np.empty(latents, np.float32),
+        np.empty(latents, np.int64),
+        np.empty(latents, np.float32),
+        np.empty(latents, np.int64),
+        np.empty(d, np.float32),
+        np.empty(d, np.float32),
+    )
+
+
+@njit(inline="always")
+def _unit(weights, source, rule, i, step, first, last, last_fired, everyone, dead, scratch, grads):
+    """Draw instance i's batch of `step` and add the gradients of rows first..last into grads."""
+    W_enc, b_enc, W_dec, b_dec, theta = weights
+    X, c, pre, active, values, chosen, e, g = scratch
+    gW_encT, gb_enc, gW_dec, gb_dec, gtheta, fired = grads
+    sources = source.F.shape[0]
+    s = i % sources
+    _draw(X, source.probs[s], step_key(source.seed, s, step), source.data_code, source.set_mode, source.set_size)
+    any_dead = False
+    for j in range(dead.shape[0]):
+        dead[j] = step - last_fired[i, j] >= rule.dead_steps
+        any_dead |= dead[j]
+    return _rows(
+        W_enc[i], b_enc[i], W_dec[i], b_dec[i], theta[i], source.F[s], X, first, last, source.batch, rule,
+        np.float32(rule.settings[i]), dead, any_dead, everyone, c, pre, active, values, chosen, e, g,
+        gW_encT, gb_enc, gW_dec, gb_dec, gtheta, fired,
+    )  # fmt: skip
+
+
+@njit(inline="always")
+def _zero(grads):
+    """Explicit loops: as array expressions inside a prange, numba's parfor passes reordered them."""
+    gW_encT, gb_enc, gW_dec, gb_dec, gtheta, fired = grads
+    latents, d = gW_encT.shape
+    for j in range(latents):
+        for k in range(d):
+            gW_encT[j, k] = 0
+            gW_dec[j, k] = 0
+        gb_enc[j] = 0
+        gtheta[j] = 0
+        fired[j] = False
+    for k in range(d):
+        gb_dec[k] = 0
+
+
+@njit(inline="always")
+def _update(weights, moments, rule, i, step, lr, grads, gW_enc, last_fired):
+    """Adam on instance i from its summed gradients, then unit decoder rows, θ >= 0 and the firing record."""
+    W_enc, b_enc, W_dec, b_dec, theta = weights
+    gW_encT, gb_enc, gW_dec, gb_dec, gtheta, fired = grads
+    d, latents = W_enc.shape[1], W_enc.shape[2]
+    # b_dec also enters every pre-activation, with −W_enc
+    for k in range(d):
+        total = np.float32(0.0)
+        for j in range(latents):
+            total += W_enc[i, k, j] * gb_enc[j]
+            gW_enc[k, j] = gW_encT[j, k]
+        gb_dec[k] -= total
+    c1 = 1 - rule.beta1 ** (step + 1)
+    c2 = np.sqrt(1 - rule.beta2 ** (step + 1))
+    hyper = (lr, rule.beta1, rule.beta2, rule.eps, 0.0, True, c1, c2)
+    mW_enc, vW_enc, mb_enc, vb_enc, mW_dec, vW_dec, mb_dec, vb_dec, mtheta, vtheta = moments
+    _adam(W_enc[i].reshape(-1), gW_enc.reshape(-1), mW_enc[i].reshape(-1), vW_enc[i].reshape(-1), hyper)
+    _adam(b_enc[i], gb_enc, mb_enc[i], vb_enc[i], hyper)
+    _adam(W_dec[i].reshape(-1), gW_dec.reshape(-1), mW_dec[i].reshape(-1), vW_dec[i].reshape(-1), hyper)
+    _adam(b_dec[i], gb_dec, mb_dec[i], vb_dec[i], hyper)
+    if rule.kind == 2:
+        _adam(theta[i], gtheta, mtheta[i], vtheta[i], hyper)
+        for j in range(latents):
+            theta[i, j] = max(theta[i, j], np.float32(0.0))
+    for j in range(latents):
+        norm = np.float32(0.0)
+        for k in range(d):
+            norm += W_dec[i, j, k] * W_dec[i, j, k]
+        norm = max(np.sqrt(norm), np.float32(1e-12))
+        for k in range(d):
+            W_dec[i, j, k] /= norm
+        if fired[j]:
+            last_fired[i, j] = step
+
+
+@njit(inline="always")
+def _gradients(d, latents):
+    """gW_encT, gb_enc, gW_dec, gb_dec, gtheta, fired."""
+    return (
+        np.zeros((latents, d), np.float32),
+        np.zeros(latents, np.float32),
+        np.zeros((latents, d), np.float32),
+        np.zeros(d, np.float32),
+        np.zeros(latents, np.float32),
+        np.zeros(latents, np.bool_),
+    )
+
+
+@njit(parallel=True, cache=True, fastmath=_FASTMATH, nogil=True)
+def train_steps(weights, moments, source, rule, first_step, lr, losses, last_fired):
+    """Train every instance for len(losses) steps from `first_step`, in place.
+    losses: out, (steps, inst); last_fired: (inst, latents), the last step each latent fired."""
+    instances, d, latents = weights.W_enc.shape
+    feat, batch = source.F.shape[1], source.batch
+    steps = losses.shape[0]
+    chunks = max(1, ROW_UNITS // instances)
+    if chunks == 1:
+        for i in prange(instances):
+            scratch = _buffers(feat, d, latents, batch)
+            grads = _gradients(d, latents)
+            gW_enc = np.empty((d, latents), np.float32)
+            everyone = np.ones(latents, np.bool_)
+            dead = np.empty(latents, np.bool_)
+            for s in range(steps):
+                _zero(grads)
+                losses[s, i] = _unit(weights, source, rule, i, first_step + s, 0, batch, last_fired, everyone, dead, scratch, grads)
+                _update(weights, moments, rule, i, first_step + s, lr, grads, gW_enc, last_fired)
+        return
+    # few instances: each one's rows in `chunks` parts, a synchronised step at a time
+    units = instances * chunks
+    size = (batch + chunks - 1) // chunks
+    parts = np.zeros(units, np.float32)
+    gW_encT, gb_enc = np.zeros((units, latents, d), np.float32), np.zeros((units, latents), np.float32)
+    gW_dec, gb_dec = np.zeros((units, latents, d), np.float32), np.zeros((units, d), np.float32)
+    gtheta, fired = np.zeros((units, latents), np.float32), np.zeros((units, latents), np.bool_)
+    X = np.empty((units, feat, batch), np.float32)
+    c, e, g = np.empty((units, d), np.float32), np.empty((units, d), np.float32), np.empty((units, d), np.float32)
+    pre, values = np.empty((units, latents), np.float32), np.empty((units, latents), np.float32)
+    active, chosen = np.empty((units, latents), np.int64), np.empty((units, latents), np.int64)
+    everyone = np.ones(latents, np.bool_)
+    deads = np.empty((units, latents), np.bool_)
+    gW_enc = np.empty((instances, d, latents), np.float32)
+    for s in range(steps):
+        for u in prange(units):
+            i, part = u // chunks, u % chunks
+            grads = (gW_encT[u], gb_enc[u], gW_dec[u], gb_dec[u], gtheta[u], fired[u])
+            _zero(grads)
+            scratch = (X[u], c[u], pre[u], active[u], values[u], chosen[u], e[u], g[u])
+            first, last = part * size, min(batch, (part + 1) * size)
+            parts[u] = _unit(weights, source, rule, i, first_step + s, first, last, last_fired, everyone, deads[u], scratch, grads)
+        for i in prange(instances):
+            u = i * chunks
+            loss = parts[u]
+            for other in range(u + 1, u + chunks):
+                loss += parts[other]
+                gW_encT[u] += gW_encT[other]
+                gb_enc[u] += gb_enc[other]
+                gW_dec[u] += gW_dec[other]
+                gb_dec[u] += gb_dec[other]
+                gtheta[u] += gtheta[other]
+                fired[u] |= fired[other]
+            losses[s, i] = loss
+            grads = (gW_encT[u], gb_enc[u], gW_dec[u], gb_dec[u], gtheta[u], fired[u])
+            _update(weights, moments, rule, i, first_step + s, lr, grads, gW_enc[i], last_fired)
