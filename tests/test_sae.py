@@ -22,11 +22,11 @@ def pentagon(tmp_path_factory):
 
 
 def test_a_small_pentagon_sae_recovers_all_five_directions(pentagon):
-    sae = sp.train_sae(pentagon, steps=1500, device="cpu", progress=False)
+    sae = sp.train_sae(pentagon, device="cpu", progress=False)  # the defaults: 5,000 steps
     (row,) = sae.metrics["instances"]
     assert row["recovered"] == 5 and row["mmcs"] > 0.97
-    assert row["variance_explained"] > 0.9 and row["dead_fraction"] < 0.5
-    assert sae.config.latents == 10 and sae.config.l1 == [pytest.approx(0.1 * float((pentagon.params["W"].norm(dim=-1) ** 2).mean()) / 2)]
+    assert row["variance_explained"] > 0.8 and row["dead_fraction"] < 0.5
+    assert sae.config.latents == 10 and sae.config.l1 == [pytest.approx(0.3 * float((pentagon.params["W"].norm(dim=-1) ** 2).mean()) / 2)]
 
 
 def test_topk_keeps_exactly_k_latents_per_instance():
@@ -86,7 +86,8 @@ def test_resampling_revives_dead_latents_on_a_constructed_case():
     dead = torch.zeros(1, 6, dtype=torch.bool)
     dead[0, 3:] = True
     with torch.no_grad():
-        count = _resample(params, optimizer, dead, h, kind, torch.zeros(1), [torch.Generator().manual_seed(0)])
+        moments = {k: (optimizer.state[p]["exp_avg"], optimizer.state[p]["exp_avg_sq"]) for k, p in params.items()}
+        count = _resample(params, moments, dead, h, kind, torch.zeros(1), [torch.Generator().manual_seed(0)])
         assert count.tolist() == [3]
         # each dead latent now points along an input with error (e0, seen from b_dec), fires on it,
         # and starts Adam afresh
@@ -161,3 +162,51 @@ def test_a_directory_that_is_not_a_run_is_refused(cli, tmp_path):
     assert code == 2 and "is not a run directory" in err and not (tmp_path / "s").exists()
     code, _, err = cli("sae", "--data", "dictionary", "--dims", "4", "--out", tmp_path / "s")
     assert code == 2 and "--data dictionary needs --features N and --dims D" in err
+
+
+def _trained(engine, kind, setting, **keys):
+    from superposition.sae_training import train
+
+    config = resolve_sae({"data": "dictionary", "features": 12, "dims": 4, "density": 0.1, "instances": 2,
+                          "kind": kind, SAE_KINDS[kind].setting: setting, "device": "cpu", "engine": engine, **keys})  # fmt: skip
+    return train(config)
+
+
+@pytest.mark.parametrize(
+    ("kind", "setting", "steps", "tolerance"),
+    [("relu", [0.01, 0.05], 200, 1e-4), ("jumprelu", [0.005, 0.02], 200, 1e-4), ("topk", [1, 3], 30, 1e-4)],
+)
+@pytest.mark.parametrize("batch_size", [1024, 16])  # the factored encoder (2 x 12 < 1024) and the dense one
+def test_the_compiled_engine_agrees_with_autograd(kind, setting, steps, tolerance, batch_size):
+    # TopK's selection amplifies rounding once a near-tie flips, so it is compared earlier;
+    # its latents die early here, so the resampling both engines share runs too
+    reference = _trained("reference", kind, setting, steps=steps, batch_size=batch_size)
+    fused = _trained("fused", kind, setting, steps=steps, batch_size=batch_size)
+    for name, value in reference.params.items():
+        assert torch.allclose(fused.params[name], value, atol=tolerance), name
+    assert torch.allclose(fused.history, reference.history, atol=1e-5)
+    assert torch.equal(fused.resampled, reference.resampled)
+    assert kind != "topk" or int(reference.resampled.sum()) > 0
+
+
+def test_a_single_instance_splits_its_rows_and_agrees(pentagon):
+    # fewer instances than sae_fused.ROW_UNITS: each one's rows run in parallel parts
+    reference = sp.train_sae(pentagon, steps=200, device="cpu", engine="reference", progress=False)
+    fused = sp.train_sae(pentagon, steps=200, device="cpu", engine="fused", progress=False)
+    for name, value in reference.params.items():
+        assert torch.allclose(fused.params[name], value, atol=1e-4), name
+    assert reference.metrics["engine"] == "reference" and fused.metrics["engine"] == "fused"
+
+
+def test_the_compiled_engine_gives_the_same_weights_whatever_the_threads():
+    import numba
+
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = _trained("fused", "relu", [0.01, 0.05], steps=50)
+        numba.set_num_threads(before)
+        many = _trained("fused", "relu", [0.01, 0.05], steps=50)
+    finally:
+        numba.set_num_threads(before)
+    assert all(torch.equal(one.params[k], many.params[k]) for k in one.params)

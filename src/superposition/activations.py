@@ -18,6 +18,7 @@ A source has one instance per dictionary (or toy-model instance); an SAE job tra
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
@@ -48,9 +49,20 @@ class RunSource:
         return torch.bmm(draw(config, self.probs, self.ids, step), self.W)
 
 
+# Each random choice of an SAE job draws from its own stream of the seed. One seed for
+# two of them once made the dictionary's directions the SAE's initial decoder rows.
+DICTIONARY, SAE_INIT, RESAMPLING = 1, 2, 3
+
+
+def derived_seed(seed: int, purpose: int, *more: int) -> int:
+    """A 64-bit seed for one purpose (and e.g. step), independent of every other's, and of
+    the toy models' torch seeds, which are the seed itself."""
+    return int(np.random.SeedSequence([seed, purpose, *more]).generate_state(1, np.uint64)[0])
+
+
 class DictionarySource(RunSource):
     def __init__(self, instances: int, features: int, dims: int, density: float, seed: int, device: str):
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator().manual_seed(derived_seed(seed, DICTIONARY))
         F = torch.nn.functional.normalize(torch.randn(instances, features, dims, generator=generator), dim=-1)
         data = Config(features=features, hidden=dims, sparsity=[1 - density] * instances, data="paper")
         super().__init__(data, F, device)

@@ -172,6 +172,7 @@ def sae(
     resample: Annotated[bool | None, typer.Option("--resample/--no-resample", help="Resample dead latents (Towards Monosemanticity).")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     device: Annotated[str | None, typer.Option(help=_choices(Device))] = None,
+    engine: Annotated[str | None, typer.Option(help=f"{_choices(Engine)}: fused (compiled, CPU) or reference (autograd, any device).")] = None,
     eval_batch_size: Annotated[int | None, typer.Option(help="Rows of the fixed evaluation batch.")] = None,
     figures: Annotated[bool, typer.Option(help="Draw the figures (directions for d_in = 2, penalty for several settings).")] = True,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
@@ -201,6 +202,7 @@ def sae(
         "resample": resample,
         "seed": seed,
         "device": device,
+        "engine": engine,
         "eval_batch_size": eval_batch_size,
     }
     resolved = resolve_sae({**keys, **{k: v for k, v in flags.items() if v is not None}})

@@ -36,6 +36,13 @@ from .fused import _FASTMATH, _adam, _draw, step_key
 
 KIND_CODES = {"relu": 0, "topk": 1, "jumprelu": 2}
 ROW_UNITS = 4
+ROW_BLOCK = 16  # rows whose pre-activations are computed together (W_enc read once per block)
+
+
+def factored(features: int, batch: int) -> bool:
+    """Whether P = F W_enc (2 features x d x latents per step, with dW_enc) is cheaper than
+    the dense encoder (batch x d x latents)."""
+    return 2 * features < batch
 
 
 class Weights(NamedTuple):
@@ -60,6 +67,7 @@ class Source(NamedTuple):
 
 class Rule(NamedTuple):
     kind: int  # KIND_CODES
+    factored: bool  # pre-activations through P = F W_enc (see _rows)
     settings: np.ndarray  # (inst,): l1, k or l0
     k_aux: int
     aux_weight: float
@@ -71,22 +79,22 @@ class Rule(NamedTuple):
 
 
 @njit(inline="always")
-def _select(pre, count, allowed, chosen):
-    """Indices of the `count` largest entries of pre among `allowed` ones into chosen[:n]; n.
-    Ties go to the lower index, as torch.topk on the CPU."""
-    latents = pre.shape[0]
+def _select(PRE, b, count, allowed, chosen):
+    """Indices of the `count` largest entries of PRE[b] among `allowed` ones into chosen[:n]; n.
+    Ties go to the lower index."""
+    latents = PRE.shape[1]
     n = 0
     for _ in range(count):
         best, best_value = -1, np.float32(-np.inf)
         for j in range(latents):
-            if allowed[j] and pre[j] > best_value:
+            if allowed[j] and PRE[b, j] > best_value:
                 taken = False
                 for t in range(n):
                     if chosen[t] == j:
                         taken = True
                         break
                 if not taken:
-                    best, best_value = j, pre[j]
+                    best, best_value = j, PRE[b, j]
         if best < 0:
             break
         chosen[n] = best
@@ -95,145 +103,244 @@ def _select(pre, count, allowed, chosen):
 
 
 @njit(inline="always")
-def _rows(W_enc, b_enc, W_dec, b_dec, theta, F, X, first, last, batch, rule, setting, dead, any_dead, everyone,
-          c, pre, active, values, chosen, e, g, gW_encT, gb_enc, gW_dec, gb_dec, gtheta, fired):  # fmt: skip
-    """Loss of rows first..last of X (feat, batch), as a share of the batch mean, and their
-    gradients added into the g* buffers (gW_encT is dW_enc transposed, (latents, d))."""
-    feat = X.shape[0]
-    d, latents = W_enc.shape
-    kind = rule.kind
-    scale = np.float32(2.0 / (batch * d))
+def _block(W_dec, theta, rows, weight, PRE, C, present, xs, counts, batch, rule, setting, dead, any_dead, everyone,
+           active, values, chosen, e, g, touched, dpres, Q, gW_encT, gb_enc, gW_dec, gb_dec, gtheta, fired):  # fmt: skip
+    """The block's rows from their pre-activations PRE[b]: activations, the loss (times batch)
+    and the gradients, row b counted weight[b] times. One call per block, not per row: every
+    array handed to a function costs numba two atomic reference counts, which per row had
+    tripled the time."""
+    d, latents = C.shape[1], PRE.shape[1]
+    kind, factored = rule.kind, rule.factored
     loss = np.float32(0.0)
-    for r in range(first, last):
-        # c = x F − b_dec, from the present features only
-        for k in range(d):
-            c[k] = -b_dec[k]
-        for f in range(feat):
-            x = X[f, r]
-            if x != 0:
-                for k in range(d):
-                    c[k] += x * F[f, k]
-        for j in range(latents):
-            pre[j] = b_enc[j]
-        for k in range(d):
-            ck = c[k]
-            row = W_enc[k]
-            for j in range(latents):
-                pre[j] += ck * row[j]
-        # the firing latents and their activations
+    for b in range(rows):
+        w = weight[b]
+        scale = np.float32(2.0 / (batch * d)) * w
         n = 0
         if kind == 1:
-            n = _select(pre, int(setting), everyone, chosen)
-            m = 0
-            for t in range(n):
+            for t in range(_select(PRE, b, int(setting), everyone, chosen)):
                 j = chosen[t]
-                if pre[j] > 0:
-                    active[m] = j
-                    values[m] = pre[j]
-                    m += 1
-            n = m
-        else:
-            for j in range(latents):
-                if pre[j] > (theta[j] if kind == 2 else 0):
+                if PRE[b, j] > 0:
                     active[n] = j
-                    values[n] = pre[j]
+                    values[n] = PRE[b, j]
                     n += 1
-        # e = h' − h, the loss and the output gradient
+        elif kind == 2:
+            for j in range(latents):
+                if PRE[b, j] > theta[j]:
+                    active[n] = j
+                    values[n] = PRE[b, j]
+                    n += 1
+        else:
+            for j in range(latents):  # compacted without a branch
+                active[n] = j
+                values[n] = PRE[b, j]
+                n += PRE[b, j] > 0
         for k in range(d):
-            e[k] = -c[k]  # h' − h with h = c + b_dec and h' = a W_dec + b_dec
+            e[k] = -C[b, k]  # h' − h with h = c + b_dec and h' = a W_dec + b_dec
         for t in range(n):
-            row = W_dec[active[t]]
+            j = active[t]
             v = values[t]
             for k in range(d):
-                e[k] += v * row[k]
+                e[k] += v * W_dec[j, k]
         square = np.float32(0.0)
         for k in range(d):
             square += e[k] * e[k]
             g[k] = scale * e[k]
             gb_dec[k] += g[k]
-        loss += square / d
+        loss += w * square / d
         penalty = np.float32(0.0)
         if kind == 0:
-            penalty = np.float32(setting / batch)
+            penalty = np.float32(setting / batch) * w
             for t in range(n):
-                loss += setting * values[t]
+                loss += w * setting * values[t]
         elif kind == 2:
-            loss += setting * np.float32(n)
+            loss += w * setting * np.float32(n)
+        # dL/dpre of each latent that gets one, applied to the encoder below
+        m = 0
         for t in range(n):
             j = active[t]
             fired[j] = True
-            row = W_dec[j]
             v = values[t]
             dot = np.float32(0.0)
             for k in range(d):
                 gW_dec[j, k] += v * g[k]
-                dot += g[k] * row[k]
-            dpre = dot + penalty
-            gb_enc[j] += dpre
-            grow = gW_encT[j]
-            for k in range(d):
-                grow[k] += dpre * c[k]
+                dot += g[k] * W_dec[j, k]
+            touched[m] = j
+            dpres[m] = dot + penalty
+            m += 1
         if kind == 2:  # the threshold's straight-through estimators, for pre near θ
             half = np.float32(rule.bandwidth / 2)
             inv = np.float32(1.0 / rule.bandwidth)
             for j in range(latents):
-                if abs(pre[j] - theta[j]) < half:
-                    row = W_dec[j]
+                if abs(PRE[b, j] - theta[j]) < half:
                     dot = np.float32(0.0)
                     for k in range(d):
-                        dot += g[k] * row[k]
-                    gtheta[j] -= theta[j] * inv * dot + setting * inv / batch
+                        dot += g[k] * W_dec[j, k]
+                    gtheta[j] -= theta[j] * inv * dot + w * setting * inv / batch
         if kind == 1 and any_dead:  # AuxK: the dead latents' largest reconstruct the residual
-            n = _select(pre, rule.k_aux, dead, chosen)
-            aux = np.float32(0.0)
+            n = _select(PRE, b, rule.k_aux, dead, chosen)
+            aux_weight = np.float32(rule.aux_weight)
             for k in range(d):
                 e[k] = -e[k]  # the residual h − h'
             for t in range(n):
                 j = chosen[t]
-                if pre[j] > 0:
-                    row = W_dec[j]
+                if PRE[b, j] > 0:
                     for k in range(d):
-                        e[k] -= pre[j] * row[k]
+                        e[k] -= PRE[b, j] * W_dec[j, k]
+            aux = np.float32(0.0)
             for k in range(d):
                 aux += e[k] * e[k]
-                g[k] = -np.float32(rule.aux_weight) * scale * e[k]
-            loss += np.float32(rule.aux_weight) * aux / d
+                g[k] = -aux_weight * scale * e[k]
+            loss += w * aux_weight * aux / d
             for t in range(n):
                 j = chosen[t]
-                if pre[j] > 0:
-                    row = W_dec[j]
+                if PRE[b, j] > 0:
                     dot = np.float32(0.0)
                     for k in range(d):
-                        gW_dec[j, k] += pre[j] * g[k]
-                        dot += g[k] * row[k]
-                    gb_enc[j] += dot
-                    grow = gW_encT[j]
+                        gW_dec[j, k] += PRE[b, j] * g[k]
+                        dot += g[k] * W_dec[j, k]
+                    touched[m] = j
+                    dpres[m] = dot
+                    m += 1
+        # the encoder: dW_enc[:, j] += dpre_j c, or per present feature into Q (factored)
+        for t in range(m):
+            j, dpre = touched[t], dpres[t]
+            gb_enc[j] += dpre
+            if factored:
+                for u in range(counts[b]):
+                    Q[present[b, u], j] += xs[b, u] * dpre
+            else:
+                for k in range(d):
+                    gW_encT[j, k] += dpre * C[b, k]
+    return loss
+
+
+@njit(inline="always")
+def _rows(W_enc, b_enc, W_dec, b_dec, theta, F, X, first, last, batch, rule, setting, dead, any_dead, everyone, scratch, grads):
+    """Loss of rows first..last of X (feat, batch), as a share of the batch mean, and their
+    gradients added into grads (its gW_encT is dW_enc transposed, (latents, d)).
+
+    Rows go in blocks of ROW_BLOCK. factored: pre = x P + base with P = F W_enc and
+    base = b_enc − b_dec W_enc (h = x F), so a row's encoder costs its present features
+    times latents instead of d times latents; otherwise the block's pre-activations are
+    one product with W_enc, each row of W_enc read once per block."""
+    C, PRE, present, xs, counts, weight, active, values, chosen, e, g, touched, dpres, P, base, Q = scratch
+    gW_encT, gb_enc, gW_dec, gb_dec, gtheta, fired = grads
+    feat = X.shape[0]
+    d, latents = W_enc.shape
+    factored = rule.factored
+    if factored:
+        for f in range(feat):
+            for j in range(latents):
+                P[f, j] = 0
+                Q[f, j] = 0
+            for k in range(d):
+                w = F[f, k]
+                for j in range(latents):
+                    P[f, j] += w * W_enc[k, j]
+        for j in range(latents):
+            base[j] = b_enc[j]
+        for k in range(d):
+            bk = b_dec[k]
+            for j in range(latents):
+                base[j] -= bk * W_enc[k, j]
+    loss = np.float32(0.0)
+    b = 0  # rows in the block so far
+    empty = 0
+    for r in range(first, last + 1):  # r == last: the empty rows, as one row of their count's weight
+        fill = False
+        if r < last:
+            n = 0
+            for f in range(feat):  # the present features, compacted without a branch
+                x = X[f, r]
+                present[b, n] = f
+                xs[b, n] = x
+                n += x != 0
+            if n == 0:
+                empty += 1  # an empty row's output is the same as every other empty row's
+            else:
+                fill = True
+                weight[b] = 1
+        elif empty > 0:
+            n = 0
+            fill = True
+            weight[b] = empty
+        if fill:
+            counts[b] = n
+            for k in range(d):
+                C[b, k] = -b_dec[k]
+            for t in range(n):
+                x = xs[b, t]
+                f = present[b, t]
+                for k in range(d):
+                    C[b, k] += x * F[f, k]
+            if factored:
+                for j in range(latents):
+                    PRE[b, j] = base[j]
+                for t in range(n):
+                    x = xs[b, t]
+                    f = present[b, t]
+                    for j in range(latents):
+                        PRE[b, j] += x * P[f, j]
+            else:
+                for j in range(latents):
+                    PRE[b, j] = b_enc[j]
+            b += 1
+        if b > 0 and (b == ROW_BLOCK or r == last):
+            if not factored:
+                for k in range(d):
+                    for row in range(b):
+                        ck = C[row, k]
+                        for j in range(latents):
+                            PRE[row, j] += ck * W_enc[k, j]
+            loss += _block(
+                W_dec, theta, b, weight, PRE, C, present, xs, counts, batch, rule, setting, dead, any_dead, everyone,
+                active, values, chosen, e, g, touched, dpres, Q, gW_encT, gb_enc, gW_dec, gb_dec, gtheta, fired,
+            )  # fmt: skip
+            b = 0
+    if factored:  # dW_enc[:, j] = Σ rows dpre_j (x F − b_dec) = Fᵀ Q[:, j] − b_dec Σ rows dpre_j
+        for j in range(latents):
+            for k in range(d):
+                gW_encT[j, k] -= b_dec[k] * gb_enc[j]
+            for f in range(feat):
+                q = Q[f, j]
+                if q != 0:
                     for k in range(d):
-                        grow[k] += dot * c[k]
+                        gW_encT[j, k] += q * F[f, k]
     return loss / batch
 
 
 @njit(inline="always")
-def _buffers(feat, d, latents, batch):
-    """Per-unit scratch: X, c, pre, active, values, chosen, e, g."""
+def _buffers(feat, d, latents, batch, factored):
+    """Per-unit scratch: X, and _rows' C, PRE, present, xs, counts, weight, active, values, chosen,
+    e, g, touched, dpres, P, base, Q."""
+    table = feat if factored else 0
     return (
         np.empty((feat, batch), np.float32),
-        np.empty(d, np.float32),
-        np.empty(latents, np.float32),
-        np.empty(latents, np.int64),
-        np.empty(latents, np.float32),
-        np.empty(latents, np.int64),
-        np.empty(d, np.float32),
-        np.empty(d, np.float32),
+        (
+            np.empty((ROW_BLOCK, d), np.float32),
+            np.empty((ROW_BLOCK, latents), np.float32),
+            np.empty((ROW_BLOCK, feat), np.int64),
+            np.empty((ROW_BLOCK, feat), np.float32),
+            np.empty(ROW_BLOCK, np.int64),
+            np.empty(ROW_BLOCK, np.float32),
+            np.empty(latents, np.int64),
+            np.empty(latents, np.float32),
+            np.empty(latents, np.int64),
+            np.empty(d, np.float32),
+            np.empty(d, np.float32),
+            np.empty(2 * latents, np.int64),
+            np.empty(2 * latents, np.float32),
+            np.empty((table, latents), np.float32),
+            np.empty(latents, np.float32),
+            np.empty((table, latents), np.float32),
+        ),
     )
 
 
 @njit(inline="always")
-def _unit(weights, source, rule, i, step, first, last, last_fired, everyone, dead, scratch, grads):
+def _unit(weights, source, rule, i, step, first, last, last_fired, everyone, dead, X, scratch, grads):
     """Draw instance i's batch of `step` and add the gradients of rows first..last into grads."""
     W_enc, b_enc, W_dec, b_dec, theta = weights
-    X, c, pre, active, values, chosen, e, g = scratch
-    gW_encT, gb_enc, gW_dec, gb_dec, gtheta, fired = grads
     sources = source.F.shape[0]
     s = i % sources
     _draw(X, source.probs[s], step_key(source.seed, s, step), source.data_code, source.set_mode, source.set_size)
@@ -243,8 +350,7 @@ def _unit(weights, source, rule, i, step, first, last, last_fired, everyone, dea
         any_dead |= dead[j]
     return _rows(
         W_enc[i], b_enc[i], W_dec[i], b_dec[i], theta[i], source.F[s], X, first, last, source.batch, rule,
-        np.float32(rule.settings[i]), dead, any_dead, everyone, c, pre, active, values, chosen, e, g,
-        gW_encT, gb_enc, gW_dec, gb_dec, gtheta, fired,
+        np.float32(rule.settings[i]), dead, any_dead, everyone, scratch, grads,
     )  # fmt: skip
 
 
@@ -323,14 +429,14 @@ def train_steps(weights, moments, source, rule, first_step, lr, losses, last_fir
     chunks = max(1, ROW_UNITS // instances)
     if chunks == 1:
         for i in prange(instances):
-            scratch = _buffers(feat, d, latents, batch)
+            X, scratch = _buffers(feat, d, latents, batch, rule.factored)
             grads = _gradients(d, latents)
             gW_enc = np.empty((d, latents), np.float32)
             everyone = np.ones(latents, np.bool_)
             dead = np.empty(latents, np.bool_)
             for s in range(steps):
                 _zero(grads)
-                losses[s, i] = _unit(weights, source, rule, i, first_step + s, 0, batch, last_fired, everyone, dead, scratch, grads)
+                losses[s, i] = _unit(weights, source, rule, i, first_step + s, 0, batch, last_fired, everyone, dead, X, scratch, grads)
                 _update(weights, moments, rule, i, first_step + s, lr, grads, gW_enc, last_fired)
         return
     # few instances: each one's rows in `chunks` parts, a synchronised step at a time
@@ -340,10 +446,7 @@ def train_steps(weights, moments, source, rule, first_step, lr, losses, last_fir
     gW_encT, gb_enc = np.zeros((units, latents, d), np.float32), np.zeros((units, latents), np.float32)
     gW_dec, gb_dec = np.zeros((units, latents, d), np.float32), np.zeros((units, d), np.float32)
     gtheta, fired = np.zeros((units, latents), np.float32), np.zeros((units, latents), np.bool_)
-    X = np.empty((units, feat, batch), np.float32)
-    c, e, g = np.empty((units, d), np.float32), np.empty((units, d), np.float32), np.empty((units, d), np.float32)
-    pre, values = np.empty((units, latents), np.float32), np.empty((units, latents), np.float32)
-    active, chosen = np.empty((units, latents), np.int64), np.empty((units, latents), np.int64)
+    buffers = [_buffers(feat, d, latents, batch, rule.factored) for _ in range(units)]
     everyone = np.ones(latents, np.bool_)
     deads = np.empty((units, latents), np.bool_)
     gW_enc = np.empty((instances, d, latents), np.float32)
@@ -352,20 +455,23 @@ def train_steps(weights, moments, source, rule, first_step, lr, losses, last_fir
             i, part = u // chunks, u % chunks
             grads = (gW_encT[u], gb_enc[u], gW_dec[u], gb_dec[u], gtheta[u], fired[u])
             _zero(grads)
-            scratch = (X[u], c[u], pre[u], active[u], values[u], chosen[u], e[u], g[u])
+            X, scratch = buffers[u]
             first, last = part * size, min(batch, (part + 1) * size)
-            parts[u] = _unit(weights, source, rule, i, first_step + s, first, last, last_fired, everyone, deads[u], scratch, grads)
+            parts[u] = _unit(weights, source, rule, i, first_step + s, first, last, last_fired, everyone, deads[u], X, scratch, grads)
         for i in prange(instances):
             u = i * chunks
             loss = parts[u]
             for other in range(u + 1, u + chunks):
                 loss += parts[other]
-                gW_encT[u] += gW_encT[other]
-                gb_enc[u] += gb_enc[other]
-                gW_dec[u] += gW_dec[other]
-                gb_dec[u] += gb_dec[other]
-                gtheta[u] += gtheta[other]
-                fired[u] |= fired[other]
+                for j in range(latents):
+                    for k in range(d):
+                        gW_encT[u, j, k] += gW_encT[other, j, k]
+                        gW_dec[u, j, k] += gW_dec[other, j, k]
+                    gb_enc[u, j] += gb_enc[other, j]
+                    gtheta[u, j] += gtheta[other, j]
+                    fired[u, j] |= fired[other, j]
+                for k in range(d):
+                    gb_dec[u, k] += gb_dec[other, k]
             losses[s, i] = loss
             grads = (gW_encT[u], gb_enc[u], gW_dec[u], gb_dec[u], gtheta[u], fired[u])
             _update(weights, moments, rule, i, first_step + s, lr, grads, gW_enc[i], last_fired)

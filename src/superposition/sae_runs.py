@@ -6,7 +6,8 @@
                        latents, d_in), b_dec (inst, d_in), threshold (inst, latents) for
                        jumprelu, and `features` (inst, n, d_in): the true directions each
                        SAE was scored against (a run's encoder rows, or the dictionary's)
-  metrics.json         one dict per SAE instance: its setting, source instance, and scores
+  metrics.json         the engine, the training loop's wall time, and `instances`: one dict
+                       per SAE instance, its setting, source instance, and scores
   history.safetensors  `loss` (steps, inst)
   *.png                figures, named from the config
   superposition.json   the marker, sealing the four data files, written last
@@ -41,7 +42,7 @@ from .config import ConfigError
 from .files import CONFIG, atomic_dir, seal, to_json, verify
 from .recovery import score
 from .sae_config import SAEConfig
-from .sae_training import SAEResult, settings_tensor, source_of
+from .sae_training import SAEResult, device_of, engine_of, settings_tensor, source_of
 from .saes import SAE_KINDS, Params, forward
 
 WEIGHTS, METRICS, HISTORY = "sae.safetensors", "metrics.json", "history.safetensors"
@@ -149,7 +150,8 @@ def measure(result: SAEResult, run=None) -> SAE:
                 "resampled": int(result.resampled[i]),
             }
         )
-    return SAE(config, result.params, features, {"instances": rows}, result.history.numpy())
+    metrics = {"engine": engine_of(config, device_of(config)), "train_seconds": result.seconds, "instances": rows}
+    return SAE(config, result.params, features, metrics, result.history.numpy())
 
 
 def train_sae(config: SAEConfig, run=None, progress: bool = False) -> SAE:

@@ -17,16 +17,18 @@ Dead latents:
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from .activations import DictionarySource, RunSource
+from .activations import RESAMPLING, SAE_INIT, DictionarySource, RunSource, derived_seed
 from .config import ConfigError
 from .sae_config import SAEConfig
-from .saes import SAE_KINDS, THRESHOLD_INIT, Params, forward
+from .saes import AUXK_WEIGHT, BANDWIDTH, SAE_KINDS, THRESHOLD_INIT, Params, forward, k_aux
 
 DEAD_STEPS = 100
 RESAMPLE_CHECKS = 10  # checks over the whole run; only those in its first half resample
@@ -40,6 +42,7 @@ class SAEResult:
     params: Params  # on the CPU
     history: Float[Tensor, "steps inst"]
     resampled: Int[Tensor, "inst"]  # latents resampled over the run
+    seconds: float  # wall time of the training loop (engine set-up and compilation included)
 
 
 def device_of(config: SAEConfig) -> str:
@@ -71,63 +74,135 @@ def settings_tensor(config: SAEConfig, device: str = "cpu") -> Float[Tensor, "in
     return torch.tensor(config.settings, dtype=torch.float32, device=device).repeat_interleave(config.source_instances)
 
 
+def engine_of(config: SAEConfig, device: str) -> str:
+    """The compiled engine on the CPU, autograd elsewhere (or as asked)."""
+    if config.engine == "fused" and device != "cpu":
+        raise ConfigError("engine: the fused engine runs on the CPU; use --engine reference with --device cuda")
+    return ("fused" if device == "cpu" else "reference") if config.engine == "auto" else config.engine
+
+
 def train(config: SAEConfig, run=None, progress: bool = False) -> SAEResult:
     device = device_of(config)
+    engine = engine_of(config, device)
     source = source_of(config, run, device)
     kind = SAE_KINDS[config.kind]
     n, d, L = config.instances, config.dims, config.latents
     copies = len(config.settings)
     # every setting starts from the same weights on the same data: only the setting differs
-    first = kind.init(config.source_instances, d, L, torch.Generator().manual_seed(config.seed))
-    params = {k: v.repeat(copies, *(1,) * (v.dim() - 1)).to(device).requires_grad_() for k, v in first.items()}
-    optimizer = torch.optim.Adam(list(params.values()), lr=config.lr, betas=BETAS, eps=EPS, foreach=True)
-    setting = settings_tensor(config, device)
-    last_fired = torch.zeros(n, L, dtype=torch.long, device=device)
-    fired_since_check = torch.zeros(n, L, dtype=torch.bool, device=device)
-    history = torch.empty(config.steps, n, device=device)
+    first = kind.init(config.source_instances, d, L, torch.Generator().manual_seed(derived_seed(config.seed, SAE_INIT)))
+    params = {k: v.repeat(copies, *(1,) * (v.dim() - 1)).to(device) for k, v in first.items()}
+    started = time.perf_counter()
+    stepper = (_Fused if engine == "fused" else _Reference)(config, params, source)
+    history = torch.empty(config.steps, n)
     resampled = torch.zeros(n, dtype=torch.long)
     every = max(1, config.steps // RESAMPLE_CHECKS)
+    done = 0
     with _Bar(config.steps, progress) as bar:
-        for step in range(config.steps):
-            h = source.batch(config.seed, config.batch_size, step).repeat(copies, 1, 1)
-            pre, a, h_hat = forward(kind, params, h, setting)
-            dead = (step - last_fired) >= DEAD_STEPS
+        while done < config.steps:
+            count = min(every - done % every, config.steps - done)
+            history[done : done + count] = stepper.run(done, count)
+            done += count
+            bar.advance(done, history[done - 1])
+            if config.resample and done % every == 0 and done <= config.steps // 2:
+                dead = stepper.last_fired < done - every  # silent for the whole of the last `every` steps
+                h = source.batch(config.seed, config.batch_size, done - 1).repeat(copies, 1, 1)
+                draws = [_draws(config.seed, done - 1, i % config.source_instances) for i in range(n)]
+                with torch.no_grad():
+                    resampled += _resample(stepper.params, stepper.moments(), dead, h, kind, stepper.setting, draws).cpu()
+    params = {k: v.detach().cpu().clone() for k, v in stepper.params.items()}
+    return SAEResult(config, params, history, resampled, time.perf_counter() - started)
+
+
+class _Reference:
+    """Autograd and torch's Adam, on any device."""
+
+    def __init__(self, config: SAEConfig, params: Params, source):
+        self.config, self.source = config, source
+        self.kind = SAE_KINDS[config.kind]
+        self.params = {k: v.requires_grad_() for k, v in params.items()}
+        self.optimizer = torch.optim.Adam(list(self.params.values()), lr=config.lr, betas=BETAS, eps=EPS, foreach=True)
+        device = params["W_enc"].device
+        self.setting = settings_tensor(config, device)
+        self.last_fired = torch.full((config.instances, config.latents), -1, dtype=torch.long, device=device)
+
+    def run(self, first: int, count: int) -> Tensor:
+        config, kind, params = self.config, self.kind, self.params
+        losses = torch.empty(count, config.instances, device=self.setting.device)
+        for s in range(count):
+            step = first + s
+            h = self.source.batch(config.seed, config.batch_size, step).repeat(len(config.settings), 1, 1)
+            pre, a, h_hat = forward(kind, params, h, self.setting)
+            dead = (step - self.last_fired) >= DEAD_STEPS
             loss = (
                 ((h - h_hat) ** 2).mean(dim=(1, 2))
-                + kind.sparsity_loss(params, pre, a, setting)
+                + kind.sparsity_loss(params, pre, a, self.setting)
                 + kind.aux_loss(params, h - h_hat, pre, dead)
             )
-            optimizer.zero_grad(set_to_none=True)
+            self.optimizer.zero_grad(set_to_none=True)
             loss.sum().backward()
-            optimizer.step()
+            self.optimizer.step()
             with torch.no_grad():
                 kind.after_step(params)
-                fired = (a > 0).any(1)
-                last_fired[fired] = step
-                fired_since_check |= fired
-                history[step] = loss.detach()
-                if config.resample and (step + 1) % every == 0 and step + 1 <= config.steps // 2:
-                    draws = [_draws(config.seed, step, i % config.source_instances) for i in range(n)]
-                    resampled += _resample(params, optimizer, ~fired_since_check, h, kind, setting, draws).cpu()
-                    fired_since_check[:] = False
-            bar.advance(step + 1, loss)
-    return SAEResult(config, {k: v.detach().cpu() for k, v in params.items()}, history.cpu(), resampled)
+                self.last_fired[(a > 0).any(1)] = step
+                losses[s] = loss.detach()
+        return losses.cpu()
+
+    def moments(self) -> dict[str, tuple[Tensor, Tensor]]:
+        state = self.optimizer.state
+        return {k: (state[p]["exp_avg"], state[p]["exp_avg_sq"]) for k, p in self.params.items() if p in state}
+
+
+class _Fused:
+    """The compiled loop of sae_fused.py, updating the parameters in place through numpy views."""
+
+    def __init__(self, config: SAEConfig, params: Params, source):
+        from . import fused, sae_fused
+
+        self.config = config
+        self.params = params
+        arrays = {k: v.numpy() for k, v in params.items()}
+        theta = arrays["threshold"] if "threshold" in arrays else np.zeros((config.instances, config.latents), np.float32)
+        self.weights = sae_fused.Weights(arrays["W_enc"], arrays["b_enc"], arrays["W_dec"], arrays["b_dec"], theta)
+        self.moment_arrays = tuple(np.zeros_like(w) for w in self.weights for _ in range(2))
+        data = source.config
+        self.source = sae_fused.Source(
+            F=source.features.numpy(), probs=source.probs.numpy(), seed=config.seed,
+            data_code=fused.DATA_CODES[data.data], set_mode=fused.SET_MODES[data.correlation],
+            set_size=data.set_size, batch=config.batch_size,
+        )  # fmt: skip
+        self.setting = settings_tensor(config)
+        self.rule = sae_fused.Rule(
+            kind=sae_fused.KIND_CODES[config.kind], factored=sae_fused.factored(config.features, config.batch_size), settings=self.setting.numpy(), k_aux=k_aux(config.dims, config.latents),
+            aux_weight=AUXK_WEIGHT, dead_steps=DEAD_STEPS, bandwidth=BANDWIDTH, beta1=BETAS[0], beta2=BETAS[1], eps=EPS,
+        )  # fmt: skip
+        self.last_fired = torch.full((config.instances, config.latents), -1, dtype=torch.long)
+        self._train = sae_fused.train_steps
+
+    def run(self, first: int, count: int) -> Tensor:
+        losses = np.empty((count, self.config.instances), np.float32)
+        self._train(self.weights, self.moment_arrays, self.source, self.rule, first, np.float32(self.config.lr), losses, self.last_fired.numpy())
+        return torch.from_numpy(losses)
+
+    def moments(self) -> dict[str, tuple[Tensor, Tensor]]:
+        names = ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")
+        pairs = {n: (torch.from_numpy(self.moment_arrays[2 * k]), torch.from_numpy(self.moment_arrays[2 * k + 1])) for k, n in enumerate(names)}
+        return {n: pair for n, pair in pairs.items() if n in self.params}
 
 
 def _draws(seed: int, step: int, source: int) -> torch.Generator:
     """The generator of one resampling: the same for every setting of a source instance."""
-    return torch.Generator().manual_seed(hash((seed, step, source)) % 2**63)
+    return torch.Generator().manual_seed(derived_seed(seed, RESAMPLING, step, source))
 
 
 def _resample(
-    params: Params, optimizer: torch.optim.Optimizer, dead: Tensor, h: Tensor, kind, setting: Tensor, draws: list[torch.Generator]
+    params: Params, moments: dict[str, tuple[Tensor, Tensor]], dead: Tensor, h: Tensor, kind, setting: Tensor, draws: list[torch.Generator]
 ) -> Tensor:
     """Resample the `dead` latents (inst, latents) from inputs of h (inst, batch, d_in), with
-    instance i's rows drawn by draws[i]; their count per instance."""
+    instance i's rows drawn by draws[i], and zero their Adam moments; their count per instance."""
     _, _, h_hat = forward(kind, params, h, setting)
     weight = ((h - h_hat) ** 2).sum(-1) ** 2  # (inst, batch)
-    counts = dead.sum(-1)
-    for i in torch.nonzero(counts * (weight.sum(-1) > 0)).flatten().tolist():
+    counts = dead.sum(-1) * (weight.sum(-1) > 0)
+    for i in torch.nonzero(counts).flatten().tolist():
         latents = torch.nonzero(dead[i]).flatten()
         rows = torch.multinomial(weight[i].cpu(), len(latents), replacement=True, generator=draws[i]).to(h.device)
         direction = torch.nn.functional.normalize(h[i, rows] - params["b_dec"][i], dim=-1)  # (dead, d_in)
@@ -138,13 +213,11 @@ def _resample(
         params["b_enc"][i, latents] = 0.0
         if "threshold" in params:
             params["threshold"][i, latents] = THRESHOLD_INIT
-        for name, p in params.items():
-            state = optimizer.state.get(p, {})
-            for moment in ("exp_avg", "exp_avg_sq"):
-                if moment in state and name != "b_dec":
-                    index = (i, slice(None), latents) if name == "W_enc" else (i, latents)
-                    state[moment][index] = 0.0
-    return counts * (weight.sum(-1) > 0)
+        for name, pair in moments.items():
+            if name != "b_dec":
+                for moment in pair:
+                    moment[(i, slice(None), latents) if name == "W_enc" else (i, latents)] = 0.0
+    return counts
 
 
 class _Bar:

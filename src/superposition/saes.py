@@ -43,6 +43,11 @@ AUXK_WEIGHT = 1 / 32
 # width of 0.01 still sees only pre-activations within 0.005 of θ, with enough of them
 # per batch of sparse rows for a usable gradient.
 THRESHOLD_INIT = 0.001
+# The encoder starts as a small multiple of the decoder's transpose (Anthropic's 2024 update
+# on SAE training starts at norm 0.1): with the full transpose, every latent fires on about
+# half of all rows at first, and on issue 11's S2 problem MMCS after 1,000 steps was 0.66
+# against 0.84 with 0.1 (0.82 with 0.3).
+ENCODER_INIT = 0.1
 BANDWIDTH = 0.01
 
 
@@ -63,12 +68,12 @@ class SAEKind:
         }
 
     def init(self, instances: int, d_in: int, latents: int, generator: torch.Generator) -> Params:
-        """Decoder rows random unit vectors, the encoder their transpose (Towards
-        Monosemanticity's initialisation), biases zero."""
+        """Decoder rows random unit vectors, the encoder ENCODER_INIT times their transpose,
+        biases zero."""
         W_dec = torch.nn.functional.normalize(torch.randn(instances, latents, d_in, generator=generator), dim=-1)
         params = {name: torch.zeros(shape) for name, shape in self.shapes(instances, d_in, latents).items()}
         params["W_dec"] = W_dec
-        params["W_enc"] = W_dec.transpose(1, 2).clone()
+        params["W_enc"] = (ENCODER_INIT * W_dec.transpose(1, 2)).contiguous()
         return params
 
     def pre(self, params: Params, h: Float[Tensor, "inst batch d_in"]) -> Float[Tensor, "inst batch latents"]:
@@ -122,12 +127,16 @@ class TopK(SAEKind):
     def aux_loss(self, params, residual, pre, dead):
         if not bool(dead.any()):
             return torch.zeros(pre.shape[0], device=pre.device)
-        k_aux = max(1, min(pre.shape[-1], params["W_enc"].shape[1] // 2))
+        k_aux_ = k_aux(params["W_enc"].shape[1], pre.shape[-1])
         masked = pre.masked_fill(~dead[:, None, :], float("-inf"))
-        counts = dead.sum(-1).clamp_max(k_aux)  # an instance with fewer dead latents uses them all
+        counts = dead.sum(-1).clamp_max(k_aux_)  # an instance with fewer dead latents uses them all
         a = _top(masked, counts).nan_to_num(0.0)
         rebuilt = torch.bmm(a, params["W_dec"])  # no bias: it reconstructs the residual
         return AUXK_WEIGHT * ((residual.detach() - rebuilt) ** 2).mean(dim=(1, 2)) * (dead.any(-1))
+
+
+def k_aux(d_in: int, latents: int) -> int:
+    return max(1, min(latents, d_in // 2))
 
 
 def _top(pre: Float[Tensor, "inst batch latents"], k: Tensor) -> Float[Tensor, "inst batch latents"]:
