@@ -7,7 +7,7 @@ torch.optim.Adam, decoder rows renormalised every step) and by our command with 
 same data, SAE, loss and optimiser (no resampling, as the plain loop has none), one
 after the other in this process's machine, alternating. Printed per problem: the
 training loop's steps per second (naive: its own timer; ours: train_seconds from
-metrics.json, which includes loading the compiled kernel from its cache), the whole
+metrics.json, after the compiled kernel was loaded from its cache), the whole
 command's wall time (Python start, imports, training, scoring, writing), and the
 median MMCS over instances after the same number of steps.
 """

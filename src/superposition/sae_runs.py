@@ -6,8 +6,9 @@
                        latents, d_in), b_dec (inst, d_in), threshold (inst, latents) for
                        jumprelu, and `features` (inst, n, d_in): the true directions each
                        SAE was scored against (a run's encoder rows, or the dictionary's)
-  metrics.json         the engine, the training loop's wall time, and `instances`: one dict
-                       per SAE instance, its setting, source instance, and scores
+  metrics.json         the engine, its start's and the training loop's wall times, and
+                       `instances`: one dict per SAE instance, its setting, source
+                       instance, and scores
   history.safetensors  `loss` (steps, inst)
   *.png                figures, named from the config
   superposition.json   the marker, sealing the four data files, written last
@@ -150,7 +151,12 @@ def measure(result: SAEResult, run=None) -> SAE:
                 "resampled": int(result.resampled[i]),
             }
         )
-    metrics = {"engine": engine_of(config, device_of(config)), "train_seconds": result.seconds, "instances": rows}
+    metrics = {
+        "engine": engine_of(config, device_of(config)),
+        "setup_seconds": result.setup_seconds,
+        "train_seconds": result.seconds,
+        "instances": rows,
+    }
     return SAE(config, result.params, features, metrics, result.history.numpy())
 
 
