@@ -117,3 +117,26 @@ def test_reproduce_all_writes_every_preset_and_the_report(tmp_path, monkeypatch,
     assert "## intro" in report and "## adversarial" in report and "claims hold" in report
     assert (tmp_path / "all" / "replication_figures" / "intro" / "intro.png").is_file()
     assert "intro: claims" in out and "adversarial: claims" in out
+
+
+def test_sae_quick_trains_scores_and_saves_every_sae(tmp_path):
+    import superposition as sp
+
+    claims = _run("sae", tmp_path)
+    assert len(claims) == 5
+
+    def claim(start):
+        return next(c for text, c in claims.items() if text.startswith(start))
+
+    assert "topk: 5/5, 5/5" in claim("5 → 2 pentagon")["ours"]  # k = 1 for ≤ 0.5 active features per row
+    assert claim("random dictionary")["holds"], claim("random dictionary")["ours"]  # MMCS peaks inside the L1 grid
+    assert claim("TopK with k near")["holds"], claim("TopK with k near")["ours"]
+    saved = sorted(p.name for p in (tmp_path / "sae").iterdir() if p.is_dir() and p.name != "pentagon")
+    assert saved == sorted(
+        ["pentagon-relu", "pentagon-topk", "pentagon-jumprelu", "pentagon-relu-20-resampled", "pentagon-relu-20-not-resampled",
+         "dictionary-16", "dictionary-32", "dictionary-64", "dictionary-topk"]
+    )  # fmt: skip
+    resampled = sp.load_sae(tmp_path / "sae" / "pentagon-relu-20-resampled")
+    assert resampled.config.resample and resampled.config.latents == 20
+    # the run is named from beside the SAE: the output was built elsewhere and moved into place
+    assert (tmp_path / "sae" / "pentagon-relu-20-resampled" / resampled.config.run).resolve() == (tmp_path / "sae" / "pentagon").resolve()

@@ -299,7 +299,7 @@ def plot(
 
 @app.command()
 def reproduce(
-    name: Annotated[str, typer.Argument(help="A preset (seed, intro, importance-sparsity, geometry, phase, adversarial) or all.")],
+    name: Annotated[str, typer.Argument(help="A preset (seed, intro, importance-sparsity, geometry, phase, nonuniform, correlated, privileged-basis, computation, adversarial, sae) or all.")],
     out: Annotated[Path, typer.Option(help="Output directory.")],
     quick: Annotated[bool, typer.Option(help="A small, fast version (for tests).")] = False,
     seeds: Annotated[int | None, typer.Option(help="Train K copies per setting, keep the lowest loss (default: the preset's).")] = None,

@@ -54,7 +54,7 @@ class SAEConfig(BaseModel):
 
     kind: str = "relu"
     source: Source
-    run: str | None = None  # the source run's directory, where it was read from one
+    run: str | None = None  # the source run's directory (absolute, or relative to the SAE's own)
     run_config_sha256: str | None = None  # of the source run's config.json
     features: int = Field(gt=0, le=MAX_SIZE)  # true features per source instance
     dims: int = Field(gt=0, le=MAX_SIZE)  # d_in

@@ -30,7 +30,7 @@ def directions_figure(sae) -> Figure:
     n = config.instances
     columns = min(n, COLUMNS)
     rows = math.ceil(n / columns)
-    fig = Figure(figsize=(2.3 * columns + 0.5, 2.5 * rows + 0.6))
+    fig = Figure(figsize=(2.3 * columns + 0.5, 2.5 * rows + 0.6), layout="constrained")  # room for the two-line title
     axes = fig.subplots(rows, columns, squeeze=False).flatten()
     column = SAE_KINDS[config.kind].column
     features, W_dec = sae.features.numpy(), sae.params["W_dec"].numpy()

@@ -6,13 +6,15 @@ same batch for every setting of a source instance, so settings differ only in th
 setting).
 
 Dead latents:
-  a latent is dead once it has not fired for DEAD_STEPS steps (TopK's AuxK loss uses these);
+  a latent is dead once it has not fired for DEAD_STEPS steps (TopK's AuxK loss uses these;
+  Gao et al. counted 10 million tokens, here 100 steps of 1,024 rows);
   with `resample`, every tenth of training during its first half, the latents that have
-  not fired since the last check are resampled as in "Towards Monosemanticity": each gets
-  an input drawn with probability proportional to the square of its squared error, its
-  decoder row that input's direction (after b_dec), its encoder column the same direction
-  at 0.2 times the mean norm of the live encoder columns, b_enc 0 (θ its initial value), and
-  Adam's moments for all of those set to zero.
+  not fired since the last check are resampled as in "Towards Monosemanticity" (which did
+  it at 25k, 50k, 75k and 100k steps, for neurons silent for 12,500): each gets an input
+  drawn with probability proportional to the square of its squared error, its decoder row
+  that input's direction (after b_dec), its encoder column the same direction at 0.2 times
+  the mean norm of the live encoder columns, b_enc 0 (θ its initial value), and Adam's
+  moments for all of those set to zero.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .activations import RESAMPLING, SAE_INIT, DictionarySource, RunSource, deri
 from .config import ConfigError
 from .sae_config import SAEConfig
 from .saes import AUXK_WEIGHT, BANDWIDTH, SAE_KINDS, THRESHOLD_INIT, Params, forward, k_aux
+from .training import LossBar
 
 DEAD_STEPS = 100
 RESAMPLE_CHECKS = 10  # checks over the whole run; only those in its first half resample
@@ -100,7 +103,7 @@ def train(config: SAEConfig, run=None, progress: bool = False) -> SAEResult:
     resampled = torch.zeros(n, dtype=torch.long)
     every = max(1, config.steps // RESAMPLE_CHECKS)
     done = 0
-    with _Bar(config.steps, progress) as bar:
+    with LossBar("sae", config.steps, progress) as bar:
         while done < config.steps:
             count = min(every - done % every, config.steps - done)
             history[done : done + count] = stepper.run(done, count)
@@ -222,30 +225,3 @@ def _resample(
                 for moment in pair:
                     moment[(i, slice(None), latents) if name == "W_enc" else (i, latents)] = 0.0
     return counts
-
-
-class _Bar:
-    """A rich progress bar with the mean loss; silent when disabled."""
-
-    def __init__(self, total: int, enabled: bool):
-        self.enabled, self.total = enabled, total
-
-    def __enter__(self) -> _Bar:
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(
-                TextColumn("[bold]sae"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-                TimeRemainingColumn(), transient=True,
-            )  # fmt: skip
-            self.task = self.bar.add_task("sae", total=self.total, loss="-")
-            self.bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self.bar.stop()
-
-    def advance(self, done: int, loss: Tensor) -> None:
-        if self.enabled and (done % 50 == 0 or done == self.total):
-            self.bar.update(self.task, completed=done, loss=f"{loss.mean().item():.3g}")

@@ -35,18 +35,19 @@ from torch import Tensor
 
 Params = dict[str, Tensor]
 
-# AuxK (Gao et al. 2024): weight 1/32, and the dead latents' k_aux largest pre-activations,
-# k_aux near d_in / 2 as they chose it
+# AuxK (Gao et al. 2024): weight 1/32 (their code's auxk_coef), and the dead latents' k_aux
+# largest pre-activations with k_aux = d_in / 2 (EleutherAI's heuristic; OpenAI's code used
+# 256 for d_model 768)
 AUXK_WEIGHT = 1 / 32
-# JumpReLU: the initial threshold (their 0.001) and the kernel's width. Their width 0.001
-# was for activations of norm ~1 per dimension; a toy feature's value is U[0, 1], so a
-# width of 0.01 still sees only pre-activations within 0.005 of θ, with enough of them
-# per batch of sparse rows for a usable gradient.
+# JumpReLU: the initial threshold (SAELens's default 0.001) and the kernel's width. SAELens's
+# default width is also 0.001; a toy feature's value is U[0, 1], so a width of 0.01 still
+# sees only pre-activations within 0.005 of θ, with enough of them per batch of sparse rows
+# for a usable gradient.
 THRESHOLD_INIT = 0.001
-# The encoder starts as a small multiple of the decoder's transpose (Anthropic's 2024 update
-# on SAE training starts at norm 0.1): with the full transpose, every latent fires on about
-# half of all rows at first, and on issue 11's S2 problem MMCS after 1,000 steps was 0.66
-# against 0.84 with 0.1 (0.82 with 0.3).
+# The encoder starts as a small multiple of the decoder's transpose (SAELens's and
+# dictionary_learning's heuristic init also uses norm 0.1, after Anthropic's April 2024
+# update): on issue 11's S2 problem MMCS after 1,000 steps was 0.66 with the full
+# transpose, 0.84 with 0.1 and 0.82 with 0.3.
 ENCODER_INIT = 0.1
 BANDWIDTH = 0.01
 

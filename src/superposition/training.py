@@ -304,29 +304,25 @@ def _converged(history: Float[Tensor, "steps inst"], tol: float) -> bool:
     return bool(((before - current) <= tol * before).all())
 
 
-class _Progress:
+class LossBar:
     """A rich progress bar with the mean loss and ETA; silent when disabled."""
 
-    def __init__(self, config: Config, enabled: bool):
-        self.enabled = enabled
-        phases = config.instances // config.replicates if config.warm_start else 1
-        self.total = config.steps * phases
-        self.offset = 0
-        self.last = 0
+    def __init__(self, label: str, total: int, enabled: bool):
+        self.enabled, self.total = enabled, total
         if enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self.bar = Progress(
-                TextColumn("[bold]train"),
+                TextColumn(f"[bold]{label}"),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TextColumn("loss {task.fields[loss]}"),
                 TimeRemainingColumn(),
                 transient=True,
             )
-            self.task = self.bar.add_task("train", total=self.total, loss="-")
+            self.task = self.bar.add_task(label, total=total, loss="-")
 
-    def __enter__(self) -> _Progress:
+    def __enter__(self):
         if self.enabled:
             self.bar.start()
         return self
@@ -336,8 +332,21 @@ class _Progress:
             self.bar.stop()
 
     def advance(self, done: int, loss: Tensor) -> None:
+        if self.enabled:
+            self.bar.update(self.task, completed=done, loss=f"{loss.mean().item():.3g}")
+
+
+class _Progress(LossBar):
+    """Training's bar: warm start trains its phases one after another, each from step 0."""
+
+    def __init__(self, config: Config, enabled: bool):
+        phases = config.instances // config.replicates if config.warm_start else 1
+        super().__init__("train", config.steps * phases, enabled)
+        self.offset = 0
+        self.last = 0
+
+    def advance(self, done: int, loss: Tensor) -> None:
         if done < self.last:  # a new warm-start phase began
             self.offset += self.last
         self.last = done
-        if self.enabled:
-            self.bar.update(self.task, completed=self.offset + done, loss=f"{loss.mean().item():.3g}")
+        super().advance(self.offset + done, loss)
