@@ -210,3 +210,27 @@ def test_the_compiled_engine_gives_the_same_weights_whatever_the_threads():
     finally:
         numba.set_num_threads(before)
     assert all(torch.equal(one.params[k], many.params[k]) for k in one.params)
+
+
+def test_a_toml_file_takes_the_same_keys_and_flags_override_it(cli, pentagon, tmp_path):
+    spec = tmp_path / "sae.toml"
+    spec.write_text('kind = "topk"\nk = [1, 2]\nsteps = 50\nbatch-size = 256\ndevice = "cpu"\n')
+    code, _, err = cli("sae", pentagon.path, "--config", spec, "--k", "2", "--out", tmp_path / "s", "--quiet", "--no-figures")
+    assert code == 0, err
+    config = json.loads((tmp_path / "s" / "config.json").read_text())
+    assert (config["kind"], config["k"], config["steps"], config["batch_size"]) == ("topk", [2], 50, 256)
+    spec.write_text('kind = "topk"\nl2 = 3\n')
+    code, _, err = cli("sae", pentagon.path, "--config", spec, "--out", tmp_path / "t")
+    assert code == 2 and "l2: unknown key" in err and not (tmp_path / "t").exists()
+
+
+def test_a_hidden_relu_model_is_read_before_its_relu(tmp_path):
+    # in x W every feature is one direction; after ReLU(x W) it is not
+    from superposition.activations import RunSource
+
+    run = sp.train(sp.Config(features=6, hidden=3, sparsity=[0.9], hidden_activation="relu", steps=300, device="cpu"), progress=False)
+    source = RunSource(run.config, run.params["W"], "cpu")
+    h = source.batch(0, 4096, 0)
+    assert (h < 0).any() and torch.equal(source.features, run.params["W"])
+    sae = sp.train_sae(run, steps=50, device="cpu", progress=False)
+    assert sae.features.shape == (1, 6, 3)

@@ -12,7 +12,8 @@
    the original code was not released): feature i present with probability ∝ 0.99^i,
    5 active per row on average, values U[0, 1], the L1 term divided by the dictionary
    size, Adam 1e-3, batch 256, 20,000 steps. Ours: every feature at density 0.01 (5.1
-   active per row), the L1 term not divided, batch 1,024, 5,000 steps.
+   active per row), the L1 term not divided, Adam 1e-3, 5,000 steps of 1,024 rows: the
+   same 5.1 million samples.
 3. TopK with k from 1 to 4x the expected number of active features per row, on a
    random dictionary: recovered features against k. Chanin et al. (2025) report that
    a k below the true L0 mixes correlated features, in 50 orthogonal (not superposed)
