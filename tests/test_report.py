@@ -60,7 +60,7 @@ def test_report_contents(outputs):
 
 
 def test_bad_report_requests(outputs, tmp_path):
-    with pytest.raises(ConfigError, match="not a run, a sweep or a reproduce output"):
+    with pytest.raises(ConfigError, match="not a run, an SAE, a sweep or a reproduce output"):
         write(tmp_path)
     with pytest.raises(ConfigError, match="not an axis"):
         write(outputs / "sweep", x="colour")

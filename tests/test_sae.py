@@ -234,3 +234,12 @@ def test_a_hidden_relu_model_is_read_before_its_relu(tmp_path):
     assert (h < 0).any() and torch.equal(source.features, run.params["W"])
     sae = sp.train_sae(run, steps=50, device="cpu", progress=False)
     assert sae.features.shape == (1, 6, 3)
+
+
+def test_a_report_shows_the_scores_and_figures(cli, pentagon, tmp_path):
+    sae = sp.train_sae(pentagon, l1=[0.05, 0.2], steps=100, device="cpu", progress=False)
+    sae.save(tmp_path / "s")
+    code, out, err = cli("report", tmp_path / "s")
+    assert code == 0, err
+    page = (tmp_path / "s" / "report.html").read_text()
+    assert page.count("<img") == 2 and "mmcs" in page and "l1_coefficient" in page  # directions and penalty

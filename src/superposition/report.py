@@ -54,8 +54,10 @@ def write(directory: Path, x: str | None = None, y: str | None = None) -> Path:
         title, body = f"Reproduction {directory.name}", _reproduction(directory)
     elif kind == "run":
         title, body = f"Run {directory.name}", _run(directory)
+    elif kind == "sae":
+        title, body = f"SAEs {directory.name}", _sae(directory)
     else:
-        raise ConfigError(f"report: {directory} is not a run, a sweep or a reproduce output")
+        raise ConfigError(f"report: {directory} is not a run, an SAE, a sweep or a reproduce output")
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{STYLE}</style>{CHECK}</head><body><h1>{html.escape(title)}</h1>{body}</body></html>"
@@ -123,6 +125,20 @@ def _run(directory: Path) -> str:
     figures = "".join(_figure(figure(name, run.config, run.params), name) for name in names)
     return (
         f"<p>{html.escape(describe(run.config))}</p><h2>Metrics</h2>{_table(rows)}<h2>Figures</h2>{figures}"
+        f"<h2>Config</h2><pre>{html.escape((directory / CONFIG).read_text())}</pre>"
+    )
+
+
+def _sae(directory: Path) -> str:
+    from .labels import describe_sae
+    from .sae_plots import FIGURES, applies, figure
+    from .sae_runs import load_sae
+
+    sae = load_sae(directory)
+    figures = "".join(_figure(figure(name, sae), name) for name in FIGURES if applies(name, sae.config))
+    return (
+        f"<p>{html.escape(describe_sae(sae.config))}</p><h2>Scores</h2>{_table(sae.metrics['instances'])}"
+        f"<h2>Figures</h2>{figures or '<p>(none apply: d_in is not 2 and there is one setting)</p>'}"
         f"<h2>Config</h2><pre>{html.escape((directory / CONFIG).read_text())}</pre>"
     )
 
