@@ -64,7 +64,7 @@ def penalty_figure(sae) -> Figure:
     config = sae.config
     column = SAE_KINDS[config.kind].column
     rows = sae.metrics["instances"]
-    fig = Figure(figsize=(9, 3.6))
+    fig = Figure(figsize=(9, 3.6), layout="constrained")
     left, right = fig.subplots(1, 2)
     for source in range(config.source_instances):
         mine = [r for r in rows if r["source_instance"] == source]

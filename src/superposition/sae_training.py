@@ -97,8 +97,7 @@ def train(config: SAEConfig, run=None, progress: bool = False) -> SAEResult:
     params = {k: v.repeat(copies, *(1,) * (v.dim() - 1)).to(device) for k, v in first.items()}
     started = time.perf_counter()
     stepper = (_Fused if engine == "fused" else _Reference)(config, params, source)
-    setup = time.perf_counter() - started
-    started += setup
+    looping = time.perf_counter()
     history = torch.empty(config.steps, n)
     resampled = torch.zeros(n, dtype=torch.long)
     every = max(1, config.steps // RESAMPLE_CHECKS)
@@ -116,7 +115,7 @@ def train(config: SAEConfig, run=None, progress: bool = False) -> SAEResult:
                 with torch.no_grad():
                     resampled += _resample(stepper.params, stepper.moments(), dead, h, kind, stepper.setting, draws).cpu()
     params = {k: v.detach().cpu().clone() for k, v in stepper.params.items()}
-    return SAEResult(config, params, history, resampled, time.perf_counter() - started, setup)
+    return SAEResult(config, params, history, resampled, time.perf_counter() - looping, looping - started)
 
 
 class _Reference:
