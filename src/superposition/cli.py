@@ -40,13 +40,14 @@ def _choices(kind: Any) -> str:
     return "|".join(get_args(kind))
 
 
-def _numbers(name: str, text: str | None) -> list[float] | None:
+def _numbers(name: str, text: str | None, cast: type = float) -> list[Any] | None:
     if text is None:
         return None
     try:
-        return [float(part) for part in text.split(",")]
+        return [cast(part) for part in text.split(",")]
     except ValueError:
-        raise ConfigError(f"{name}: {text!r} is not a comma-separated list of numbers, e.g. 0,0.9,0.99") from None
+        what, example = ("whole numbers", "1,2,4") if cast is int else ("numbers", "0,0.9,0.99")
+        raise ConfigError(f"{name}: {text!r} is not a comma-separated list of {what}, e.g. {example}") from None
 
 
 def _progress(quiet: bool) -> bool:
@@ -194,7 +195,7 @@ def sae(
         "kind": kind,
         "latents": latents,
         "l1": _numbers("l1", l1),
-        "k": _whole_numbers("k", k),
+        "k": _numbers("k", k, int),
         "l0": _numbers("l0", l0),
         "steps": steps,
         "lr": lr,
@@ -215,15 +216,6 @@ def sae(
         trained.write(staging, figures)
     _print_sae(trained)
     print(f"SAEs written to {out}")
-
-
-def _whole_numbers(name: str, text: str | None) -> list[int] | None:
-    if text is None:
-        return None
-    try:
-        return [int(part) for part in text.split(",")]
-    except ValueError:
-        raise ConfigError(f"{name}: {text!r} is not a comma-separated list of whole numbers, e.g. 1,2,4") from None
 
 
 def _print_sae(trained) -> None:

@@ -41,14 +41,14 @@ from torch import Tensor
 
 from .config import ConfigError
 from .files import CONFIG, atomic_dir, seal, to_json, verify
+from .metrics import EVAL_SEED_OFFSET
 from .recovery import score
 from .sae_config import SAEConfig
-from .sae_training import SAEResult, device_of, engine_of, settings_tensor, source_of
+from .sae_training import SAEResult, device_of, engine_of, settings_tensor, source_of, source_run
 from .saes import SAE_KINDS, Params, forward
 
 WEIGHTS, METRICS, HISTORY = "sae.safetensors", "metrics.json", "history.safetensors"
 SEALED = (CONFIG, WEIGHTS, METRICS, HISTORY)
-EVAL_SEED_OFFSET = 1_000_003  # the evaluation batch's own stream, as metrics.py
 
 
 @dataclass
@@ -74,21 +74,18 @@ class SAE:
 
     def encode(self, h: Any) -> Float[Tensor, "inst batch latents"]:
         """Latent activations of h (inst, batch, d_in)."""
-        with torch.no_grad():
-            kind = SAE_KINDS[self.config.kind]
-            return forward(kind, self.params, self._inputs(h), settings_tensor(self.config))[1]
+        return self._forward(h)[1]
 
     def forward(self, h: Any) -> Float[Tensor, "inst batch d_in"]:
         """Reconstructions h' of h (inst, batch, d_in)."""
-        with torch.no_grad():
-            kind = SAE_KINDS[self.config.kind]
-            return forward(kind, self.params, self._inputs(h), settings_tensor(self.config))[2]
+        return self._forward(h)[2]
 
-    def _inputs(self, h: Any) -> Tensor:
+    def _forward(self, h: Any) -> tuple[Tensor, Tensor, Tensor]:
         h = torch.as_tensor(h, dtype=torch.float32)
         if h.dim() != 3 or h.shape[0] != len(self) or h.shape[2] != self.config.dims:
             raise ConfigError(f"h: expected shape (instances={len(self)}, batch, d_in={self.config.dims}), got {tuple(h.shape)}")
-        return h
+        with torch.no_grad():
+            return forward(SAE_KINDS[self.config.kind], self.params, h, settings_tensor(self.config))
 
     def plot(self, name: str = "directions"):
         """One figure as a matplotlib Figure: directions (d_in = 2) or penalty (several settings)."""
@@ -163,6 +160,7 @@ def measure(result: SAEResult, run=None) -> SAE:
 def train_sae(config: SAEConfig, run=None, progress: bool = False) -> SAE:
     from .sae_training import train
 
+    run = source_run(config, run)  # read from disk once, for training and scoring
     return measure(train(config, run, progress), run)
 
 

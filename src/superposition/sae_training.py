@@ -31,12 +31,11 @@ from .activations import RESAMPLING, SAE_INIT, DictionarySource, RunSource, deri
 from .config import ConfigError
 from .sae_config import SAEConfig
 from .saes import AUXK_WEIGHT, BANDWIDTH, SAE_KINDS, THRESHOLD_INIT, Params, forward, k_aux
-from .training import LossBar
+from .training import BETAS, EPS, LossBar
 
 DEAD_STEPS = 100
 RESAMPLE_CHECKS = 10  # checks over the whole run; only those in its first half resample
 RESAMPLE_SCALE = 0.2
-BETAS, EPS = (0.9, 0.999), 1e-8
 
 
 @dataclass
@@ -57,19 +56,27 @@ def device_of(config: SAEConfig) -> str:
     return config.device
 
 
+def source_run(config: SAEConfig, run=None):
+    """The Run an SAE config reads (None for a dictionary): `run` itself, or read from config.run
+    and checked against the config's hash of it."""
+    if config.source == "dictionary" or run is not None:
+        return run
+    from .runs import load_run
+    from .sae_config import config_sha256
+
+    if config.run is None:
+        raise ConfigError("run: this SAE was trained on a run that was never saved; pass the Run itself")
+    run = load_run(config.run)
+    if config_sha256(run) != config.run_config_sha256:
+        raise ConfigError(f"run: {config.run} is not the run this SAE was trained on (its config changed)")
+    return run
+
+
 def source_of(config: SAEConfig, run=None, device: str = "cpu") -> RunSource:
-    """The activations an SAE config reads: its run (given, or read from config.run) or its dictionary."""
+    """The activations an SAE config reads: its run (see source_run) or its dictionary."""
     if config.source == "dictionary":
         return DictionarySource(config.source_instances, config.features, config.dims, config.density, config.seed, device)
-    if run is None:
-        from .runs import load_run
-        from .sae_config import config_sha256
-
-        if config.run is None:
-            raise ConfigError("run: this SAE was trained on a run that was never saved; pass the Run itself")
-        run = load_run(config.run)
-        if config_sha256(run) != config.run_config_sha256:
-            raise ConfigError(f"run: {config.run} is not the run this SAE was trained on (its config changed)")
+    run = source_run(config, run)
     return RunSource(run.config, run.params["W"], device)
 
 
