@@ -156,6 +156,12 @@ def test_bad_input_is_one_line_and_writes_nothing(cli, pentagon, tmp_path, args,
     assert not (tmp_path / "s").exists() and list(tmp_path.iterdir()) == []
 
 
+def test_training_that_diverges_writes_nothing(cli, pentagon, tmp_path):
+    code, _, err = cli("sae", pentagon.path, "--out", tmp_path / "s", "--lr", "1e38", "--steps", "20", "--device", "cpu", "--quiet")
+    assert code == 1 and err.startswith("error: training diverged: non-finite") and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_directory_that_is_not_a_run_is_refused(cli, tmp_path):
     (tmp_path / "notarun").mkdir()
     code, _, err = cli("sae", tmp_path / "notarun", "--out", tmp_path / "s")

@@ -46,6 +46,7 @@ from .recovery import score
 from .sae_config import SAEConfig
 from .sae_training import SAEResult, device_of, engine_of, settings_tensor, source_of, source_run
 from .saes import SAE_KINDS, Params, forward
+from .training import Diverged, divergence
 
 WEIGHTS, METRICS, HISTORY = "sae.safetensors", "metrics.json", "history.safetensors"
 SEALED = (CONFIG, WEIGHTS, METRICS, HISTORY)
@@ -117,7 +118,8 @@ class SAE:
 
 
 def measure(result: SAEResult, run=None) -> SAE:
-    """Score a trained batch of SAEs against its source's true features."""
+    """Score a trained batch of SAEs against its source's true features; non-finite weights or
+    loss are `Diverged`, never an SAE."""
     config = result.config
     source = source_of(config, run)
     copies = len(config.settings)
@@ -148,6 +150,9 @@ def measure(result: SAEResult, run=None) -> SAE:
                 "resampled": int(result.resampled[i]),
             }
         )
+    problem = divergence(result.params, [row["loss"] for row in rows])
+    if problem:
+        raise Diverged(problem)
     metrics = {
         "engine": engine_of(config, device_of(config)),
         "setup_seconds": result.setup_seconds,
