@@ -337,7 +337,7 @@ def reproduce(
 
 @app.command("sweep")
 def sweep_command(
-    spec: Annotated[Path, typer.Argument(help="Sweep spec (TOML): [base] config keys and [axes].")],
+    spec: Annotated[Path, typer.Argument(help="Sweep spec (TOML): [base] config keys (or [sae] for SAEs) and [axes].")],
     out: Annotated[Path, typer.Option(help="Sweep directory; running again resumes it.")],
     executor: Annotated[str, typer.Option(help="local (in this process), processes, or dask.")] = "local",
     workers: Annotated[int, typer.Option(help="Worker processes for --executor processes.")] = 2,
@@ -346,7 +346,7 @@ def sweep_command(
     retry_failed: Annotated[bool, typer.Option(help="Train again the shards that failed (NaN or inf loss).")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
-    """Train a grid of models in resumable shards; results in OUT/results.csv."""
+    """Train a grid of models (or SAEs) in resumable shards; results in OUT/results.csv."""
     from .sweep import sweep
 
     report = sweep(spec, out, executor, workers, force, retry_failed, _progress(quiet), scheduler)

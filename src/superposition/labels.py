@@ -52,17 +52,22 @@ def stem(config: Config) -> str:
     return f"{KINDS[config.model].stem(config)}-{config.features}x{config.hidden}"
 
 
-def describe_sae(config) -> str:
-    """One line naming a batch of SAEs and what they were trained on, for figure titles."""
-    from .saes import SAE_KINDS
-
+def sae_source(config) -> str:
+    """What a batch of SAEs was trained on."""
     if config.source == "run":
         source = f"run {Path(config.run).name if config.run else '(not saved)'}"
     else:
         source = f"a random dictionary, density {config.density:g}"
+    return f"{source}: {config.features} features in {config.dims} dims"
+
+
+def describe_sae(config) -> str:
+    """One line naming a batch of SAEs and what they were trained on, for figure titles."""
+    from .saes import SAE_KINDS
+
     return (
-        f"{config.kind} SAE ({SAE_KINDS[config.kind].formula}), {config.latents} latents, on {source}: "
-        f"{config.features} features in {config.dims} dims; {config.steps:,} steps × {config.batch_size}, "
+        f"{config.kind} SAE ({SAE_KINDS[config.kind].formula}), {config.latents} latents, on {sae_source(config)}; "
+        f"{config.steps:,} steps × {config.batch_size}, "
         f"Adam lr {config.lr:g}, {'resampling' if config.resample else 'no resampling'}, seed {config.seed}"
     )
 

@@ -179,6 +179,28 @@ def _reproduction(directory: Path) -> str:
     )
 
 
+def _sae_sweep(directory: Path, table, spec: dict[str, Any]) -> str:
+    from .sae_plots import sweep_figure
+    from .sae_sweep import source
+
+    ok = table[table["status"] == "ok"]
+    parts = [_counts(table)]
+    if len(ok):
+        fig = sweep_figure(table, source(directory, table))
+        parts.append(f"<h2>MMCS and L0 against the penalty, per kind</h2>{_figure(fig, 'MMCS and L0 against the penalty')}")
+    parts.append(f"<h2>Results</h2>{_table(table.to_dict('records'), limit=200)}")
+    parts.append(f"<h2>Spec</h2><pre>{html.escape(json.dumps(spec, indent=2))}</pre>")
+    return "".join(parts)
+
+
+def _counts(table) -> str:
+    return (
+        f"<p>{len(table)} grid points, {int((table['status'] == 'ok').sum())} ok, "
+        f"{int(table['status'].str.startswith('failed').sum())} failed, "
+        f"{int((table['status'] == 'missing').sum())} missing.</p>"
+    )
+
+
 def _sweep(directory: Path, x: str | None, y: str | None) -> str:
     from matplotlib.colors import ListedColormap
     from matplotlib.figure import Figure
@@ -194,6 +216,10 @@ def _sweep(directory: Path, x: str | None, y: str | None) -> str:
         axes = [str(a) for a in spec["axes"]]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
         raise ConfigError(f"report: {directory}/spec.json is missing or corrupted") from None
+    if "sae" in spec:
+        if x or y:
+            raise ConfigError("report: --x and --y draw a toy-model sweep's phase diagram; an SAE sweep has none")
+        return _sae_sweep(directory, table, spec)
     if missing := [a for a in axes if a not in table.columns]:
         raise ConfigError(f"report: {directory}/results.csv has no column for the axis {missing[0]!r}")
     numeric = [a for a in axes if is_numeric_dtype(table[a]) and table[a].nunique() > 1 and a != "seed"]
@@ -205,11 +231,7 @@ def _sweep(directory: Path, x: str | None, y: str | None) -> str:
         if name is not None and name not in axes:
             raise ConfigError(f"report: {name!r} is not an axis of this sweep; choose from {', '.join(axes)}")
     ok = table[table["status"] == "ok"]
-    parts = [
-        f"<p>{len(table)} grid points, {int((table['status'] == 'ok').sum())} ok, "
-        f"{int(table['status'].str.startswith('failed').sum())} failed, "
-        f"{int((table['status'] == 'missing').sum())} missing.</p>"
-    ]
+    parts = [_counts(table)]
     if x and y and len(ok):
         # best of the seeds in each cell, as the paper keeps the lowest-loss run
         best = ok.loc[ok.groupby([y, x])["loss"].idxmin()]

@@ -4,6 +4,8 @@
               decoder rows (matched green, duplicate orange, unmatched red; recovery.py)
   penalty     several settings: MMCS over the represented features, and L0, against the
               setting (l1, k or l0), one line per source instance
+and, for a sweep of SAEs (sae_sweep.py), `sweep_figure`: the same against each kind's
+setting, a column per kind and a line per latent count.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from .config import ConfigError
 from .labels import describe_sae, sae_stem
@@ -71,16 +73,48 @@ def penalty_figure(sae) -> Figure:
         x = np.array([r[column] for r in mine])
         left.plot(x, [r["mmcs"] for r in mine], marker="o", label=f"source {source}")
         right.plot(x, [r["l0"] for r in mine], marker="o")
-    for ax, label in ((left, "MMCS (represented features)"), (right, "L0 (latents firing per row)")):
+    _setting_axes((left, right), column, [r[column] for r in rows])
+    if config.source_instances <= 10:
+        left.legend(fontsize=7)
+    fig.suptitle(describe_sae(config), fontsize=8)
+    return fig
+
+
+def _setting_axes(pair, column: str, values) -> None:
+    """Label an (MMCS, L0) pair of axes against a setting: whole k, or a log scale for
+    positive penalties, ticked at the values trained when they are few."""
+    values = sorted(set(values))
+    for ax, label in zip(pair, ("MMCS (represented features)", "L0 (latents firing per row)"), strict=True):
         ax.set_xlabel(column)
         ax.set_ylabel(label)
         if column == "k":
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        elif min(r[column] for r in rows) > 0:
+        elif values[0] > 0:
             ax.set_xscale("log")
-    if config.source_instances <= 10:
-        left.legend(fontsize=7)
-    fig.suptitle(describe_sae(config), fontsize=8)
+            if len(values) <= 8:
+                ax.set_xticks(values, [f"{v:.3g}" for v in values])
+                ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def sweep_figure(table, source: str) -> Figure:
+    """MMCS and L0 against each kind's setting from a sweep's results (a DataFrame, one row
+    per SAE): a column per kind, a line per latent count, each point the mean over seeds,
+    source instances and any other axis."""
+    ok = table[table["status"] == "ok"]
+    kinds = list(dict.fromkeys(ok["kind"]))
+    fig = Figure(figsize=(4.2 * len(kinds) + 0.4, 6.2), layout="constrained")
+    axes = fig.subplots(2, len(kinds), squeeze=False)
+    for c, kind in enumerate(kinds):
+        column = SAE_KINDS[kind].column
+        mine = ok[ok["kind"] == kind]
+        for latents, group in mine.groupby("latents"):
+            means = group.groupby(column)[["mmcs", "l0"]].mean()
+            axes[0, c].plot(means.index, means["mmcs"], marker="o", ms=3, label=f"{latents} latents")
+            axes[1, c].plot(means.index, means["l0"], marker="o", ms=3)
+        _setting_axes(axes[:, c], column, mine[column])
+        axes[0, c].set_title(f"{kind} SAE ({SAE_KINDS[kind].formula})", fontsize=8)
+        axes[0, c].legend(fontsize=7)
+    fig.suptitle(f"SAEs on {source}: mean over seeds, source instances and other axes", fontsize=8)
     return fig
 
 

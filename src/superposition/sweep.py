@@ -18,10 +18,13 @@ model: grid points that differ only in them are packed as instances of one batch
 training job, a shard. Any other config key (seed, hidden, model, lr, ...) varies
 between shards.
 
+A spec with an [sae] table instead of [base] sweeps SAEs: sae_sweep.py plans its
+shards (each an SAE directory) and its rows; everything below holds for both.
+
 The sweep directory:
   superposition.json     the marker: this directory is a sweep (files.py)
   spec.json              the spec it was started with (a different spec is refused, unless --force)
-  shards/HASH/           one finished shard: a sealed run directory (no figures); HASH is
+  shards/HASH/           one finished shard: a sealed run (or SAE) directory, no figures; HASH is
                          the shard's config
   failed/HASH.json       a shard whose weights or loss went NaN or inf, and why
   results.csv            one row per model, rebuilt from the shards after every sweep
@@ -89,17 +92,29 @@ class Shard:
 def read_spec(path: Path) -> dict[str, Any]:
     """The spec as plain data, checked: one line naming the problem otherwise."""
     raw = read_config_file(path)
-    unknown = set(raw) - {"base", "axes"}
+    table = "sae" if "sae" in raw else "base"
+    unknown = set(raw) - {table, "axes"}
     if unknown:
-        raise ConfigError(f"spec: unknown table {sorted(unknown)[0]!r}; a spec has [base] and [axes]")
-    base, axes = raw.get("base", {}), raw.get("axes", {})
+        raise ConfigError(
+            f"spec: unknown table {sorted(unknown)[0]!r}; a spec has [base] (toy models) or [sae] (sparse autoencoders), and [axes]"
+        )
+    base, axes = raw.get(table, {}), raw.get("axes", {})
     if not isinstance(base, dict) or not isinstance(axes, dict) or not axes:
-        raise ConfigError("spec: needs a [base] table of config keys and a non-empty [axes] table")
-    base = normalise_keys(base, USER_KEYS, "base.")
-    axes = normalise_keys(axes, AXIS_KEYS | NOT_AXES, "axes.")
-    if "density" in axes and "sparsity" in axes:
-        raise ConfigError("axes.sparsity: give a density axis or a sparsity axis, not both")
-    spec = {"base": base, "axes": {name: axis_values(name, values) for name, values in axes.items()}}
+        raise ConfigError(f"spec: needs a [{table}] table of config keys and a non-empty [axes] table")
+    if table == "sae":
+        from .sae_sweep import read_tables
+
+        spec = read_tables(base, axes)
+    else:
+        base = normalise_keys(base, USER_KEYS, "base.")
+        axes = normalise_keys(axes, AXIS_KEYS | NOT_AXES, "axes.")
+        if "density" in axes and "sparsity" in axes:
+            raise ConfigError("axes.sparsity: give a density axis or a sparsity axis, not both")
+        for name in axes:
+            if name in NOT_AXES:
+                raise ConfigError(f"axes.{name}: not an axis; use density, sparsity, importance_last or a config key")
+        whole = {name for name, field in Config.model_fields.items() if field.annotation in (int, "int")}
+        spec = {"base": base, "axes": {n: axis_values(n, v, n in INSTANCE_AXES, n in whole) for n, v in axes.items()}}
     try:
         to_json(spec)  # spec.json must hold it: TOML dates and times are not config values
     except (TypeError, ValueError) as error:
@@ -110,20 +125,24 @@ def read_spec(path: Path) -> dict[str, Any]:
     return spec
 
 
-def axis_values(name: str, spec: Any) -> list[Any]:
-    key = normalise_key(name, AXIS_KEYS | NOT_AXES, "axes.")
-    if key in NOT_AXES:
-        raise ConfigError(f"axes.{name}: not an axis; use density, sparsity, importance_last or a config key")
+def is_sae(spec: dict[str, Any]) -> bool:
+    """A sweep of SAEs ([sae] table) rather than of toy models ([base])."""
+    return "sae" in spec
+
+
+def axis_values(name: str, spec: Any, numeric: bool = False, whole: bool = False) -> list[Any]:
+    """An axis's values from a list or a range; numeric: every value a finite number;
+    whole: a range's whole values become ints (`hidden = { linear = [1, 4, 4] }`)."""
     if isinstance(spec, list):
         if not spec:
             raise ConfigError(f"axes.{name}: empty axis; give at least one value")
-        if key in INSTANCE_AXES and not all(_finite_number(v) for v in spec):
+        if numeric and not all(_finite_number(v) for v in spec):
             raise ConfigError(f"axes.{name}: every value must be a finite number, got {spec!r}")
         values = spec
     elif isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in ("log", "linear"):
         values = _range(name, *next(iter(spec.items())))
-        if Config.model_fields.get(key) is not None and Config.model_fields[key].annotation in (int, "int"):
-            values = [int(v) if float(v).is_integer() else v for v in values]  # hidden = { linear = [1, 4, 4] }
+        if whole:
+            values = [int(v) if float(v).is_integer() else v for v in values]
     else:
         raise ConfigError(f"axes.{name}: expected a list of values or {{log|linear = [start, stop, count]}}, got {spec!r}")
     same = [float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else json.dumps(v, sort_keys=True) for v in values]
@@ -156,6 +175,10 @@ def _range(name: str, kind: str, args: Any) -> list[float]:
 
 def plan(spec: dict[str, Any]) -> list[Shard]:
     """Every grid point, packed into shards (points differing only in instance axes share one)."""
+    if is_sae(spec):
+        from .sae_sweep import plan as plan_saes
+
+        return plan_saes(spec)
     names = list(spec["axes"])
     groups: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
     for values in itertools.product(*(spec["axes"][n] for n in names)):
@@ -228,21 +251,26 @@ def locked(directory: Path) -> Iterator[None]:
 
 
 def is_complete(directory: Path) -> bool:
-    """A shard counts only if it is a run whose files still match the checksums written with it."""
-    return kind_of(directory) == "run" and not corrupted(directory)
+    """A shard counts only if it is a run (or SAE) whose files still match the checksums written with it."""
+    return kind_of(directory) in ("run", "sae") and not corrupted(directory)
 
 
-def run_shard(out: str, config_json: str) -> dict[str, Any]:
+def run_shard(out: str, config_json: str, sae: bool = False) -> dict[str, Any]:
     """Train one shard and write it; returns its status. Top level, so worker processes can run it."""
     from .runs import record
+    from .sae_config import SAEConfig
+    from .sae_runs import train_sae
     from .training import Diverged, train
 
-    config = Config.model_validate_json(config_json)
+    config = (SAEConfig if sae else Config).model_validate_json(config_json)
     key = Shard(config, []).key
     started = time.perf_counter()
     try:
         with atomic_dir(Path(out) / "shards" / key, owned=True) as staging:
-            record(staging, train(config), figures=False)
+            if sae:
+                train_sae(config).write(staging, figures=False)
+            else:
+                record(staging, train(config), figures=False)
     except Diverged as error:
         failed = Path(out) / "failed"
         failed.mkdir(exist_ok=True)
@@ -297,7 +325,7 @@ def sweep(
 
     spec = read_spec(spec_path)
     shards = plan(spec)
-    for shard in shards:
+    for shard in shards if not is_sae(spec) else ():
         check_memory(settle(shard.config))
     if executor not in ("local", "processes", "dask"):
         raise ConfigError(f"executor: unknown {executor!r}; use local, processes or dask")
@@ -316,7 +344,7 @@ def sweep(
                 failed_before.append(shard.key)
             else:
                 todo.append(shard)
-        statuses = _execute(out, todo, executor, workers, progress, scheduler)
+        statuses = _execute(out, todo, is_sae(spec), executor, workers, progress, scheduler)
         write_results(out, spec, shards)
     trained = sum(s["status"] == "done" for s in statuses)
     failed = [s["key"] for s in statuses if s["status"] == "failed"] + failed_before
@@ -331,14 +359,18 @@ def _check_spec(out: Path, spec: dict[str, Any], force: bool) -> None:
             saved = json.loads(saved_path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             saved = None
-        if not (isinstance(saved, dict) and all(isinstance(saved.get(t), dict) for t in ("base", "axes"))):
+        if not (
+            isinstance(saved, dict)
+            and isinstance(saved.get("axes"), dict)
+            and sum(isinstance(saved.get(t), dict) for t in ("base", "sae")) == 1
+        ):
             raise ConfigError(f"spec: {saved_path} is corrupted; use --force to replace it with this spec")
         if saved != current:
             changed = sorted(
                 f"{table}.{key}"
-                for table in ("base", "axes")
-                for key in set(saved.get(table, {})) | set(current[table])
-                if saved.get(table, {}).get(key) != current[table].get(key)
+                for table in ("base", "sae", "axes")
+                for key in set(saved.get(table, {})) | set(current.get(table, {}))
+                if saved.get(table, {}).get(key) != current.get(table, {}).get(key)
             )
             raise ConfigError(
                 f"spec: differs from the one {out} was started with ({', '.join(changed)}); "
@@ -348,7 +380,7 @@ def _check_spec(out: Path, spec: dict[str, Any], force: bool) -> None:
 
 
 def _execute(
-    out: Path, todo: list[Shard], executor: str, workers: int, progress: bool, scheduler: str | None
+    out: Path, todo: list[Shard], sae: bool, executor: str, workers: int, progress: bool, scheduler: str | None
 ) -> list[dict[str, Any]]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -358,7 +390,7 @@ def _execute(
         task = bar.add_task("shards", total=len(todo))
         if executor == "local":
             for shard in todo:
-                statuses.append(run_shard(str(out), shard.config.model_dump_json()))
+                statuses.append(run_shard(str(out), shard.config.model_dump_json(), sae))
                 bar.advance(task)
         elif executor == "processes":
             import multiprocessing
@@ -368,16 +400,16 @@ def _execute(
                 max_workers=workers, mp_context=context, initializer=_worker_setup, initargs=(os.getpid(),)
             )
             with pool:
-                futures = [pool.submit(run_shard, str(out), shard.config.model_dump_json()) for shard in todo]
+                futures = [pool.submit(run_shard, str(out), shard.config.model_dump_json(), sae) for shard in todo]
                 for future in as_completed(futures):
                     statuses.append(future.result())
                     bar.advance(task)
         else:
-            statuses = _dask(out, todo, scheduler, lambda: bar.advance(task))
+            statuses = _dask(out, todo, sae, scheduler, lambda: bar.advance(task))
     return statuses
 
 
-def _dask(out: Path, todo: list[Shard], scheduler: str, advance) -> list[dict[str, Any]]:
+def _dask(out: Path, todo: list[Shard], sae: bool, scheduler: str, advance) -> list[dict[str, Any]]:
     """Shards on an existing Dask cluster. Workers write the shards themselves, so OUT must be
     storage that every worker sees at the same path (a shared filesystem); the client only
     collects their statuses."""
@@ -393,7 +425,7 @@ def _dask(out: Path, todo: list[Shard], scheduler: str, advance) -> list[dict[st
     statuses = []
     with client:
         futures = [
-            client.submit(run_shard, str(out.resolve()), shard.config.model_dump_json(), pure=False) for shard in todo
+            client.submit(run_shard, str(out.resolve()), shard.config.model_dump_json(), sae, pure=False) for shard in todo
         ]
         for future in completed(futures):
             statuses.append(future.result())
@@ -406,25 +438,15 @@ def write_results(out: Path, spec: dict[str, Any], shards: list[Shard]) -> None:
     import csv
     import io
 
-    axes = list(spec["axes"])
+    from .sae_sweep import rows as sae_rows
+
     rows = []
     for shard in shards:
         directory = out / "shards" / shard.key
         metrics = json.loads((directory / "metrics.json").read_text())["instances"] if is_complete(directory) else None
         failed = out / "failed" / f"{shard.key}.json"
         status = "ok" if metrics else ("failed: " + json.loads(failed.read_text())["reason"]) if failed.is_file() else "missing"
-        for k, point in enumerate(shard.points):
-            row = {name: point[name] for name in axes}
-            row.update(base_instance=point["base_instance"], shard=shard.key, instance=k, status=status)
-            m = metrics[k] if metrics else {}
-            norms = m.get("feature_norms", [math.nan] * shard.config.features)
-            row.update(
-                loss=m.get("loss", math.nan),
-                represented=m.get("represented", math.nan),
-                dimensions_per_feature=m.get("dimensions_per_feature", math.nan),
-                **{f"norm_{i}": v for i, v in enumerate(norms)},
-            )
-            rows.append(row)
+        rows += (sae_rows if is_sae(spec) else _rows)(shard, list(spec["axes"]), metrics, status)
     columns = list(dict.fromkeys(c for row in rows for c in row))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns)
@@ -433,8 +455,26 @@ def write_results(out: Path, spec: dict[str, Any], shards: list[Shard]) -> None:
     write_atomic(out / RESULTS, buffer.getvalue())
 
 
+def _rows(shard: Shard, axes: list[str], metrics: list[dict[str, Any]] | None, status: str) -> list[dict[str, Any]]:
+    """One toy model per row: its grid point, where it was trained, and its metrics (NaN where missing)."""
+    rows = []
+    for k, point in enumerate(shard.points):
+        row = {name: point[name] for name in axes}
+        row.update(base_instance=point["base_instance"], shard=shard.key, instance=k, status=status)
+        m = metrics[k] if metrics else {}
+        norms = m.get("feature_norms", [math.nan] * shard.config.features)
+        row.update(
+            loss=m.get("loss", math.nan),
+            represented=m.get("represented", math.nan),
+            dimensions_per_feature=m.get("dimensions_per_feature", math.nan),
+            **{f"norm_{i}": v for i, v in enumerate(norms)},
+        )
+        rows.append(row)
+    return rows
+
+
 def load_sweep(path: str | os.PathLike[str]):
-    """The results table of a sweep directory, as a pandas DataFrame."""
+    """The results table of a sweep directory, as a pandas DataFrame: a row per model (per SAE)."""
     import pandas
     from pandas.api.types import is_numeric_dtype
 
@@ -445,7 +485,8 @@ def load_sweep(path: str | os.PathLike[str]):
         table = pandas.read_csv(path / RESULTS)
     except (ValueError, UnicodeDecodeError, pandas.errors.ParserError, pandas.errors.EmptyDataError) as error:
         raise ConfigError(f"sweep: {path}/{RESULTS} is not a readable CSV ({str(error).splitlines()[0]})") from None
-    needed = ("shard", "instance", "status", "loss", "represented", "dimensions_per_feature")
+    scores = ("mmcs", "l0") if "mmcs" in table.columns else ("represented", "dimensions_per_feature")
+    needed = ("shard", "instance", "status", "loss", *scores)
     if missing := [c for c in needed if c not in table.columns]:
         raise ConfigError(f"sweep: {path}/{RESULTS} lacks the column {missing[0]!r}; run the sweep again to rebuild it")
     if not all(is_numeric_dtype(table[c]) for c in needed if c not in ("shard", "status")):
