@@ -184,7 +184,8 @@ class _Fused:
         )  # fmt: skip
         self.setting = settings_tensor(config)
         self.rule = sae_fused.Rule(
-            kind=sae_fused.KIND_CODES[config.kind], factored=sae_fused.factored(config.features, config.batch_size), settings=self.setting.numpy(), k_aux=k_aux(config.dims, config.latents),
+            kind=sae_fused.KIND_CODES[config.kind], factored=sae_fused.factored(config.features, config.batch_size),
+            columns=sae_fused.batch_major(config.kind, config.dims, config.latents), settings=self.setting.numpy(), k_aux=k_aux(config.dims, config.latents),
             aux_weight=AUXK_WEIGHT, dead_steps=DEAD_STEPS, bandwidth=BANDWIDTH, beta1=BETAS[0], beta2=BETAS[1], eps=EPS,
         )  # fmt: skip
         self.last_fired = torch.full((config.instances, config.latents), -1, dtype=torch.long)
