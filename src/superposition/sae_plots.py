@@ -11,6 +11,7 @@ setting, a column per kind and a line per latent count.
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +77,7 @@ def penalty_figure(sae) -> Figure:
     _setting_axes((left, right), column, [r[column] for r in rows])
     if config.source_instances <= 10:
         left.legend(fontsize=7)
-    fig.suptitle(describe_sae(config), fontsize=8)
+    fig.suptitle(textwrap.fill(describe_sae(config), 110), fontsize=8)
     return fig
 
 
@@ -92,7 +93,7 @@ def _setting_axes(pair, column: str, values) -> None:
         elif values[0] > 0:
             ax.set_xscale("log")
             if len(values) <= 8:
-                ax.set_xticks(values, [f"{v:.3g}" for v in values])
+                ax.set_xticks(values, [f"{v:.3g}" for v in values], rotation=40, ha="right", rotation_mode="anchor")
                 ax.xaxis.set_minor_formatter(NullFormatter())
 
 
