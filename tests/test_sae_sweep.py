@@ -6,6 +6,7 @@ import os
 import pytest
 
 import superposition as sp
+from superposition.config import ConfigError
 from superposition.report import write
 from superposition.sae_config import SAEConfig
 from superposition.sweep import plan, read_spec, sweep
@@ -89,10 +90,12 @@ def test_a_missing_shard_is_trained_again_with_the_same_result(tmp_path, source)
         ('kind = ["topk"]\nl1 = [0.1]', "axes.l1"),  # no topk SAE takes l1
         ('run = ["a", "b"]', "axes.run"),
         ('kind = ["gated"]', "kind"),
-        ("k = [20]", "k"),  # k > latents (10)
+        ("k = [20]", "k: 20"),  # k > latents (10)
+        ('kind = ["relu", "topk"]\nlatents = [5, 50000000000]', "latents"),
         ('l1 = [-1.0]', "l1"),
         ('l1 = ["a"]', "axes.l1"),
         ("latentz = [5]", "axes.latentz"),
+        ("seed = [1979-05-27]", "axes.seed"),
     ],
 )
 def test_bad_sae_spec_one_line_exit_2_nothing_written(tmp_path, source, cli, axes, field):
@@ -102,6 +105,16 @@ def test_bad_sae_spec_one_line_exit_2_nothing_written(tmp_path, source, cli, axe
     code, _, err = cli("sweep", spec, "--out", tmp_path / "out")
     assert code == 2 and len(err.strip().splitlines()) == 1 and field in err, err
     assert sorted(os.listdir(tmp_path)) == ["spec.toml"]
+
+
+def test_the_grid_counts_each_kind_with_its_own_settings_and_base_penalties_must_be_used(tmp_path, source):
+    spec = tmp_path / "spec.toml"
+    axes = 'kind = ["relu", "topk", "jumprelu"]\nl1 = { log = [0.01, 1, 60] }\nk = [1, 2, 3, 4, 5]\nl0 = { log = [0.001, 1, 400] }'
+    spec.write_text(f'[sae]\nrun = "{source}"\nsteps = 10\n\n[axes]\n{axes}\n')
+    assert sum(len(s.points) for s in plan(read_spec(spec))) == 465 * 2  # not 60 x 5 x 400 x 3: 2 source instances
+    spec.write_text(f'[sae]\nrun = "{source}"\nl0 = 0.5\n\n[axes]\nkind = ["relu", "topk"]\n')
+    with pytest.raises(ConfigError, match="sae.l0: no SAE of this sweep takes l0"):
+        plan(read_spec(spec))
 
 
 def test_a_dictionary_source_sweeps_too(tmp_path):

@@ -498,8 +498,9 @@ def _columns(W_enc, b_enc, W_dec, b_dec, theta, F, X, first, last, batch, rule, 
 @njit(inline="always")
 def _buffers(feat, d, latents, batch, factored, columns):
     """Per-unit scratch: X; _rows' C, PRE, present, xs, counts, weight, active, values, chosen,
-    e, g, touched, dpres, P, base, Q, start, fill, idx, val (empty if `columns`); and
-    _columns' keep, largest, wt, Xc, C, PRE, A, G (empty unless `columns`)."""
+    e, g, touched, dpres, P, base, Q, start, fill, idx, val (idx and val, feat x batch, are
+    empty if `columns`; the rest is small); and _columns' keep, largest, wt, Xc, C, PRE, A, G
+    (empty unless `columns`)."""
     table = feat if factored else 0
     cols = batch + 1 if columns else 0
     entries = 0 if columns else feat * batch

@@ -53,6 +53,12 @@ def read_tables(base: dict[str, Any], axes: dict[str, Any]) -> dict[str, Any]:
     return {"sae": base, "axes": {n: axis_values(n, v, n in SETTINGS, n in WHOLE) for n, v in axes.items()}}
 
 
+def count_points(axes: dict[str, list[Any]]) -> int:
+    """SAEs per source instance: the other axes times the setting values (each kind takes its own)."""
+    settings = sum(len(values) for name, values in axes.items() if name in SETTINGS)
+    return math.prod(len(values) for name, values in axes.items() if name not in SETTINGS) * max(1, settings)
+
+
 def plan(spec: dict[str, Any]) -> list[Shard]:
     """One shard per point of the axes other than the settings; each holds the point's own
     setting values times the source's instances. Every shard's config is resolved here, so
@@ -60,7 +66,6 @@ def plan(spec: dict[str, Any]) -> list[Shard]:
     base, axes = spec["sae"], spec["axes"]
     run = _source_run(base)
     outer_names = [name for name in axes if name not in SETTINGS]
-    used: set[str] = set()
     shards = []
     for values in itertools.product(*(axes[name] for name in outer_names)):
         outer = dict(zip(outer_names, values, strict=True))
@@ -73,7 +78,6 @@ def plan(spec: dict[str, Any]) -> list[Shard]:
             keys = {k: v for k, v in keys.items() if k not in SETTINGS or k == setting}
         if setting in axes:
             keys[setting] = axes[setting]
-            used.add(setting)
         config = resolve_sae(keys, run)
         column = SAE_KINDS[kind].column
         points = [
@@ -82,9 +86,11 @@ def plan(spec: dict[str, Any]) -> list[Shard]:
             for i in range(config.source_instances)
         ]
         shards.append(Shard(config, points))
-    for name in sorted(set(SETTINGS) & set(axes) - used):
-        owner = next(k for k, cls in SAE_KINDS.items() if cls.setting == name)
-        raise ConfigError(f"axes.{name}: no SAE of this sweep takes {name}; it is the {owner} kind's setting (add kind = \"{owner}\")")
+    swept = {SAE_KINDS[shard.config.kind].setting for shard in shards}
+    for table, names in (("axes", set(axes)), ("sae", set(base))):
+        for name in sorted(set(SETTINGS) & names - swept):
+            owner = next(k for k, cls in SAE_KINDS.items() if cls.setting == name)
+            raise ConfigError(f"{table}.{name}: no SAE of this sweep takes {name}; it is the {owner} kind's setting (add kind = \"{owner}\")")
     return shards
 
 

@@ -56,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import USER_KEYS, Config, ConfigError, normalise_key, normalise_keys, read_config_file, resolve
+from .config import USER_KEYS, Config, ConfigError, normalise_keys, read_config_file, resolve
 from .files import (
     MARKER,
     atomic_dir,
@@ -80,8 +80,8 @@ MAX_POINTS = 100_000  # a bigger grid is almost surely a typo in a range's count
 
 @dataclass
 class Shard:
-    config: Config
-    points: list[dict[str, Any]]  # the grid point of each instance, in order, with its base_instance
+    config: Any  # a Config, or an SAEConfig for a sweep of SAEs
+    points: list[dict[str, Any]]  # the grid point of each instance, in order, with its base (or source) instance
 
     @property
     def key(self) -> str:
@@ -119,7 +119,12 @@ def read_spec(path: Path) -> dict[str, Any]:
         to_json(spec)  # spec.json must hold it: TOML dates and times are not config values
     except (TypeError, ValueError) as error:
         raise ConfigError(f"spec: holds a value that is not a number, string, list or table ({error})") from None
-    points = math.prod(len(values) for values in spec["axes"].values())
+    if table == "sae":
+        from .sae_sweep import count_points
+
+        points = count_points(spec["axes"])
+    else:
+        points = math.prod(len(values) for values in spec["axes"].values())
     if points > MAX_POINTS:
         raise ConfigError(f"axes: the grid has {points:,} points, more than {MAX_POINTS:,}; check the counts of its ranges")
     return spec
@@ -145,7 +150,10 @@ def axis_values(name: str, spec: Any, numeric: bool = False, whole: bool = False
             values = [int(v) if float(v).is_integer() else v for v in values]
     else:
         raise ConfigError(f"axes.{name}: expected a list of values or {{log|linear = [start, stop, count]}}, got {spec!r}")
-    same = [float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else json.dumps(v, sort_keys=True) for v in values]
+    try:
+        same = [float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else json.dumps(v, sort_keys=True) for v in values]
+    except (TypeError, ValueError) as error:  # a TOML date or time
+        raise ConfigError(f"axes.{name}: holds a value that is not a number, string, list or table ({error})") from None
     if len(set(same)) != len(same):
         raise ConfigError(f"axes.{name}: a value appears twice (1 and 1.0 are one value); give each value once")
     return values
