@@ -148,6 +148,7 @@ def test_the_command_writes_an_sae_directory_that_names_its_source(cli, pentagon
         (["--kind", "gated"], "kind: unknown SAE kind 'gated'"),
         (["--kind", "topk", "--l1", "0.1"], "l1: the topk SAE takes --k, not --l1"),
         (["--features", "5"], "features: belongs to --data dictionary"),
+        (["--latents", "100000000"], "latents: these SAEs need about"),  # refused before allocating
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(cli, pentagon, tmp_path, args, message):

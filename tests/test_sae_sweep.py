@@ -92,6 +92,7 @@ def test_a_missing_shard_is_trained_again_with_the_same_result(tmp_path, source)
         ('kind = ["gated"]', "kind"),
         ("k = [20]", "k: 20"),  # k > latents (10)
         ('kind = ["relu", "topk"]\nlatents = [5, 50000000000]', "latents"),
+        ("latents = [5, 100000000]", "latents: these SAEs need about"),
         ('l1 = [-1.0]', "l1"),
         ('l1 = ["a"]', "axes.l1"),
         ("latentz = [5]", "axes.latentz"),

@@ -163,8 +163,9 @@ def measure(result: SAEResult, run=None) -> SAE:
 
 
 def train_sae(config: SAEConfig, run=None, progress: bool = False) -> SAE:
-    from .sae_training import train
+    from .sae_training import check_memory, train
 
+    check_memory(config)
     run = source_run(config, run)  # read from disk once, for training and scoring
     return measure(train(config, run, progress), run)
 

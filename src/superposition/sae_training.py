@@ -31,7 +31,7 @@ from .activations import RESAMPLING, SAE_INIT, DictionarySource, RunSource, deri
 from .config import ConfigError
 from .sae_config import SAEConfig
 from .saes import AUXK_WEIGHT, BANDWIDTH, SAE_KINDS, THRESHOLD_INIT, Params, forward, k_aux
-from .training import BETAS, EPS, LossBar
+from .training import BETAS, EPS, LossBar, available_memory
 
 DEAD_STEPS = 100
 RESAMPLE_CHECKS = 10  # checks over the whole run; only those in its first half resample
@@ -90,6 +90,31 @@ def engine_of(config: SAEConfig, device: str) -> str:
     if config.engine == "fused" and device != "cpu":
         raise ConfigError("engine: the fused engine runs on the CPU; use --engine reference with --device cuda")
     return ("fused" if device == "cpu" else "reference") if config.engine == "auto" else config.engine
+
+
+def memory_needed(config: SAEConfig) -> int:
+    """Bytes of host memory an SAE job needs at its peak, roughly: the (inst, rows, latents)
+    temporaries of a reference step, of resampling and of the scoring batch, the compiled
+    engine's data and present features per unit, the weights with their gradients and
+    Adam's moments, and the loss history."""
+    from .sae_fused import ROW_UNITS
+
+    n, d, L = config.instances, config.dims, config.latents
+    rows = 6 * n * config.batch_size * L + 4 * n * config.eval_batch_size * L + 2 * n * (config.batch_size + config.eval_batch_size) * d
+    kernel = 3 * max(n, ROW_UNITS) * config.features * config.batch_size
+    weights = 8 * n * (2 * d + 2) * L + config.source_instances * config.features * d
+    return 4 * (rows + kernel + weights + config.steps * n)
+
+
+def check_memory(config: SAEConfig) -> None:
+    """Refuse, before anything is allocated, SAEs that cannot fit in this machine's memory."""
+    needed, free = memory_needed(config), available_memory()
+    if needed > free:
+        raise ConfigError(
+            f"latents: these SAEs need about {needed / 2**30:.1f} GiB of memory ({config.instances} SAEs x "
+            f"{config.latents} latents x batches of {config.batch_size} and {config.eval_batch_size}), "
+            f"{free / 2**30:.1f} GiB is available; use fewer latents or settings, or smaller batches"
+        )
 
 
 def train(config: SAEConfig, run=None, progress: bool = False) -> SAEResult:

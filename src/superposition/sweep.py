@@ -333,8 +333,10 @@ def sweep(
 
     spec = read_spec(spec_path)
     shards = plan(spec)
-    for shard in shards if not is_sae(spec) else ():
-        check_memory(settle(shard.config))
+    from .sae_training import check_memory as check_sae_memory
+
+    for shard in shards:
+        check_sae_memory(shard.config) if is_sae(spec) else check_memory(settle(shard.config))
     if executor not in ("local", "processes", "dask"):
         raise ConfigError(f"executor: unknown {executor!r}; use local, processes or dask")
     if executor == "dask" and not scheduler:
