@@ -31,7 +31,7 @@ from .activations import RESAMPLING, SAE_INIT, DictionarySource, RunSource, deri
 from .config import ConfigError
 from .sae_config import SAEConfig
 from .saes import AUXK_WEIGHT, BANDWIDTH, SAE_KINDS, THRESHOLD_INIT, Params, forward, k_aux
-from .training import BETAS, EPS, LossBar, available_memory
+from .training import BETAS, EPS, LossBar, require_memory
 
 DEAD_STEPS = 100
 RESAMPLE_CHECKS = 10  # checks over the whole run; only those in its first half resample
@@ -108,13 +108,11 @@ def memory_needed(config: SAEConfig) -> int:
 
 def check_memory(config: SAEConfig) -> None:
     """Refuse, before anything is allocated, SAEs that cannot fit in this machine's memory."""
-    needed, free = memory_needed(config), available_memory()
-    if needed > free:
-        raise ConfigError(
-            f"latents: these SAEs need about {needed / 2**30:.1f} GiB of memory ({config.instances} SAEs x "
-            f"{config.latents} latents x batches of {config.batch_size} and {config.eval_batch_size}), "
-            f"{free / 2**30:.1f} GiB is available; use fewer latents or settings, or smaller batches"
-        )
+    require_memory(
+        memory_needed(config), "latents", "these SAEs need",
+        f"{config.instances} SAEs x {config.latents} latents x batches of {config.batch_size} and {config.eval_batch_size}",
+        "use fewer latents or settings, or smaller batches",
+    )  # fmt: skip
 
 
 def train(config: SAEConfig, run=None, progress: bool = False) -> SAEResult:

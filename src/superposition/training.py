@@ -72,16 +72,24 @@ def available_memory() -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def check_memory(config: Config) -> None:
-    """Refuse, before allocating anything, a config that cannot fit in this machine's memory."""
-    needed, free = memory_needed(config), available_memory()
+def require_memory(needed: int, key: str, subject: str, detail: str, advice: str) -> None:
+    """Refuse, naming `key`, a job that needs more bytes than this machine has free."""
+    free = available_memory()
     if needed > free:
         raise ConfigError(
-            f"eval_batch_size: this config needs about {needed / 2**30:.1f} GiB of memory "
-            f"({config.instances * config.restarts} instances x {config.features} features x "
-            f"batches of {config.batch_size} and {config.eval_batch_size}), {free / 2**30:.1f} GiB is available; "
-            "use fewer instances or smaller batches"
+            f"{key}: {subject} about {needed / 2**30:.1f} GiB of memory ({detail}), "
+            f"{free / 2**30:.1f} GiB is available; {advice}"
         )
+
+
+def check_memory(config: Config) -> None:
+    """Refuse, before allocating anything, a config that cannot fit in this machine's memory."""
+    require_memory(
+        memory_needed(config), "eval_batch_size", "this config needs",
+        f"{config.instances * config.restarts} instances x {config.features} features x "
+        f"batches of {config.batch_size} and {config.eval_batch_size}",
+        "use fewer instances or smaller batches",
+    )  # fmt: skip
 
 
 @dataclass
