@@ -46,7 +46,7 @@ def main() -> None:
         backprop = per_call(lambda: fused.gradients(W, np.zeros((1, 1), np.float32), b, imp, X, True, False, True), repeats)
         weights = fused.Weights(W[None].copy(), np.zeros((1, 1, 1), np.float32), b[None].copy())
         moments = fused.Moments(*(np.zeros_like(a) for a in (weights.W, weights.W, weights.W_out, weights.W_out, weights.b, weights.b)))
-        stream = fused.Stream(probs[None], seed=0, first_instance=0, data_code=0, set_mode=0, set_size=1, batch=BATCH)
+        stream = fused.Stream(probs[None], seed=0, first_instance=0, data_code=0, set_mode=0, set_size=1, batch=BATCH, normalize=False)
         model = fused.Model(imp[None], tied=True, hidden_relu=False, relu_out=True, abs_target=False)
         optimiser = fused.Optimiser(0.9, 0.999, 1e-8, 0.01, True)
         lanes, sparse = fused.plan(stream, 1)

@@ -91,6 +91,8 @@ def train(
     early_stop: Annotated[float | None, typer.Option(help="Stop once no instance's loss fell by more than this fraction over 500 steps.")] = None,
     restarts: Annotated[int | None, typer.Option(help="Train K copies of every instance, keep each one's lowest-loss copy.")] = None,
     eval_batch_size: Annotated[int | None, typer.Option(help="Rows of the fixed evaluation batch.")] = None,
+    dataset_size: Annotated[int | None, typer.Option(help="Train on a finite set of T examples per instance, drawn once (full batch when T <= batch size).")] = None,
+    normalize: Annotated[bool | None, typer.Option("--normalize/--no-normalize", help="Scale every example to unit norm (an all-zero one stays zero).")] = None,
     figures: Annotated[bool, typer.Option(help="Also draw the run's figures (later: `superposition plot RUN`).")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
@@ -126,6 +128,8 @@ def train(
         "early_stop": early_stop,
         "restarts": restarts,
         "eval_batch_size": eval_batch_size,
+        "dataset_size": dataset_size,
+        "normalize": normalize,
     }
     given = {k: v for k, v in flags.items() if v is not None}
     # A flag replaces whichever of a pair of alternative keys the file used.

@@ -76,6 +76,10 @@ class Config(BaseModel):
     # lowest evaluation loss (the paper's "best of several seeds")
     restarts: int = Field(1, gt=0, le=MAX_SIZE)
     eval_batch_size: int = Field(10_000, gt=0, le=MAX_SIZE)
+    # a finite training set of this many examples per instance, drawn once (dataset.py);
+    # None: a fresh batch every step
+    dataset_size: int | None = Field(None, gt=0, le=MAX_SIZE)
+    normalize: bool = False  # scale every example to unit norm (Henighan et al., 2023)
 
     @model_validator(mode="after")
     def _check_shapes(self) -> Config:
@@ -125,6 +129,8 @@ class Config(BaseModel):
             )
         if self.restarts > 1 and self.warm_start:
             raise ValueError("restarts: warm start trains one chain of instances; use restarts = 1 with it")
+        if self.normalize and self.data == "seed":
+            raise ValueError("normalize: seed data is already scaled to unit norm; drop normalize")
         if self.warmup >= self.steps:
             raise ValueError(f"warmup: {self.warmup} must be smaller than steps ({self.steps})")
         return self

@@ -77,10 +77,12 @@ def batch(
     feature_probability: Float[Tensor, "inst feat"],
     instances: Int[Tensor, "inst"],
     step: int,
+    rows: int | None = None,
 ) -> Float[Tensor, "inst batch feat"]:
-    """The training batch of these (global) instances at `step`, as every engine draws it."""
+    """The training batch of these (global) instances at `step`, as every engine draws it
+    (`rows` of them: batch_size unless given; `normalize` scales each to unit norm)."""
     inst, feat = feature_probability.shape
-    rows, device = config.batch_size, feature_probability.device
+    rows, device = rows or config.batch_size, feature_probability.device
     keys = step_keys(config.seed, instances.to(device), step)
     counter = torch.arange(feat * rows, device=device, dtype=torch.long).view(feat, rows)
     u = _uniform(keys, counter)  # (inst, feat, batch): counter n = f * batch + r
@@ -99,19 +101,25 @@ def batch(
         values = 2.0 * u - 1.0 if signed else u
         x = torch.where(present, values, 0.0)
     elif config.data == "seed":
-        x = torch.where(u <= p, u, 0.0)
-        norm = torch.zeros(inst, 1, rows, device=device)
-        for f in range(feat):  # summed feature by feature, in the kernel's order
-            norm += x[:, f : f + 1] * x[:, f : f + 1]
-        # float32 1/sqrt as the kernel rounds it: torch's float32 sqrt is not correctly rounded
-        # on every CPU, its float64 sqrt rounded to float32 is (but for ~1 value in 2**29)
-        root = norm.double().sqrt().float()
-        x = x * torch.where(norm > 0, 1.0 / root, 0.0)
+        x = _unit_columns(torch.where(u <= p, u, 0.0))
     else:
         inverse = 1.0 / p
         values = (2.0 * u) * inverse - 1.0 if signed else u * inverse
         x = torch.where(u < p, values, 0.0)
+    if config.normalize:
+        x = _unit_columns(x)
     return x.transpose(1, 2)
+
+
+def _unit_columns(x: Float[Tensor, "inst feat batch"]) -> Float[Tensor, "inst feat batch"]:
+    """Every example scaled to unit norm as the kernel rounds it; an all-zero one stays zero."""
+    norm = torch.zeros_like(x[:, :1])
+    for f in range(x.shape[1]):  # summed feature by feature, in the kernel's order
+        norm += x[:, f : f + 1] * x[:, f : f + 1]
+    # float32 1/sqrt as the kernel rounds it: torch's float32 sqrt is not correctly rounded
+    # on every CPU, its float64 sqrt rounded to float32 is (but for ~1 value in 2**29)
+    root = norm.double().sqrt().float()
+    return x * torch.where(norm > 0, 1.0 / root, 0.0)
 
 
 def sample(
@@ -147,9 +155,12 @@ def sample(
         present = torch.rand(shape, generator=generator, device=device) < p
         return torch.where(present, values, 0.0)
     u = torch.rand(shape, generator=generator, device=device)
-    x = torch.where(u <= p, u, 0.0)
-    norm = x.norm(dim=-1, keepdim=True)
-    return x / norm.clamp_min(torch.finfo(x.dtype).tiny)
+    return unit_rows(torch.where(u <= p, u, 0.0))
+
+
+def unit_rows(x: Float[Tensor, "... feat"]) -> Float[Tensor, "... feat"]:
+    """Every example scaled to unit norm; an all-zero one stays zero."""
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
 
 
 def feature_probability(config: Config, device: torch.device | str = "cpu") -> Float[Tensor, "inst feat"]:

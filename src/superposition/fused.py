@@ -73,15 +73,22 @@ def step_key(seed, instance, step):
 @njit(inline="always")
 def _draw(X, p, key, data_code, set_mode, set_size):
     """One step's data for one instance into X (feat, batch), then the seed's row scaling."""
+    _draw_rows(X, p, key, data_code, set_mode, set_size, X.shape[1], 0)
+
+
+@njit(inline="always")
+def _draw_rows(X, p, key, data_code, set_mode, set_size, total, first):
+    """Rows first … first + batch of a draw of `total` rows into X (feat, batch): element
+    (f, r) of that draw has counter f * total + r, so a large draw can be made in blocks."""
     feat, batch = X.shape
     if set_mode != 0:
-        _draw_sets(X, p, key, data_code, set_mode == 2, set_size)
+        _draw_sets(X, p, key, data_code, set_mode == 2, set_size, total, first)
         return
     for f in range(feat):
         row = X[f]
         pf = p[f]
         inv = np.float32(1.0) / pf
-        base = f * batch
+        base = f * total + first
         if data_code == 0:
             for r in range(batch):
                 u = _uniform(key, base + r)
@@ -95,21 +102,28 @@ def _draw(X, p, key, data_code, set_mode, set_size):
                 u = _uniform(key, base + r)
                 row[r] = u if u <= pf else np.float32(0.0)
     if data_code == 1:
-        norm = np.zeros(batch, np.float32)
-        for f in range(feat):
-            row = X[f]
-            for r in range(batch):
-                norm[r] += row[r] * row[r]
-        for r in range(batch):
-            norm[r] = np.float32(1.0) / np.sqrt(norm[r]) if norm[r] > 0 else np.float32(0.0)
-        for f in range(feat):
-            row = X[f]
-            for r in range(batch):
-                row[r] *= norm[r]
+        _unit_columns(X)
 
 
 @njit(inline="always")
-def _draw_sets(X, p, key, data_code, anticorrelated, set_size):
+def _unit_columns(X):
+    """Scale every column (example) of X (feat, batch) to unit L2 norm; a zero one stays zero."""
+    feat, batch = X.shape
+    norm = np.zeros(batch, np.float32)
+    for f in range(feat):
+        row = X[f]
+        for r in range(batch):
+            norm[r] += row[r] * row[r]
+    for r in range(batch):
+        norm[r] = np.float32(1.0) / np.sqrt(norm[r]) if norm[r] > 0 else np.float32(0.0)
+    for f in range(feat):
+        row = X[f]
+        for r in range(batch):
+            row[r] *= norm[r]
+
+
+@njit(inline="always")
+def _draw_sets(X, p, key, data_code, anticorrelated, set_size, total, first):
     """Features in consecutive sets of set_size share one presence draw v per row.
 
     Correlated: member f is present when v < p_f (all members together).
@@ -118,15 +132,15 @@ def _draw_sets(X, p, key, data_code, anticorrelated, set_size):
     (2u − 1 for signed data), drawn independently of v.
     """
     feat, batch = X.shape
-    for first in range(0, feat, set_size):
+    for start in range(0, feat, set_size):
         low = np.float32(0.0)
-        shared = (feat + first) * batch  # counter range of this set's presence draws
-        for f in range(first, first + set_size):
+        shared = (feat + start) * total + first  # counter range of this set's presence draws
+        for f in range(start, start + set_size):
             row = X[f]
             pf = p[f]
             for r in range(batch):
                 v = _uniform(key, shared + r)
-                u = _uniform(key, f * batch + r)
+                u = _uniform(key, f * total + first + r)
                 value = np.float32(2.0) * u - np.float32(1.0) if data_code == 2 else u
                 present = (low <= v and v < low + pf) if anticorrelated else v < pf
                 row[r] = value if present else np.float32(0.0)
@@ -330,6 +344,7 @@ class Stream(NamedTuple):
     set_mode: int  # SET_MODES
     set_size: int
     batch: int
+    normalize: bool  # every example scaled to unit norm
 
 
 class Model(NamedTuple):
@@ -367,16 +382,22 @@ def plan(stream: Stream, threads: int) -> tuple[np.ndarray, np.ndarray]:
     empty = empty_share(stream)
     sparse = empty >= EMPTY_ROWS
     costs = np.where(sparse, 0.3 + (1 - empty), 1.0)  # drawing is ~0.3 of a dense step
+    return lanes(costs, threads), sparse
+
+
+def lanes(costs: np.ndarray, threads: int) -> np.ndarray:
+    """Instances per thread, (threads, k) padded with -1: the costliest first, each to the
+    thread with the least work so far."""
     load = np.zeros(threads)
-    lanes: list[list[int]] = [[] for _ in range(threads)]
+    queues: list[list[int]] = [[] for _ in range(threads)]
     for i in np.argsort(-costs, kind="stable"):
         w = int(np.argmin(load))
-        lanes[w].append(int(i))
+        queues[w].append(int(i))
         load[w] += costs[i]
-    out = np.full((threads, max(map(len, lanes))), -1, np.int64)
-    for w, lane in enumerate(lanes):
+    out = np.full((threads, max(map(len, queues))), -1, np.int64)
+    for w, lane in enumerate(queues):
         out[w, : len(lane)] = lane
-    return out, sparse
+    return out
 
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH, nogil=True)  # nogil: the caller may import meanwhile
@@ -405,6 +426,8 @@ def _train_instance(weights, moments, stream, model, optimiser, first_step, lrs,
         step = first_step + s
         key = step_key(stream.seed, stream.first_instance + i, step)
         _draw(X, stream.probs[i], key, stream.data_code, stream.set_mode, stream.set_size)
+        if stream.normalize:
+            _unit_columns(X)
         losses[s, i] = _loss_and_gradients(
             W[i], W_out[i], b[i], model.importance[i], X, Xc, largest, keep, sparse,
             Z, H, G, dZ, gW, gD, gb, tied, hidden_relu, relu_out, abs_target,

@@ -41,10 +41,16 @@ def describe(config: Config) -> str:
         data += f" in {config.correlation} sets of {config.set_size}"
     if config.target == "abs":
         data += ", target |x|"
+    if config.normalize:
+        data += " scaled to unit norm"
+    batch = config.batch_size
+    if config.dataset_size:
+        data += f", {config.dataset_size:,} training examples"
+        batch = min(batch, config.dataset_size)
     return (
         f"{KINDS[config.model].describe(config)}, {config.features} features → {config.hidden} hidden, "
         f"{importance_label(config.importance)}, {data}, {optimizer} lr {config.lr:g} "
-        f"wd {config.weight_decay:g}, {config.steps:,} steps × {config.batch_size}, seed {config.seed}{copies}{warm}"
+        f"wd {config.weight_decay:g}, {config.steps:,} steps × {batch}, seed {config.seed}{copies}{warm}"
     )
 
 

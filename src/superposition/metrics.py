@@ -9,11 +9,18 @@ direction, also for the untied and mlp models (their encoder).
   D_i                 ||W_i||² / sum_j (Ŵ_i · W_j)²  antipodal pair 1/2, pentagon 2/5
   represented         count of ||W_i|| > REPRESENTED_NORM
   diagonal count      count of diag(W Wᵀ) (or W W_out) > DIAGONAL_CUT: the seed's measure
+
+With a finite training set (Henighan et al., 2023), also per instance:
+  train_loss, test_loss  on the training set, and on a fresh test set (dataset.py); `loss`
+                         is test_loss there
+  data_dimensionality    D_t = ||h_t||² / sum_s (ĥ_t · h_s)² of every training example,
+                         h_t = x_t W: D_i's formula with the examples' hidden vectors as rows
+  data_norms             ||h_t||
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float
@@ -21,7 +28,10 @@ from torch import Tensor
 
 from . import data
 from .config import Config
-from .models import Params, forward, gram, loss_per_instance
+from .models import Params, forward, gram_diagonal, loss_per_instance
+
+if TYPE_CHECKING:
+    from .dataset import Sparse
 
 REPRESENTED_NORM = 0.5
 DIAGONAL_CUT = 0.5
@@ -33,19 +43,22 @@ def feature_norms(W: Float[Tensor, "inst feat hidden"]) -> Float[Tensor, "inst f
     return W.norm(dim=-1)
 
 
-def overlaps_squared(W: Float[Tensor, "inst feat hidden"]) -> Float[Tensor, "inst feat feat"]:
-    """(Ŵ_i · W_j)² for every pair; a zero row gives zeros, not NaN."""
+def _overlap_sums(W: Float[Tensor, "inst feat hidden"]) -> Float[Tensor, "inst feat"]:
+    """sum_j (Ŵ_i · W_j)² = Ŵ_iᵀ (Wᵀ W) Ŵ_i: through the (hidden, hidden) matrix, so it costs
+    feat x hidden² and never builds the feat x feat one (10,000 features, or a dataset's points)."""
     unit = W / feature_norms(W).clamp_min(1e-12)[..., None]
-    return torch.einsum("ifh,ijh->ifj", unit, W) ** 2
+    second = torch.einsum("ifh,ifk->ihk", W, W)
+    return torch.einsum("ifh,ihk,ifk->if", unit, second, unit)
 
 
 def superposition(W: Float[Tensor, "inst feat hidden"]) -> Float[Tensor, "inst feat"]:
-    sq = overlaps_squared(W)
-    return sq.sum(-1) - sq.diagonal(dim1=-2, dim2=-1)
+    norms = feature_norms(W)
+    return (_overlap_sums(W) - torch.where(norms > 1e-12, norms**2, 0.0)).clamp_min(0.0)
 
 
 def feature_dimensionality(W: Float[Tensor, "inst feat hidden"]) -> Float[Tensor, "inst feat"]:
-    return feature_norms(W) ** 2 / overlaps_squared(W).sum(-1).clamp_min(1e-12)
+    """D_i; also the paper's D_t of data points, given their hidden vectors as the rows."""
+    return feature_norms(W) ** 2 / _overlap_sums(W).clamp_min(1e-12)
 
 
 def dimensions_per_feature(W: Float[Tensor, "inst feat hidden"]) -> Float[Tensor, "inst"]:
@@ -58,19 +71,28 @@ def eval_loss(config: Config, params: Params) -> Float[Tensor, "inst"]:
     x = data.sample(
         config.data, data.feature_probability(config), config.eval_batch_size, generator, config.correlation, config.set_size
     )
+    if config.normalize:
+        x = data.unit_rows(x)
     with torch.no_grad():
         out = forward(params, x, config)
         return loss_per_instance(out, x, data.importance(config), config)
 
 
-def measure(config: Config, params: Params) -> dict[str, Any]:
-    """All metrics, as plain lists per instance, ready for metrics.json."""
+def measure(config: Config, params: Params, examples: Sparse | None = None) -> dict[str, Any]:
+    """All metrics, as plain lists per instance, ready for metrics.json; `examples`: the
+    training set of a finite-data run."""
+    if examples is not None:
+        from . import dataset  # numba: only for the runs that need it
+
+        test = dataset.evaluate(config, params, dataset.test_set(config))
+    else:
+        test = eval_loss(config, params)
     W = params["W"]
     norms = feature_norms(W)
-    diagonal = gram(params, config).diagonal(dim1=-2, dim2=-1)
+    diagonal = gram_diagonal(params, config)
     per_instance = zip(
         config.feature_probability,
-        eval_loss(config, params).tolist(),
+        test.tolist(),
         norms.tolist(),
         superposition(W).tolist(),
         feature_dimensionality(W).tolist(),
@@ -90,8 +112,18 @@ def measure(config: Config, params: Params) -> dict[str, Any]:
         "diagonal_count",
         "bias",
     )
-    return {
-        "represented_norm": REPRESENTED_NORM,
-        "diagonal_cut": DIAGONAL_CUT,
-        "instances": [dict(zip(keys, row)) for row in per_instance],
-    }
+    rows = [dict(zip(keys, row)) for row in per_instance]
+    if examples is not None:
+        hidden = examples.hidden(W)
+        finite = zip(
+            dataset.evaluate(config, params, examples).tolist(),
+            test.tolist(),
+            feature_dimensionality(hidden).tolist(),
+            feature_norms(hidden).tolist(),
+        )
+        for row, values in zip(rows, finite):
+            row.update(zip(FINITE_KEYS, values))
+    return {"represented_norm": REPRESENTED_NORM, "diagonal_cut": DIAGONAL_CUT, "instances": rows}
+
+
+FINITE_KEYS = ("train_loss", "test_loss", "data_dimensionality", "data_norms")

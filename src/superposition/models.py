@@ -90,6 +90,10 @@ class Kind:
         """Row i: what feature i writes into every output, W Wᵀ or W W_out."""
         return torch.bmm(params["W"], self.decoder(params))
 
+    def gram_diagonal(self, params: Params) -> Float[Tensor, "inst feat"]:
+        """What feature i writes into its own output: gram's diagonal, without the feat x feat matrix."""
+        return torch.einsum("ifh,ihf->if", params["W"], self.decoder(params))
+
     def loss(
         self,
         out: Float[Tensor, "inst batch feat"],
@@ -177,3 +181,7 @@ def loss_per_instance(out, x, importance, config) -> Float[Tensor, "inst"]:
 
 def gram(params: Params, config) -> Float[Tensor, "inst feat feat"]:
     return KINDS[config.model].gram(params)
+
+
+def gram_diagonal(params: Params, config) -> Float[Tensor, "inst feat"]:
+    return KINDS[config.model].gram_diagonal(params)

@@ -4,6 +4,9 @@
   model.safetensors    the kind's parameters (models.py): W (inst, feat, hidden), b (inst, feat), ...
   metrics.json         per-instance metrics (see metrics.py)
   history.safetensors  `loss` (steps, inst) float32: the training loss of every step, 4 bytes each
+  dataset.safetensors  finite-data runs only: the training set x (inst, T, feat) as compressed
+                       sparse rows (dataset.py): x_row_ptr (inst, T + 1) int64, x_cols int32,
+                       x_values float32; `Run.dataset` is it as a torch sparse tensor
   *.png                figures, named from the config
   superposition.json   the marker, written last: format version and the SHA-256 of the
                        four data files (figures are not sealed: `plot` redraws them)
@@ -39,8 +42,14 @@ from .training import Diverged, TrainResult, divergence
 if TYPE_CHECKING:
     import pandas
 
-MODEL, METRICS, HISTORY = "model.safetensors", "metrics.json", "history.safetensors"
+    from .dataset import Sparse
+
+MODEL, METRICS, HISTORY, DATASET = "model.safetensors", "metrics.json", "history.safetensors", "dataset.safetensors"
 SEALED = (CONFIG, MODEL, METRICS, HISTORY)
+
+
+def sealed(config: Config) -> tuple[str, ...]:
+    return SEALED + ((DATASET,) if config.dataset_size else ())
 
 
 def package_version() -> str:
@@ -56,6 +65,7 @@ class Run:
     metrics  metrics.json as a dict: `instances` holds one dict per instance
     losses   training loss (steps, inst), float32; `history` is the same as a DataFrame
     path     the directory it was saved to or loaded from, if any
+    examples a finite-data run's training set (dataset.Sparse); `dataset` is it as a tensor
     """
 
     config: Config
@@ -63,6 +73,13 @@ class Run:
     metrics: dict[str, Any]
     losses: np.ndarray
     path: Path | None = None
+    examples: Sparse | None = None
+
+    @property
+    def dataset(self) -> Tensor | None:
+        """The training set x (inst, T, features) as a torch sparse tensor (`.to_dense()`), or
+        None where every step drew a fresh batch."""
+        return None if self.examples is None else self.examples.torch()
 
     @property
     def history(self) -> pandas.DataFrame:
@@ -76,11 +93,11 @@ class Run:
     @classmethod
     def from_result(cls, result: TrainResult) -> Run:
         """Measure a trained model; a non-finite weight or loss is `Diverged`, never a Run."""
-        metrics = measure(result.config, result.params)
+        metrics = measure(result.config, result.params, result.dataset)
         problem = divergence(result.params, [row["loss"] for row in metrics["instances"]])
         if problem:
             raise Diverged(problem)
-        return cls(result.config, result.params, metrics, result.history.numpy())
+        return cls(result.config, result.params, metrics, result.history.numpy(), examples=result.dataset)
 
     def __len__(self) -> int:
         return self.config.instances
@@ -97,7 +114,8 @@ class Run:
         config = self.config.subset([i])
         metrics = {**self.metrics, "instances": [self.metrics["instances"][i]]}
         params = {k: v[i : i + 1].clone() for k, v in self.params.items()}
-        return Run(config, params, metrics, self.losses[:, i : i + 1].copy())
+        examples = None if self.examples is None else self.examples.subset([i]).compact()
+        return Run(config, params, metrics, self.losses[:, i : i + 1].copy(), examples=examples)
 
     def _inputs(self, x: Any) -> Float[Tensor, "inst batch feat"]:
         x = torch.as_tensor(x, dtype=torch.float32)
@@ -153,11 +171,17 @@ class Run:
         (directory / METRICS).write_text(to_json(self.metrics))
         losses = torch.tensor(self.losses, dtype=torch.float32)
         (directory / HISTORY).write_bytes(save({"loss": losses}))
+        if self.examples is not None:
+            from safetensors.numpy import save as save_arrays
+
+            own = self.examples.compact()
+            arrays = {"x_row_ptr": own.row_ptr, "x_cols": own.cols, "x_values": own.values}
+            (directory / DATASET).write_bytes(save_arrays(arrays))
         if figures:
             from .plots import write_figures
 
             write_figures(self.config, self.params, directory)
-        seal(directory, "run", SEALED)
+        seal(directory, "run", sealed(self.config))
 
     def save(self, path: str | os.PathLike[str], figures: bool = True) -> Path:
         """Save as a run directory (replacing one of ours, refusing anything else); returns its path."""
@@ -226,14 +250,16 @@ def record(directory: Path, result: TrainResult, figures: bool = True) -> dict[s
 def run_bytes(config: Config) -> int:
     """Disk space a run of `config` takes, roughly: history, weights, metrics and figures."""
     values = config.instances * (config.steps + 4 * config.features * (config.hidden + 4))
+    if config.dataset_size:  # the training set (8 bytes a present value) and D_t, ||h_t|| in metrics.json
+        present = sum(map(sum, config.feature_probability))
+        values += config.dataset_size * (config.instances * 6 + int(present))
     return 8 * values + 4 * 2**20
 
 
 def load_run(path: str | os.PathLike[str]) -> Run:
     """Read a run directory back as the Run that was saved. Raises ConfigError if broken."""
     path = Path(path)
-    if set(verify(path, "run", "run")["sha256"]) != set(SEALED):
-        raise ConfigError(f"run: {path}/superposition.json does not seal the files of a run; write it again")
+    seals = set(verify(path, "run", "run")["sha256"])
     try:
         raw = json.loads((path / CONFIG).read_text())
         metrics = json.loads((path / METRICS).read_text())
@@ -242,6 +268,8 @@ def load_run(path: str | os.PathLike[str]) -> Run:
     if not isinstance(raw, dict):
         raise ConfigError(f"run: {path}/{CONFIG} does not hold a config object")
     config = validate_saved(raw, path)
+    if seals != set(sealed(config)):
+        raise ConfigError(f"run: {path}/superposition.json does not seal the files of a run; write it again")
     params = _tensors(path / MODEL)
     expected = KINDS[config.model].shapes(config)
     shapes = {k: tuple(v.shape) for k, v in params.items()}
@@ -251,7 +279,30 @@ def load_run(path: str | os.PathLike[str]) -> Run:
     history = _tensors(path / HISTORY, finite=False)
     if set(history) != {"loss"} or history["loss"].dim() != 2 or history["loss"].shape[1] != config.instances:
         raise ConfigError(f"run: {path}/{HISTORY} does not hold a (steps, {config.instances}) loss")
-    return Run(config, params, metrics, history["loss"].numpy(), path)
+    examples = _examples(path / DATASET, config) if config.dataset_size else None
+    return Run(config, params, metrics, history["loss"].numpy(), path, examples)
+
+
+def _examples(path: Path, config: Config) -> Sparse:
+    """A saved training set, checked against its config."""
+    from safetensors.numpy import load as load_arrays
+
+    from .dataset import Sparse
+
+    try:
+        arrays = load_arrays(path.read_bytes())
+        row_ptr, cols, values = arrays["x_row_ptr"], arrays["x_cols"], arrays["x_values"]
+    except (SafetensorError, OSError, ValueError, KeyError) as error:
+        raise ConfigError(f"run: {path} is corrupted ({error})") from None
+    shape = (config.instances, config.dataset_size + 1)
+    ok = (
+        row_ptr.dtype == np.int64 and row_ptr.shape == shape and cols.dtype == np.int32 and values.dtype == np.float32
+        and len(cols) == len(values) == row_ptr[-1, -1] and row_ptr[0, 0] == 0 and bool((np.diff(row_ptr.ravel()) >= 0).all())
+        and bool(((cols >= 0) & (cols < config.features)).all()) and bool(np.isfinite(values).all())
+    )  # fmt: skip
+    if not ok:
+        raise ConfigError(f"run: {path} does not hold a training set of {config.dataset_size} examples per instance")
+    return Sparse(row_ptr, cols, values, config.features)
 
 
 def _tensors(path: Path, finite: bool = True) -> dict[str, Tensor]:
@@ -271,6 +322,10 @@ def check_metrics(metrics: Any, config: Config, source: Path) -> None:
     """metrics.json has the structure every reader relies on, or one ConfigError line."""
     per_feature = ("feature_probability", "feature_norms", "superposition", "feature_dimensionality", "bias")
     numbers = ("loss", "dimensions_per_feature", "represented", "diagonal_count")
+    per_example: tuple[str, ...] = ()
+    if config.dataset_size:
+        numbers += ("train_loss", "test_loss")
+        per_example = ("data_dimensionality", "data_norms")
 
     def is_number(v: Any) -> bool:
         return isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -280,8 +335,9 @@ def check_metrics(metrics: Any, config: Config, source: Path) -> None:
         raise ConfigError(f"run: {source} does not hold one metrics object per instance ({config.instances})")
     for k, row in enumerate(rows):
         ok = isinstance(row, dict) and all(is_number(row.get(key)) for key in numbers) and all(
-            isinstance(row.get(key), list) and len(row[key]) == config.features and all(map(is_number, row[key]))
-            for key in per_feature
+            isinstance(row.get(key), list) and len(row[key]) == size and all(map(is_number, row[key]))
+            for keys, size in ((per_feature, config.features), (per_example, config.dataset_size))
+            for key in keys
         )
         if not ok:
             raise ConfigError(f"run: {source}: instance {k} lacks a metric or holds one of the wrong type")

@@ -17,6 +17,7 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,6 +28,9 @@ from torch import Tensor
 from . import data
 from .config import Config, ConfigError
 from .models import KINDS, Params, forward, init_params, loss_per_instance
+
+if TYPE_CHECKING:
+    from .dataset import Sparse
 
 EARLY_STOP_WINDOW = 500
 CHUNK = 100  # steps per call of an engine; progress and early stop are checked between calls
@@ -53,11 +57,18 @@ def divergence(params: Params, losses: list[float]) -> str | None:
 
 def memory_needed(config: Config) -> int:
     """Bytes of host memory a run needs at its peak, roughly: the evaluation batch and its
-    temporaries, the reference engine's training batch, and the loss history."""
+    temporaries, the reference engine's training batch (or the training set), and the loss
+    history."""
     copies = config.instances * config.restarts  # restarts train together, are evaluated one at a time
-    evaluation = 6 * config.instances * config.eval_batch_size * config.features * 4
-    training = 8 * copies * config.batch_size * config.features * 4
     weights = 8 * copies * config.features * (2 * config.hidden + 1) * 4  # with grads and Adam's moments
+    if config.dataset_size:
+        from . import dataset
+
+        evaluation = 6 * dataset.CHUNK_VALUES * 4  # evaluated in chunks of rows
+        training = dataset.bytes_needed(config.model_copy(update={"restarts": 1}), config.engine == "reference") * config.restarts
+    else:
+        evaluation = 6 * config.instances * config.eval_batch_size * config.features * 4
+        training = 8 * copies * config.batch_size * config.features * 4
     return evaluation + training + weights + 4 * config.steps * copies
 
 
@@ -84,6 +95,14 @@ def require_memory(needed: int, key: str, subject: str, detail: str, advice: str
 
 def check_memory(config: Config) -> None:
     """Refuse, before allocating anything, a config that cannot fit in this machine's memory."""
+    if config.dataset_size:
+        require_memory(
+            memory_needed(config), "dataset_size", "this config needs",
+            f"{config.instances * config.restarts} training sets of {config.dataset_size} examples x "
+            f"{config.features} features" + (", dense for the reference engine" if config.engine == "reference" else ""),
+            "use a smaller dataset_size or fewer instances" + (", or the fused engine" if config.engine == "reference" else ""),
+        )  # fmt: skip
+        return
     require_memory(
         memory_needed(config), "eval_batch_size", "this config needs",
         f"{config.instances * config.restarts} instances x {config.features} features x "
@@ -98,6 +117,7 @@ class TrainResult:
     params: Params  # on the CPU
     history: Float[Tensor, "steps inst"]  # training loss per step and instance (NaN where not trained)
     steps_run: int
+    dataset: Sparse | None = None  # the training set of a finite-data run
 
 
 def settle(config: Config) -> Config:
@@ -108,6 +128,14 @@ def settle(config: Config) -> Config:
     compiled = KINDS[config.model].compiled is not None
     if config.engine == "fused" and not compiled:
         raise ConfigError(f"engine: the fused engine does not run the {config.model} model; use --engine reference")
+    if config.dataset_size and (config.activation != "relu" or config.hidden_activation != "linear"):
+        # its sparse step skips the outputs a ReLU makes zero: a linear output has none
+        if config.engine == "fused":
+            raise ConfigError(
+                "engine: the fused engine trains a finite dataset with a ReLU output and a linear hidden layer; "
+                "use --engine reference"
+            )
+        compiled = False
     device = config.device
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device: cuda was asked for but no CUDA GPU is available; use --device cpu")
@@ -139,7 +167,9 @@ def make_optimizer(params: list[Tensor], config: Config) -> torch.optim.Optimize
     return kind(params, lr=config.lr, betas=BETAS, eps=EPS, weight_decay=config.weight_decay, foreach=True)
 
 
-def train(config: Config, progress: bool = False) -> TrainResult:
+def train(config: Config, progress: bool = False, sources: list[int] | None = None) -> TrainResult:
+    """sources: the instance whose training set each instance trains on (restarts' copies
+    share their instance's); default, its own."""
     config = settle(config)
     check_memory(config)
     if config.restarts > 1:
@@ -148,12 +178,22 @@ def train(config: Config, progress: bool = False) -> TrainResult:
     device = torch.device(config.device)
     probs = data.feature_probability(config, device)
     importance = data.importance(config, device)
+    sources = list(range(config.instances)) if sources is None else sources
+    if config.dataset_size:
+        from .dataset import training_set
+
+    examples = training_set(config, sources) if config.dataset_size else None
 
     def fit(params: Params, first: int, count: int) -> tuple[Tensor, int]:
-        if config.engine == "fused":
-            run = _fused_stepper(params, probs[first : first + count], importance[first : first + count], config, first)
+        share = slice(first, first + count)
+        if examples is not None:
+            part, own = examples.subset(range(first, first + count)), sources[share]
+            stepper = _fused_dataset_stepper if config.engine == "fused" else _reference_dataset_stepper
+            run = stepper(params, part, own, importance[share], config)
+        elif config.engine == "fused":
+            run = _fused_stepper(params, probs[share], importance[share], config, first)
         else:
-            run = _reference_stepper(params, probs[first : first + count], importance[first : first + count], config, first)
+            run = _reference_stepper(params, probs[share], importance[share], config, first)
         return _fit(run, config, count, reporter)
 
     with _Progress(config, progress) as reporter:
@@ -179,6 +219,7 @@ def train(config: Config, progress: bool = False) -> TrainResult:
         params={k: v.detach().cpu() for k, v in params.items()},
         history=history[:steps_run],
         steps_run=steps_run,
+        dataset=examples,
     )
 
 
@@ -186,14 +227,21 @@ def _best_of_restarts(config: Config, progress: bool) -> TrainResult:
     """Train `restarts` copies of every instance at once; keep each instance's best copy.
 
     Copies are judged on the evaluation batch of the config as given, so all copies of
-    an instance face the same data.
+    an instance face the same data; with a finite training set, all copies train on
+    their instance's set and are judged by their loss on it (the paper's choice).
     """
+    from . import dataset
     from .metrics import eval_loss
 
     k = config.restarts
     copies = config.subset([i for i in range(config.instances) for _ in range(k)]).model_copy(update={"restarts": 1})
-    result = train(copies, progress)
-    losses = torch.stack([eval_loss(config, {n: v[r::k] for n, v in result.params.items()}) for r in range(k)])
+    result = train(copies, progress, sources=[i for i in range(config.instances) for _ in range(k)])
+    examples = result.dataset.subset(range(0, config.instances * k, k)) if config.dataset_size else None
+
+    def judge(params: Params) -> Tensor:
+        return dataset.evaluate(config, params, examples) if examples is not None else eval_loss(config, params)
+
+    losses = torch.stack([judge({n: v[r::k] for n, v in result.params.items()}) for r in range(k)])
     losses = torch.nan_to_num(losses, nan=math.inf)  # a diverged copy never wins (argmin prefers NaN)
     best = losses.argmin(0) + k * torch.arange(config.instances)  # index of each instance's best copy
     return TrainResult(
@@ -201,6 +249,7 @@ def _best_of_restarts(config: Config, progress: bool) -> TrainResult:
         params={n: v[best].clone() for n, v in result.params.items()},
         history=result.history[:, best],
         steps_run=result.steps_run,
+        dataset=examples.compact() if examples is not None else None,
     )
 
 
@@ -229,33 +278,62 @@ def _reference_stepper(
     first_instance: int,
 ) -> Stepper:
     """The plain loop: torch ops, autograd, torch.optim, on any device, on the kernel's data stream."""
-    tensors = [p.requires_grad_() for p in params.values()]
-    optimizer = make_optimizer(tensors, config)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
     instances = torch.arange(first_instance, first_instance + probs.shape[0], device=probs.device)
+    loss_of = _reference_step(params, config)
 
     def run(first: int, count: int) -> Tensor:
         losses = torch.empty(count, probs.shape[0], device=probs.device)
         for s in range(count):
-            x = data.batch(config, probs, instances, first + s)
-            out = forward(params, x, config)
-            per_instance = loss_per_instance(out, x, importance, config)
-            optimizer.zero_grad(set_to_none=True)
-            per_instance.sum().backward()
-            try:
-                optimizer.step()
-            except RuntimeError as error:  # foreach Adam refuses a step size beyond float32
-                if "overflow" not in str(error):
-                    raise
-                raise Diverged(
-                    f"non-finite weights or loss: the Adam update of step {first + s} overflows float32; "
-                    "lower lr or weight_decay, or add warmup"
-                ) from None
-            schedule.step()
-            losses[s] = per_instance.detach()
+            losses[s] = loss_of(data.batch(config, probs, instances, first + s), importance, first + s)
         return losses.cpu()
 
     return run
+
+
+def _reference_step(params: Params, config: Config) -> Callable[[Tensor, Tensor, int], Tensor]:
+    """One optimiser step of autograd on a batch: (x, importance, step) -> loss per instance."""
+    tensors = [p.requires_grad_() for p in params.values()]
+    optimizer = make_optimizer(tensors, config)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
+
+    def step(x: Float[Tensor, "inst batch feat"], importance: Float[Tensor, "inst feat"], index: int) -> Tensor:
+        per_instance = loss_per_instance(forward(params, x, config), x, importance, config)
+        optimizer.zero_grad(set_to_none=True)
+        per_instance.sum().backward()
+        try:
+            optimizer.step()
+        except RuntimeError as error:  # foreach Adam refuses a step size beyond float32
+            if "overflow" not in str(error):
+                raise
+            raise Diverged(
+                f"non-finite weights or loss: the Adam update of step {index} overflows float32; "
+                "lower lr or weight_decay, or add warmup"
+            ) from None
+        schedule.step()
+        return per_instance.detach()
+
+    return step
+
+
+def _kernel_state(params: Params, importance: Float[Tensor, "inst feat"], config: Config):
+    """The compiled engines' views of the weights (updated in place), Adam's moments, the
+    model's flags and the optimiser."""
+    from . import fused
+
+    W, b = params["W"].numpy(), params["b"].numpy()
+    tied = KINDS[config.model].compiled == "tied"
+    W_out = np.zeros((W.shape[0], 1, 1), np.float32) if tied else params["W_out"].numpy()
+    weights = fused.Weights(W, W_out, b)
+    moments = fused.Moments(*(np.zeros_like(a) for a in (W, W, W_out, W_out, b, b)))
+    model = fused.Model(
+        importance=importance.numpy(),
+        tied=tied,
+        hidden_relu=config.hidden_activation == "relu",
+        relu_out=config.activation == "relu",
+        abs_target=config.target == "abs",
+    )
+    optimiser = fused.Optimiser(BETAS[0], BETAS[1], EPS, config.weight_decay, config.optimizer == "adamw")
+    return weights, moments, model, optimiser
 
 
 def _fused_stepper(
@@ -270,11 +348,7 @@ def _fused_stepper(
 
     from . import fused
 
-    W, b = params["W"].numpy(), params["b"].numpy()
-    tied = KINDS[config.model].compiled == "tied"
-    W_out = np.zeros((W.shape[0], 1, 1), np.float32) if tied else params["W_out"].numpy()
-    weights = fused.Weights(W, W_out, b)
-    moments = fused.Moments(*(np.zeros_like(a) for a in (W, W, W_out, W_out, b, b)))
+    weights, moments, model, optimiser = _kernel_state(params, importance, config)
     stream = fused.Stream(
         probs=probs.numpy(),
         seed=config.seed,
@@ -283,21 +357,58 @@ def _fused_stepper(
         set_mode=fused.SET_MODES[config.correlation],
         set_size=config.set_size,
         batch=config.batch_size,
+        normalize=config.normalize,
     )
-    model = fused.Model(
-        importance=importance.numpy(),
-        tied=tied,
-        hidden_relu=config.hidden_activation == "relu",
-        relu_out=config.activation == "relu",
-        abs_target=config.target == "abs",
-    )
-    optimiser = fused.Optimiser(BETAS[0], BETAS[1], EPS, config.weight_decay, config.optimizer == "adamw")
     lanes, sparse = fused.plan(stream, numba.get_num_threads())
 
     def run(first: int, count: int) -> Tensor:
         lrs = np.array([config.lr * lr_factor(first + s, config) for s in range(count)], np.float32)
-        losses = np.empty((count, W.shape[0]), np.float32)
+        losses = np.empty((count, weights.W.shape[0]), np.float32)
         fused.train_steps(weights, moments, stream, model, optimiser, first, lrs, losses, lanes, sparse)
+        return torch.from_numpy(losses)
+
+    return run
+
+
+def _reference_dataset_stepper(
+    params: Params, examples: Sparse, sources: list[int], importance: Float[Tensor, "inst feat"], config: Config
+) -> Stepper:
+    """The plain loop on a finite training set, held dense on the device."""
+    from . import dataset
+
+    device = importance.device
+    x_all = examples.dense().to(device)  # (inst, T, feat)
+    loss_of = _reference_step(params, config)
+
+    def run(first: int, count: int) -> Tensor:
+        picks = None if dataset.full_batch(config) else torch.from_numpy(dataset.batches(config, first, count, sources)).to(device)
+        losses = torch.empty(count, x_all.shape[0], device=device)
+        for s in range(count):
+            x = x_all if picks is None else torch.take_along_dim(x_all, picks[:, s, :, None], dim=1)
+            losses[s] = loss_of(x, importance, first + s)
+        return losses.cpu()
+
+    return run
+
+
+def _fused_dataset_stepper(
+    params: Params, examples: Sparse, sources: list[int], importance: Float[Tensor, "inst feat"], config: Config
+) -> Stepper:
+    """dataset_fused.py's compiled sparse loop, updating `params` in place through numpy views."""
+    import numba
+
+    from . import dataset, dataset_fused, fused
+
+    weights, moments, model, optimiser = _kernel_state(params, importance, config)
+    steps_cost = np.full(len(sources), float(min(config.dataset_size, config.batch_size)))
+    lanes = fused.lanes(steps_cost, numba.get_num_threads())
+    held = (examples.row_ptr, examples.cols, examples.values)
+
+    def run(first: int, count: int) -> Tensor:
+        lrs = np.array([config.lr * lr_factor(first + s, config) for s in range(count)], np.float32)
+        losses = np.empty((count, len(sources)), np.float32)
+        picks = np.zeros((len(sources), 0, 0), np.int64) if dataset.full_batch(config) else dataset.batches(config, first, count, sources)
+        dataset_fused.train_steps(weights, moments, held, picks, model, optimiser, first, lrs, losses, lanes)
         return torch.from_numpy(losses)
 
     return run

@@ -1,0 +1,225 @@
+"""Finite training sets (Henighan et al., 2023): T examples per instance, drawn once.
+
+With `dataset_size = T`, instance i's training set is the batch of T rows that the
+counter stream of data.py draws for (seed, i) at DATASET_STEP, a step no training run
+reaches: `data.batch(config, probs, instances, DATASET_STEP, rows=T)` returns it too,
+scaled to unit norm when `normalize` (an all-zero example stays zero). Its test set is
+the stream's batch of eval_batch_size rows at TEST_STEP. Both are held as compressed
+sparse rows (`Sparse`): at S = 0.999, ~10 of 10,000 features are present per example,
+so the paper's largest sets take megabytes, not gigabytes.
+
+Training on it: the whole set every step when T <= batch_size, else shuffled
+minibatches of batch_size. Epoch e is a permutation of the T examples (their order by a
+hash keyed by seed, instance and e); step s takes positions s·B … (s+1)·B − 1 of the
+epochs laid end to end, so a batch may straddle two epochs and none is dropped.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from numba import njit
+from torch import Tensor
+
+from .config import Config
+from .fused import DATA_CODES, SET_MODES, _draw_rows, _mix, _unit_columns, step_key
+
+# Steps of the counter stream that training never reaches (steps are < 2**31).
+DATASET_STEP, TEST_STEP, SHUFFLE_STEP = 2**40, 2**40 + 1, 2**41
+BLOCK = 64  # rows drawn at once: feat x BLOCK floats of scratch
+CHUNK_VALUES = 2**24  # dense values at once where a set is evaluated in chunks of rows
+
+
+class Sparse(NamedTuple):
+    """Examples of every instance as compressed sparse rows: instance i's example t has the
+    features cols[row_ptr[i, t] : row_ptr[i, t + 1]] with those values."""
+
+    row_ptr: np.ndarray  # (inst, rows + 1) int64, offsets into cols and values
+    cols: np.ndarray  # (nnz,) int32
+    values: np.ndarray  # (nnz,) float32
+    features: int
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.row_ptr.shape[0], self.row_ptr.shape[1] - 1, self.features)
+
+    def dense(self, first: int = 0, last: int | None = None) -> Float[Tensor, "inst rows feat"]:
+        """Rows first … last − 1 of every instance as a dense tensor."""
+        inst, rows, feat = self.shape
+        last = rows if last is None else last
+        out = np.zeros((inst, last - first, feat), np.float32)
+        for i in range(inst):
+            low, high = self.row_ptr[i, first], self.row_ptr[i, last]
+            counts = np.diff(self.row_ptr[i, first : last + 1])
+            out[i, np.repeat(np.arange(last - first), counts), self.cols[low:high]] = self.values[low:high]
+        return torch.from_numpy(out)
+
+    def subset(self, instances: list[int] | range) -> Sparse:
+        return Sparse(self.row_ptr[list(instances)], self.cols, self.values, self.features)
+
+    def compact(self) -> Sparse:
+        """The same examples with cols and values holding only theirs, in instance order."""
+        spans = [(low, high) for low, high in self.row_ptr[:, [0, -1]]]
+        offsets = np.cumsum([0] + [high - low for low, high in spans])
+        row_ptr = np.stack([ptr - ptr[0] + offset for ptr, offset in zip(self.row_ptr, offsets)])
+        cols = np.concatenate([self.cols[low:high] for low, high in spans])
+        values = np.concatenate([self.values[low:high] for low, high in spans])
+        return Sparse(row_ptr, cols, values, self.features)
+
+    def torch(self) -> Tensor:
+        """A torch sparse COO tensor (inst, rows, feat); `.to_dense()` for the dense one."""
+        inst, rows, feat = self.shape
+        own = self.compact()
+        counts = np.diff(own.row_ptr, axis=1)  # (inst, rows) present features per example
+        instance = np.repeat(np.arange(inst), counts.sum(1))
+        row = np.concatenate([np.repeat(np.arange(rows), c) for c in counts])
+        index = torch.from_numpy(np.stack([instance, row, own.cols.astype(np.int64)]))
+        return torch.sparse_coo_tensor(index, torch.from_numpy(own.values), (inst, rows, feat)).coalesce()
+
+    def hidden(self, W: Float[Tensor, "inst feat hidden"]) -> Float[Tensor, "inst rows hidden"]:
+        """x_t W for every example: the points of the paper's data-point geometry."""
+        inst, rows, _ = self.shape
+        out = torch.zeros(inst, rows, W.shape[-1], dtype=W.dtype)
+        for i in range(inst):
+            low, high = self.row_ptr[i, 0], self.row_ptr[i, -1]
+            example = torch.from_numpy(np.repeat(np.arange(rows), np.diff(self.row_ptr[i])))
+            values = torch.from_numpy(self.values[low:high])[:, None]
+            out[i].index_add_(0, example, values * W[i, torch.from_numpy(self.cols[low:high]).long()])
+        return out
+
+    def chunks(self) -> int:
+        """Rows per chunk when the set is evaluated densely."""
+        inst, rows, feat = self.shape
+        return max(1, min(rows, CHUNK_VALUES // max(1, inst * feat)))
+
+
+def draw(config: Config, step: int, rows: int, sources: list[int] | None = None) -> Sparse:
+    """`rows` examples of every instance from the counter stream at `step` (see above);
+    instance i draws the stream of instance sources[i] (default: i itself)."""
+    probs = np.asarray(config.feature_probability, np.float32)
+    sources = list(range(config.instances)) if sources is None else sources
+    parts = [
+        _draw_sparse(
+            probs[i], _key(config.seed, source, step), rows,
+            DATA_CODES[config.data], SET_MODES[config.correlation], config.set_size, config.normalize,
+        )
+        for i, source in enumerate(sources)
+    ]  # fmt: skip
+    offsets = np.cumsum([0] + [len(cols) for _, cols, _ in parts])
+    row_ptr = np.stack([ptr + offset for (ptr, _, _), offset in zip(parts, offsets)])
+    cols = np.concatenate([c for _, c, _ in parts]) if parts else np.zeros(0, np.int32)
+    values = np.concatenate([v for _, _, v in parts]) if parts else np.zeros(0, np.float32)
+    return Sparse(row_ptr, cols, values, config.features)
+
+
+def training_set(config: Config, sources: list[int] | None = None) -> Sparse:
+    return draw(config, DATASET_STEP, config.dataset_size, sources)
+
+
+def test_set(config: Config) -> Sparse:
+    return draw(config, TEST_STEP, config.eval_batch_size)
+
+
+def _key(seed: int, instance: int, step: int) -> np.uint64:
+    """The stream's key as numba must be handed it: a Python int would arrive as int64, and
+    int64 + uint64 is float64 there."""
+    return np.uint64(step_key(seed, instance, step))
+
+
+@njit(cache=True, nogil=True)
+def _draw_sparse(p, key, rows, data_code, set_mode, set_size, normalize):
+    feat = p.shape[0]
+    X = np.empty((feat, BLOCK), np.float32)
+    row_ptr = np.zeros(rows + 1, np.int64)
+    capacity = int(rows * p.sum() * 1.25) + 1024
+    cols = np.empty(capacity, np.int32)
+    values = np.empty(capacity, np.float32)
+    count = 0
+    for first in range(0, rows, BLOCK):
+        block = min(BLOCK, rows - first)
+        Xb = X[:, :block]
+        _draw_rows(Xb, p, key, data_code, set_mode, set_size, rows, first)
+        if normalize:
+            _unit_columns(Xb)
+        for r in range(block):
+            for f in range(feat):
+                v = Xb[f, r]
+                if v != 0:
+                    if count == capacity:
+                        capacity *= 2
+                        cols = _grow(cols, capacity)
+                        values = _grow(values, capacity)
+                    cols[count], values[count] = f, v
+                    count += 1
+            row_ptr[first + r + 1] = count
+    return row_ptr, cols[:count].copy(), values[:count].copy()
+
+
+@njit(inline="always")
+def _grow(array, capacity):
+    out = np.empty(capacity, array.dtype)
+    out[: array.shape[0]] = array
+    return out
+
+
+@njit(cache=True)
+def _permutation(key, rows):
+    """Epoch order: the examples sorted by a hash of (key, index)."""
+    hashes = np.empty(rows, np.uint64)
+    for t in range(rows):
+        hashes[t] = _mix(key + np.uint64(t) * np.uint64(0x9E3779B97F4A7C15))
+    return np.argsort(hashes, kind="mergesort")
+
+
+def batches(config: Config, first_step: int, count: int, sources: list[int]) -> np.ndarray:
+    """Example indices of steps first_step … first_step + count − 1 for the instances whose
+    streams are `sources`, (len(sources), count, batch_size) int64."""
+    rows, size = config.dataset_size, config.batch_size
+    out = np.empty((len(sources), count, size), np.int64)
+    positions = np.arange(first_step * size, (first_step + count) * size, dtype=np.int64)
+    epochs = positions // rows
+    for i, source in enumerate(sources):
+        flat = np.empty(len(positions), np.int64)
+        for epoch in np.unique(epochs):
+            order = _permutation(_key(config.seed, source, SHUFFLE_STEP + int(epoch)), rows)
+            mask = epochs == epoch
+            flat[mask] = order[positions[mask] % rows]
+        out[i] = flat.reshape(count, size)
+    return out
+
+
+def full_batch(config: Config) -> bool:
+    return config.dataset_size <= config.batch_size
+
+
+def bytes_needed(config: Config, dense: bool) -> int:
+    """Memory of the training and test sets, roughly: sparse (8 bytes a present value, 8 an
+    example), or dense as the reference engine trains on the training set (4 bytes a value,
+    with autograd's temporaries)."""
+    present = sum(sum(row) for row in config.feature_probability) / config.instances  # per example
+    examples = config.instances * (config.dataset_size + config.eval_batch_size)
+    total = int(examples * (8 + 8 * present * 1.25))
+    if dense:
+        total += 8 * config.instances * min(config.dataset_size, config.batch_size) * config.features * 4
+        total += config.instances * config.dataset_size * config.features * 4
+    return total
+
+
+def evaluate(config: Config, params: dict[str, Tensor], examples: Sparse) -> Float[Tensor, "inst"]:
+    """The loss on every example of the set (the mean over examples and features), in chunks."""
+    from .models import forward, loss_per_instance
+
+    from . import data
+
+    importance = data.importance(config)
+    inst, rows, _ = examples.shape
+    total = torch.zeros(inst, dtype=torch.float64)
+    step = examples.chunks()
+    with torch.no_grad():
+        for first in range(0, rows, step):
+            x = examples.dense(first, min(rows, first + step))
+            total += loss_per_instance(forward(params, x, config), x, importance, config).double() * x.shape[1]
+    return (total / rows).float()
