@@ -1,0 +1,210 @@
+"""Superposition, memorization and double descent (Henighan et al., 2023).
+
+The toy model (tied, ReLU output) trained on a finite set of T examples, for T on a log
+grid and a few hidden sizes m. The setup as the note and its replications state it: n =
+10,000 features of equal importance at S = 0.999, every example scaled to unit norm,
+50,000 full-batch AdamW steps (lr 1e-3, 2,500 warmup steps, then cosine decay to 0,
+weight decay 1e-2), the best of several seeds by training loss. ARENA's exercise is the
+smaller second setting (`double-descent-arena`): 1,000 features at S = 0.99, m = 2, T
+from 3 to 2,000.
+
+Measured per run (metrics.py): train and test loss, and the dimensionality of every
+training example D_t (its hidden vector h_t = x_t W in place of W_i in D_i) beside the
+features' D_i. Σ_t D_t and Σ_i D_i say who holds the m dimensions: the data points
+(memorization) or the features (generalization).
+
+Figures: for m = 2, the hidden vectors of the training examples and the features, one
+column per T (the note's signature figure); test and train loss against T; the
+dimensionality of data points and features against T.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
+
+from ..labels import describe
+from ..plots import save_figure
+from . import Claim, Options, Outcome, fit
+
+SETTINGS: dict[str, dict[str, Any]] = {
+    "paper": {
+        "features": 10_000, "sparsity": 0.999, "hidden": (2, 3, 5), "steps": 50_000, "warmup": 2_500, "restarts": 3,
+        "sizes": (3, 5, 10, 30, 100, 300, 1_000, 3_000, 10_000, 30_000),
+    },
+    "arena": {
+        "features": 1_000, "sparsity": 0.99, "hidden": (2,), "steps": 50_000, "warmup": 2_500, "restarts": 3,
+        "sizes": (3, 5, 6, 8, 10, 15, 30, 50, 100, 200, 500, 1_000, 2_000),
+    },
+    "quick": {
+        "features": 200, "sparsity": 0.98, "hidden": (2, 3), "steps": 3_000, "warmup": 300, "restarts": 2,
+        "sizes": (3, 6, 10, 20, 50, 100, 200, 500, 1_000),
+    },
+}  # fmt: skip
+RISE = 1.05  # a peak: test loss at least this factor above the lowest at smaller T
+
+
+def run(directory: Path, options: Options, setting: str = "paper") -> Outcome:
+    spec = SETTINGS["quick" if options.quick else setting]
+    sizes, hiddens = spec["sizes"], spec["hidden"]
+    results: dict[int, list[dict[str, Any]]] = {}
+    geometry: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    trained = ""
+    for m in hiddens:
+        results[m] = []
+        for T in sizes:
+            keys = {
+                "features": spec["features"],
+                "hidden": m,
+                "sparsity": [spec["sparsity"]],
+                "importance_decay": 1.0,
+                "dataset_size": T,
+                "batch_size": max(sizes),  # full batch
+                "normalize": True,
+                "steps": spec["steps"],
+                "warmup": spec["warmup"],
+                "schedule": "cosine",
+                "lr": 1e-3,
+                "weight_decay": 1e-2,
+            }
+            result, metrics = fit(directory / f"m{m}-T{T}", keys, options, restarts=spec["restarts"], figures=False)
+            row = metrics["instances"][0]
+            W = result.params["W"][0].numpy()
+            present = np.unique(result.dataset.cols)  # features that occur in the training set
+            results[m].append(
+                {
+                    "m": m,
+                    "T": T,
+                    "train_loss": row["train_loss"],
+                    "test_loss": row["test_loss"],
+                    "data_dimensions": float(np.sum(row["data_dimensionality"])),
+                    "feature_dimensions": float(np.sum(row["feature_dimensionality"])),
+                    "data_norm": float(np.median(row["data_norms"])),
+                    "feature_norm": float(np.median(np.linalg.norm(W[present], axis=-1))),
+                }
+            )
+            if m == 2:
+                geometry[T] = (result.dataset.hidden(result.params["W"])[0].numpy(), W)
+            trained = describe(result.config).replace(f"{T:,} training examples", "T training examples")
+    save_figure(_losses(results, trained), directory / "double-descent-loss.png")
+    save_figure(_dimensionality(results, trained), directory / "double-descent-dimensionality.png")
+    if geometry:
+        save_figure(_geometry(geometry, trained), directory / "double-descent-geometry.png")
+    table = [{k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()} for m in hiddens for row in results[m]]
+    return Outcome(claims=_claims(results, hiddens), table=table)
+
+
+def _peak(rows: list[dict[str, Any]]) -> tuple[int | None, float]:
+    """The T of the highest interior rise of the test loss above its lowest at smaller T
+    that falls again at larger T; None if there is none of at least RISE."""
+    losses = np.array([r["test_loss"] for r in rows])
+    best, best_rise = None, 1.0
+    for k in range(1, len(rows) - 1):
+        rise = losses[k] / losses[:k].min()
+        if rise >= RISE and losses[k + 1 :].min() < losses[k] and rise > best_rise:
+            best, best_rise = rows[k]["T"], float(rise)
+    return best, best_rise
+
+
+def _claims(results: dict[int, list[dict[str, Any]]], hiddens: tuple[int, ...]) -> list[Claim]:
+    m = hiddens[0]
+    rows = results[m]
+    small, large = rows[0], rows[-1]
+    peaks = {h: _peak(results[h]) for h in hiddens}
+    claims = [
+        Claim(
+            f"few examples (T = {small['T']}, m = {m}): the training points, not the features, are in superposition",
+            "data points hold the hidden space, with large norms; features small",
+            f"Σ_t D_t = {small['data_dimensions']:.2f}, Σ_i D_i = {small['feature_dimensions']:.2f}; median ‖h_t‖ "
+            f"{small['data_norm']:.3f}, median ‖W_i‖ of present features {small['feature_norm']:.3f}",
+            small["data_dimensions"] > small["feature_dimensions"] and small["data_norm"] > small["feature_norm"],
+        ),
+        Claim(
+            f"many examples (T = {large['T']:,}, m = {m}): the features are in superposition, the data points are not",
+            "features hold the hidden space",
+            f"Σ_i D_i = {large['feature_dimensions']:.2f}, Σ_t D_t = {large['data_dimensions']:.2f}",
+            large["feature_dimensions"] > large["data_dimensions"],
+        ),
+        Claim(
+            f"the test loss rises to a peak at an intermediate T and falls after it (m = {m})",
+            "double descent",
+            _peak_text(rows, peaks[m]),
+            peaks[m][0] is not None,
+        ),
+    ]
+    if len(hiddens) > 1:
+        located = [peaks[h][0] for h in hiddens]
+        claims.append(
+            Claim(
+                "the peak moves to larger T as m grows",
+                "peak T increases with m",
+                ", ".join(f"m = {h}: {'no peak' if t is None else f'T = {t:,}'}" for h, t in zip(hiddens, located)),
+                None not in located and all(a <= b for a, b in zip(located, located[1:])) and located[-1] > located[0],
+            )
+        )
+    return claims
+
+
+def _peak_text(rows: list[dict[str, Any]], peak: tuple[int | None, float]) -> str:
+    losses = ", ".join(f"{r['T']:,}: {r['test_loss']:.3g}" for r in rows)
+    found = "no interior peak" if peak[0] is None else f"peak at T = {peak[0]:,}, {peak[1]:.2f}x the lowest before it"
+    return f"{found} (test loss by T: {losses})"
+
+
+def _losses(results: dict[int, list[dict[str, Any]]], trained: str) -> Figure:
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    for k, (m, rows) in enumerate(results.items()):
+        T = [r["T"] for r in rows]
+        colour = f"C{k}"
+        ax.plot(T, [r["test_loss"] for r in rows], "o-", color=colour, label=f"test, m = {m}")
+        ax.plot(T, [r["train_loss"] for r in rows], "s--", color=colour, alpha=0.6, label=f"train, m = {m}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training examples T")
+    ax.set_ylabel("loss (mean over examples and features)")
+    ax.legend(fontsize=8)
+    fig.suptitle(trained, fontsize=7, wrap=True)
+    return fig
+
+
+def _dimensionality(results: dict[int, list[dict[str, Any]]], trained: str) -> Figure:
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    for k, (m, rows) in enumerate(results.items()):
+        T = [r["T"] for r in rows]
+        ax.plot(T, [r["data_dimensions"] for r in rows], "o-", color=f"C{k}", label=f"Σ_t D_t, data points, m = {m}")
+        ax.plot(T, [r["feature_dimensions"] for r in rows], "s--", color=f"C{k}", label=f"Σ_i D_i, features, m = {m}")
+    ax.set_xscale("log")
+    ax.set_xlabel("training examples T")
+    ax.set_ylabel("dimensions held")
+    ax.legend(fontsize=8)
+    fig.suptitle(trained, fontsize=7, wrap=True)
+    return fig
+
+
+def _geometry(geometry: dict[int, tuple[np.ndarray, np.ndarray]], trained: str) -> Figure:
+    sizes = sorted(geometry)
+    fig = Figure(figsize=(1.9 * len(sizes), 4.2))
+    axes = fig.subplots(2, len(sizes), squeeze=False)
+    for col, T in enumerate(sizes):
+        for row, (points, name) in enumerate(zip(geometry[T], ("training examples h_t", "features W_i"))):
+            ax = axes[row, col]
+            limit = max(float(np.abs(points).max()), 1e-12) * 1.1
+            segments = np.stack([np.zeros_like(points), points], axis=1)
+            ax.add_collection(LineCollection(segments, colors="C0" if row == 0 else "C3", linewidths=0.6, alpha=0.7))
+            ax.set_xlim(-limit, limit)
+            ax.set_ylim(-limit, limit)
+            ax.set_aspect("equal")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(f"T = {T:,}", fontsize=9)
+            if col == 0:
+                ax.set_ylabel(name, fontsize=8)
+    fig.suptitle(trained, fontsize=7, wrap=True)
+    return fig
