@@ -33,16 +33,16 @@ from . import Claim, Options, Outcome, fit
 
 SETTINGS: dict[str, dict[str, Any]] = {
     "paper": {
-        "features": 10_000, "sparsity": 0.999, "hidden": (2, 3, 5), "steps": 50_000, "warmup": 2_500, "restarts": 3,
+        "features": 10_000, "sparsity": 0.999, "hidden": (2, 3, 5), "steps": 50_000, "warmup": 2_500, "restarts": 3, "lr": 1e-3,
         "sizes": (3, 5, 10, 30, 100, 300, 1_000, 3_000, 10_000, 30_000),
     },
     "arena": {
-        "features": 1_000, "sparsity": 0.99, "hidden": (2,), "steps": 50_000, "warmup": 2_500, "restarts": 3,
+        "features": 1_000, "sparsity": 0.99, "hidden": (2,), "steps": 50_000, "warmup": 2_500, "restarts": 3, "lr": 1e-3,
         "sizes": (3, 5, 6, 8, 10, 15, 30, 50, 100, 200, 500, 1_000, 2_000),
     },
-    "quick": {
-        "features": 200, "sparsity": 0.98, "hidden": (2, 3), "steps": 3_000, "warmup": 300, "restarts": 2,
-        "sizes": (3, 6, 10, 20, 50, 100, 200, 500, 1_000),
+    "quick": {  # a higher lr for 8,000 steps, and m = 4 to see the peak move within T <= 2,000
+        "features": 200, "sparsity": 0.99, "hidden": (2, 4), "steps": 8_000, "warmup": 800, "restarts": 2, "lr": 3e-3,
+        "sizes": (3, 10, 30, 60, 100, 150, 200, 300, 500, 1_000, 2_000),
     },
 }  # fmt: skip
 RISE = 1.05  # a peak: test loss at least this factor above the lowest at smaller T
@@ -52,8 +52,9 @@ def run(directory: Path, options: Options, setting: str = "paper") -> Outcome:
     spec = SETTINGS["quick" if options.quick else setting]
     sizes, hiddens = spec["sizes"], spec["hidden"]
     results: dict[int, list[dict[str, Any]]] = {}
-    geometry: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    trained = ""
+    geometry: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # T -> (h_t, W_i) of the first m
+    dimensions: dict[int, tuple[list[float], list[float]]] = {}  # T -> (D_t, D_i) of the first m
+    titles: dict[int, str] = {}
     for m in hiddens:
         results[m] = []
         for T in sizes:
@@ -68,7 +69,7 @@ def run(directory: Path, options: Options, setting: str = "paper") -> Outcome:
                 "steps": spec["steps"],
                 "warmup": spec["warmup"],
                 "schedule": "cosine",
-                "lr": 1e-3,
+                "lr": spec["lr"],
                 "weight_decay": 1e-2,
             }
             result, metrics = fit(directory / f"m{m}-T{T}", keys, options, restarts=spec["restarts"], figures=False)
@@ -81,19 +82,23 @@ def run(directory: Path, options: Options, setting: str = "paper") -> Outcome:
                     "T": T,
                     "train_loss": row["train_loss"],
                     "test_loss": row["test_loss"],
-                    "data_dimensions": float(np.sum(row["data_dimensionality"])),
-                    "feature_dimensions": float(np.sum(row["feature_dimensionality"])),
+                    "data_dimensions": float(np.max(row["data_dimensionality"])),
+                    "feature_dimensions": float(np.max(row["feature_dimensionality"])),
                     "data_norm": float(np.median(row["data_norms"])),
                     "feature_norm": float(np.median(np.linalg.norm(W[present], axis=-1))),
+                    "represented": row["represented"],
                 }
             )
-            if m == 2:
+            if m == hiddens[0]:
                 geometry[T] = (result.dataset.hidden(result.params["W"])[0].numpy(), W)
-            trained = describe(result.config).replace(f"{T:,} training examples", "T training examples")
-    save_figure(_losses(results, trained), directory / "double-descent-loss.png")
-    save_figure(_dimensionality(results, trained), directory / "double-descent-dimensionality.png")
-    if geometry:
-        save_figure(_geometry(geometry, trained), directory / "double-descent-geometry.png")
+                dimensions[T] = (row["data_dimensionality"], row["feature_dimensionality"])
+            titles[m] = describe(result.config).replace(f"{T:,} training examples", "T training examples")
+    first = titles[hiddens[0]]
+    every_m = first.replace(f"→ {hiddens[0]} hidden", f"→ m = {', '.join(map(str, hiddens))} hidden")
+    save_figure(_losses(results, every_m), directory / "double-descent-loss.png")
+    save_figure(_dimensionality(dimensions, first), directory / f"double-descent-dimensionality-m{hiddens[0]}.png")
+    if hiddens[0] == 2:
+        save_figure(_geometry(geometry, first), directory / "double-descent-geometry-m2.png")
     table = [{k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()} for m in hiddens for row in results[m]]
     return Outcome(claims=_claims(results, hiddens), table=table)
 
@@ -119,15 +124,16 @@ def _claims(results: dict[int, list[dict[str, Any]]], hiddens: tuple[int, ...]) 
         Claim(
             f"few examples (T = {small['T']}, m = {m}): the training points, not the features, are in superposition",
             "data points hold the hidden space, with large norms; features small",
-            f"Σ_t D_t = {small['data_dimensions']:.2f}, Σ_i D_i = {small['feature_dimensions']:.2f}; median ‖h_t‖ "
+            f"largest D_t = {small['data_dimensions']:.2f}, largest D_i = {small['feature_dimensions']:.2f}; median ‖h_t‖ "
             f"{small['data_norm']:.3f}, median ‖W_i‖ of present features {small['feature_norm']:.3f}",
             small["data_dimensions"] > small["feature_dimensions"] and small["data_norm"] > small["feature_norm"],
         ),
         Claim(
             f"many examples (T = {large['T']:,}, m = {m}): the features are in superposition, the data points are not",
             "features hold the hidden space",
-            f"Σ_i D_i = {large['feature_dimensions']:.2f}, Σ_t D_t = {large['data_dimensions']:.2f}",
-            large["feature_dimensions"] > large["data_dimensions"],
+            f"largest D_i = {large['feature_dimensions']:.2f}, largest D_t = {large['data_dimensions']:.2f}; "
+            f"{large['represented']} features with ‖W_i‖ > 0.5",
+            large["feature_dimensions"] > large["data_dimensions"] and large["represented"] > 0,
         ),
         Claim(
             f"the test loss rises to a peak at an intermediate T and falls after it (m = {m})",
@@ -172,16 +178,20 @@ def _losses(results: dict[int, list[dict[str, Any]]], trained: str) -> Figure:
     return fig
 
 
-def _dimensionality(results: dict[int, list[dict[str, Any]]], trained: str) -> Figure:
+def _dimensionality(dimensions: dict[int, tuple[list[float], list[float]]], trained: str) -> Figure:
+    """Every training example's D_t and every feature's D_i at each T, as the note plots them."""
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
-    for k, (m, rows) in enumerate(results.items()):
-        T = [r["T"] for r in rows]
-        ax.plot(T, [r["data_dimensions"] for r in rows], "o-", color=f"C{k}", label=f"Σ_t D_t, data points, m = {m}")
-        ax.plot(T, [r["feature_dimensions"] for r in rows], "s--", color=f"C{k}", label=f"Σ_i D_i, features, m = {m}")
+    sizes = sorted(dimensions)
+    for k, name in enumerate(("data points D_t", "features D_i")):
+        spread = 1 + (0.06 if k else -0.06)  # the two kinds side by side at each T
+        for T in sizes:
+            values = dimensions[T][k]
+            ax.scatter(np.full(len(values), T * spread), values, s=4, alpha=0.25, color=f"C{3 * k}", label=name if T == sizes[0] else None)
+        ax.plot(sizes, [max(dimensions[T][k]) for T in sizes], "-", color=f"C{3 * k}", lw=1, label=f"largest {name.split()[-1]}")
     ax.set_xscale("log")
     ax.set_xlabel("training examples T")
-    ax.set_ylabel("dimensions held")
+    ax.set_ylabel("dimensionality")
     ax.legend(fontsize=8)
     fig.suptitle(trained, fontsize=7, wrap=True)
     return fig
