@@ -77,7 +77,7 @@ class Sparse(NamedTuple):
         instance = np.repeat(np.arange(inst), counts.sum(1))
         row = np.concatenate([np.repeat(np.arange(rows), c) for c in counts])
         index = torch.from_numpy(np.stack([instance, row, own.cols.astype(np.int64)]))
-        return torch.sparse_coo_tensor(index, torch.from_numpy(own.values), (inst, rows, feat)).coalesce()
+        return torch.sparse_coo_tensor(index, torch.from_numpy(own.values), (inst, rows, feat), check_invariants=True).coalesce()
 
     def hidden(self, W: Float[Tensor, "inst feat hidden"]) -> Float[Tensor, "inst rows hidden"]:
         """x_t W for every example: the points of the paper's data-point geometry."""

@@ -477,6 +477,8 @@ def _rows(shard: Shard, axes: list[str], metrics: list[dict[str, Any]] | None, s
             loss=m.get("loss", math.nan),
             represented=m.get("represented", math.nan),
             dimensions_per_feature=m.get("dimensions_per_feature", math.nan),
+            # a finite training set: a dataset_size axis is the double-descent sweep
+            **({k: m.get(k, math.nan) for k in ("train_loss", "test_loss")} if shard.config.dataset_size else {}),
             **{f"norm_{i}": v for i, v in enumerate(norms)},
         )
         rows.append(row)

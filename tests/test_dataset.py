@@ -1,0 +1,207 @@
+"""Finite training sets (dataset_size, normalize): the set, both engines on it, what a run
+records, D_t, the double-descent preset, sweeps over T, and bad input."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import superposition as sp
+from superposition import data, dataset, dataset_fused
+from superposition.config import ConfigError
+from superposition.metrics import measure
+from superposition.models import forward, init_params, loss_per_instance
+from superposition.training import BETAS, EPS, lr_factor, train
+
+SMALL = dict(features=30, hidden=2, sparsity=[0.9, 0.95], importance_decay=0.9, normalize=True, lr=1e-2, device="cpu")
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        {"data": "paper", "normalize": False},
+        {"data": "paper", "normalize": True},
+        {"data": "signed", "normalize": True},
+        {"data": "paper", "correlation": "anticorrelated", "set_size": 3, "sparsity": [0.8]},
+    ],
+)
+def test_training_set_is_the_streams_batch_and_depends_on_the_seed(keys):
+    config = sp.Config(**{**SMALL, "dataset_size": 70, **keys})
+    drawn = dataset.training_set(config)
+    assert drawn.shape == (config.instances, 70, 30)
+    probs, instances = data.feature_probability(config), torch.arange(config.instances)
+    assert torch.equal(drawn.dense(), data.batch(config, probs, instances, dataset.DATASET_STEP, rows=70))
+    assert torch.equal(drawn.dense(), dataset.training_set(config).dense())  # same seed, same set
+    other = dataset.training_set(config.model_copy(update={"seed": 1})).dense()
+    assert not torch.equal(drawn.dense(), other)
+    assert not torch.equal(drawn.dense(), dataset.test_set(config).dense()[:, :70])
+    if config.normalize:
+        norms = drawn.dense().norm(dim=-1)
+        assert torch.allclose(norms[norms > 0], torch.ones(1), atol=1e-6)
+        assert torch.equal(norms == 0, drawn.dense().abs().sum(-1) == 0)  # an all-zero example stays zero
+        assert (norms == 0).any() or config.correlation != "none"
+
+
+def test_minibatches_cover_every_example_once_per_epoch():
+    config = sp.Config(**{**SMALL, "dataset_size": 50, "batch_size": 20})
+    picks = dataset.batches(config, 0, 10, [0, 1])  # 200 positions: 4 epochs
+    flat = picks.reshape(2, -1)
+    for epoch in range(4):
+        assert sorted(flat[0, 50 * epoch : 50 * (epoch + 1)].tolist()) == list(range(50))
+    assert not np.array_equal(flat[0, :50], flat[0, 50:100])  # reshuffled each epoch
+    assert not np.array_equal(flat[0], flat[1])  # each instance its own order
+    assert np.array_equal(dataset.batches(config, 3, 2, [1]), picks[1:, 3:5])  # any chunk, the same steps
+
+
+@pytest.mark.parametrize("tied, abs_target", [(True, False), (False, False), (False, True)])
+def test_sparse_step_gradients_equal_autograd(tied, abs_target):
+    """The kernel's loss and gradients (active pairs through the tree, the rest skipped or in
+    closed form) against autograd on the dense set, for a state with outputs on and off."""
+    generator = torch.Generator().manual_seed(3)
+    config = sp.Config(
+        features=40, hidden=3, sparsity=[0.9], dataset_size=300, data="signed" if abs_target else "paper",
+        target="abs" if abs_target else "identity", model="tied" if tied else "untied", importance_decay=0.95,
+    )  # fmt: skip
+    examples = dataset.training_set(config)
+    W = torch.randn(40, 3, generator=generator) * 0.7
+    W_out = torch.randn(3, 40, generator=generator) * 0.7
+    b = torch.randn(40, generator=generator) * 0.3
+    imp = data.importance(config)[0]
+    rows = np.arange(20, 290)  # a minibatch: not every example
+    loss, gW, gD, gb = dataset_fused.gradients(
+        W.numpy(), W_out.numpy(), b.numpy(), imp.numpy(), examples.row_ptr[0], examples.cols, examples.values, rows, tied, abs_target
+    )
+    params = {"W": W[None].clone().requires_grad_(), "b": b[None].clone().requires_grad_()}
+    if not tied:
+        params["W_out"] = W_out[None].clone().requires_grad_()
+    x = examples.dense()[:, rows]
+    reference = loss_per_instance(forward(params, x, config), x, imp[None], config)[0]
+    reference.backward()
+    assert loss == pytest.approx(reference.item(), rel=1e-5)
+    assert torch.allclose(torch.from_numpy(gW), params["W"].grad[0], atol=1e-7, rtol=1e-4)
+    assert torch.allclose(torch.from_numpy(gb), params["b"].grad[0], atol=1e-7, rtol=1e-4)
+    if not tied:
+        assert torch.allclose(torch.from_numpy(gD), params["W_out"].grad[0], atol=1e-7, rtol=1e-4)
+
+
+@pytest.mark.parametrize("model, batch_size", [("tied", 1024), ("tied", 16), ("untied", 1024)])
+def test_both_engines_agree_on_a_finite_data_run(model, batch_size):
+    config = sp.Config(**{**SMALL, "dataset_size": 40, "steps": 300, "model": model, "batch_size": batch_size})
+    fused = train(config.model_copy(update={"engine": "fused"}))
+    reference = train(config.model_copy(update={"engine": "reference"}))
+    assert fused.config.engine == "fused" and reference.config.engine == "reference"
+    for name in fused.params:
+        assert torch.allclose(fused.params[name], reference.params[name], atol=2e-5), name
+    assert torch.allclose(fused.history, reference.history, rtol=1e-3, atol=1e-7)
+
+
+def test_saved_set_is_the_one_trained_on_and_its_train_loss_is_recorded(tmp_path):
+    """Retrain the first step by hand from the saved set: the weights match the run's."""
+    config = sp.Config(**{**SMALL, "dataset_size": 25, "steps": 1, "warmup": 0})
+    run = sp.train(config, progress=False)
+    run.save(tmp_path / "run")
+    back = sp.load_run(tmp_path / "run")
+    x = back.dataset.to_dense()
+    assert x.shape == (2, 25, 30) and torch.equal(x, run.dataset.to_dense())
+    params = {k: v.requires_grad_() for k, v in init_params(config, torch.Generator().manual_seed(config.seed)).items()}
+    optimizer = torch.optim.AdamW(params.values(), lr=config.lr * lr_factor(0, config), betas=BETAS, eps=EPS, weight_decay=config.weight_decay)
+    loss_per_instance(forward(params, x, config), x, data.importance(config), config).sum().backward()
+    optimizer.step()
+    for name, value in params.items():
+        assert torch.allclose(value.detach(), back.params[name], atol=1e-6), name
+    # train loss on the saved set, recomputed from the saved weights
+    trained = sp.Config(**{**SMALL, "dataset_size": 25, "steps": 200})
+    later = sp.train(trained, progress=False)
+    later.save(tmp_path / "later")
+    again = sp.load_run(tmp_path / "later")
+    x = again.dataset.to_dense()
+    with torch.no_grad():
+        recomputed = loss_per_instance(forward(again.params, x, trained), x, data.importance(trained), trained)
+    recorded = torch.tensor([row["train_loss"] for row in again.metrics["instances"]])
+    assert torch.allclose(recomputed, recorded, rtol=1e-5)
+    assert recorded.max() < min(row["test_loss"] for row in again.metrics["instances"])  # it fits its set
+    assert again[1].dataset.shape == (1, 25, 30) and torch.equal(again[1].dataset.to_dense(), x[1:])
+
+
+def _points(points):
+    """A one-hot set whose examples' hidden vectors are `points` (T, 2): example t is feature t."""
+    T = len(points)
+    config = sp.Config(features=T, hidden=2, sparsity=[0.5], dataset_size=T, eval_batch_size=8)
+    examples = dataset.Sparse(np.arange(T + 1, dtype=np.int64)[None], np.arange(T, dtype=np.int32), np.ones(T, np.float32), T)
+    params = {"W": torch.tensor(points, dtype=torch.float32)[None], "b": torch.zeros(1, T)}
+    return measure(config, params, examples)["instances"][0]["data_dimensionality"]
+
+
+def test_data_point_dimensionality_on_hand_built_sets():
+    assert _points([[1, 0], [0, 1]]) == pytest.approx([1, 1])  # orthogonal
+    assert _points([[2, 0], [-2, 0]]) == pytest.approx([0.5, 0.5])  # antipodal
+    angles = 2 * math.pi * np.arange(5) / 5
+    assert _points(np.stack([np.cos(angles), np.sin(angles)], 1)) == pytest.approx([0.4] * 5, abs=1e-6)  # pentagon
+
+
+def test_restarts_share_their_instances_training_set():
+    config = sp.Config(**{**SMALL, "dataset_size": 20, "steps": 50, "restarts": 3})
+    result = train(config)
+    assert torch.equal(result.dataset.dense(), dataset.training_set(config).dense())
+
+
+def test_double_descent_quick_claims_and_runs(tmp_path):
+    from superposition.experiments import Options, reproduce
+
+    summary = reproduce("double-descent", tmp_path / "dd", Options(quick=True))
+    failed = {c["claim"]: c["ours"] for c in summary["claims"] if not c["holds"]}
+    assert not failed, failed
+    assert len(summary["claims"]) == 4
+    run = sp.load_run(tmp_path / "dd" / "m2-T30")
+    assert run.config.dataset_size == 30 and run.config.normalize and run.dataset.shape == (1, 30, 200)
+    assert {p.name for p in (tmp_path / "dd").glob("*.png")} == {
+        "double-descent-loss.png", "double-descent-dimensionality-m2.png", "double-descent-geometry-m2.png"
+    }  # fmt: skip
+
+
+def test_sweep_over_dataset_size(tmp_path):
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        "[base]\nfeatures = 20\nhidden = 2\nsteps = 100\nnormalize = true\nsparsity = 0.9\n\n[axes]\ndataset_size = [5, 50]\n"
+    )
+    from superposition.sweep import sweep
+
+    sweep(spec, tmp_path / "out")
+    table = sp.load_sweep(tmp_path / "out")
+    assert table["dataset_size"].tolist() == [5, 50]
+    assert (table["train_loss"] < table["test_loss"]).all()
+
+
+@pytest.mark.parametrize(
+    "flags, field",
+    [
+        (["--dataset-size", "0"], "dataset_size"),
+        (["--dataset-size", "-3"], "dataset_size"),
+        (["--data", "seed", "--normalize"], "normalize"),
+        (["--features", "10000", "--sparsity", "0", "--dataset-size", "2000000000"], "dataset_size"),
+        (["--features", "1000", "--dataset-size", "10000000", "--engine", "reference"], "dataset_size"),
+        (["--dataset-size", "10", "--activation", "linear", "--engine", "fused"], "engine"),
+    ],
+)
+def test_bad_finite_data_input_one_line_exit_2_nothing_written(tmp_path, cli, flags, field):
+    code, out, err = cli("train", "--out", tmp_path / "run", "--steps", "10", *flags)
+    assert code == 2, (out, err)
+    assert err.startswith(f"error: {field}:") and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_memory_refusal_names_the_size(tmp_path, cli):
+    code, _, err = cli("train", "--out", tmp_path / "run", "--features", "10000", "--sparsity", "0", "--dataset-size", "2000000000")
+    assert code == 2 and "GiB" in err and "2000000000 examples" in err
+
+
+def test_a_run_with_a_missing_or_altered_set_does_not_load(tmp_path):
+    run = sp.train(sp.Config(**{**SMALL, "dataset_size": 10, "steps": 20}), progress=False)
+    run.save(tmp_path / "run")
+    path = tmp_path / "run" / "dataset.safetensors"
+    path.write_bytes(path.read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(ConfigError, match="checksum|corrupt|changed"):
+        sp.load_run(tmp_path / "run")
+    json.loads((tmp_path / "run" / "metrics.json").read_text())  # the rest is intact
