@@ -107,7 +107,7 @@ def test_report_lists_every_claim_and_copies_figures(tmp_path):
 def test_reproduce_all_writes_every_preset_and_the_report(tmp_path, monkeypatch, cli):
     from superposition import experiments
 
-    monkeypatch.setattr(experiments, "PRESETS", ("intro", "adversarial"))
+    monkeypatch.setattr(experiments, "IN_ALL", ("intro", "adversarial"))
     code, out, err = cli("reproduce", "all", "--quick", "--out", tmp_path / "all", "--quiet")
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "all").iterdir()) == [

@@ -17,6 +17,8 @@ from typing import Annotated, Any, get_args
 
 import typer
 
+from .experiments import PRESETS
+
 from .config import (
     Activation,
     ConfigError,
@@ -295,7 +297,7 @@ def plot(
 
 @app.command()
 def reproduce(
-    name: Annotated[str, typer.Argument(help="A preset (seed, intro, importance-sparsity, geometry, phase, nonuniform, correlated, privileged-basis, computation, adversarial, sae) or all.")],
+    name: Annotated[str, typer.Argument(help=f"A preset ({', '.join(PRESETS)}) or all.")],
     out: Annotated[Path, typer.Option(help="Output directory.")],
     quick: Annotated[bool, typer.Option(help="A small, fast version (for tests).")] = False,
     seeds: Annotated[int | None, typer.Option(help="Train K copies per setting, keep the lowest loss (default: the preset's).")] = None,
@@ -324,7 +326,7 @@ def reproduce(
         overrides["warm_start"] = True
     check_output_dir(out)
     options = experiments.Options(quick=quick, restarts=seeds, overrides=overrides, progress=_progress(quiet))
-    for preset in experiments.PRESETS if name == "all" else (name,):
+    for preset in experiments.IN_ALL if name == "all" else (name,):
         experiments.check(preset, options)  # a bad override fails here, before any preset trains
     if name == "all":
         summaries = experiments.reproduce_all(out, options, report)
