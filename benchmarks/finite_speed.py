@@ -1,14 +1,16 @@
 """Training on a finite set (issue 12): the compiled sparse step beside autograd.
 
-    python benchmarks/finite_speed.py [--steps 300]
+    python benchmarks/finite_speed.py [--steps 300]   (paper-size problems: a tenth of it)
 
 For each problem, the same config (tied ReLU model, unit-norm examples, full batch,
 AdamW) is trained by our fused engine (dataset_fused.py: sparse inputs, only the
 outputs a ReLU lets through) and by our reference engine (torch autograd on the dense
 set: the loop of the ARENA exercise and of the public replications), one after the
 other, in one process. The kernel is compiled (or loaded from its cache) before the
-clock starts. Printed: milliseconds per step per instance, the ratio, and whether the
-two engines ended at the same weights.
+clock starts. Printed: milliseconds per step per instance, the ratio, and the largest
+difference between the two engines' weights at the end (summation order differs; Adam
+turns the rounding of a near-zero gradient into a step of up to ~lr, so it grows with
+the steps, while the median difference stays ~1e-6).
 
 The state of the model changes the sparse step's cost (how many outputs are active),
 so each problem first trains WARM steps with the fused engine and both engines go on
@@ -63,13 +65,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     args = parser.parse_args()
     torch.set_num_threads(1)  # one instance, one core, for both engines
-    print(f"{'problem':>16} | {'reference ms/step':>17} | {'fused ms/step':>13} | {'ratio':>6} | same weights")
+    print(f"{'problem':>16} | {'reference ms/step':>17} | {'fused ms/step':>13} | {'ratio':>6} | steps | max |Δ| weights")
     for name, (features, sparsity, T) in PROBLEMS.items():
+        steps = args.steps if features < 10_000 else max(1, args.steps // 10)
         warm = training.train(config(features, sparsity, T, WARM, "fused")).params
-        reference, ref_params = timed(config(features, sparsity, T, args.steps, "reference"), warm)
-        fused, fused_params = timed(config(features, sparsity, T, args.steps, "fused"), warm)
-        same = all(torch.allclose(ref_params[k], fused_params[k], atol=1e-4) for k in warm)
-        print(f"{name:>16} | {reference * 1e3:17.3f} | {fused * 1e3:13.3f} | {reference / fused:5.1f}x | {same}")
+        reference, ref_params = timed(config(features, sparsity, T, steps, "reference"), warm)
+        fused, fused_params = timed(config(features, sparsity, T, steps, "fused"), warm)
+        gap = max(float((ref_params[k] - fused_params[k]).abs().max()) for k in warm)
+        print(f"{name:>16} | {reference * 1e3:17.3f} | {fused * 1e3:13.3f} | {reference / fused:5.1f}x | {steps:5d} | {gap:.1e}")
 
 
 if __name__ == "__main__":

@@ -139,8 +139,6 @@ def _active_pairs(H, order, start, end, nl, box, D, b, imp, scale, dH, gD, gb, s
         while top >= 0:
             node = stack[top]
             top -= 1
-            if count[node] == 0:
-                continue
             upper = lower = bj
             for k in range(hid):
                 upper += max(D[j, k] * lo[node, k], D[j, k] * hi[node, k])

@@ -166,7 +166,7 @@ def write_report(path: Path, out: Path, summaries: list[dict[str, Any]]) -> None
     lines = [
         "# Toy Models of Superposition, replicated",
         "",
-        "Written by `superposition reproduce all`; every number below was measured by that run.",
+        "Written by `superposition reproduce all`; every number below was measured by the preset run its section names.",
         "",
     ]
     total = held = 0
