@@ -55,6 +55,16 @@ def test_minibatches_cover_every_example_once_per_epoch():
     assert np.array_equal(dataset.batches(config, 3, 2, [1]), picks[1:, 3:5])  # any chunk, the same steps
 
 
+def test_sample_returns_what_each_step_trains_on():
+    config = sp.Config(**{**SMALL, "dataset_size": 50, "batch_size": 20})
+    x = sp.sample(config, steps=[0, 3])
+    assert x.shape == (2, 2, 20, 30)
+    whole = dataset.training_set(config).dense()
+    picks = dataset.batches(config, 3, 1, [0, 1])
+    assert torch.equal(x[1, 1], whole[1, picks[1, 0]])
+    assert torch.equal(sp.sample(config.model_copy(update={"batch_size": 64}), steps=[7])[0], whole)
+
+
 @pytest.mark.parametrize("tied, abs_target", [(True, False), (False, False), (False, True)])
 def test_sparse_step_gradients_equal_autograd(tied, abs_target):
     """The kernel's loss and gradients (active pairs through the tree, the rest skipped or in

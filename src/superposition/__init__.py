@@ -63,12 +63,22 @@ def sample(config: Config, steps: Iterable[int] = (0,)) -> Tensor:
     """The batches training draws at `steps`, every engine alike: (steps, inst, batch, features).
 
     With `restarts` > 1, copies are trained as extra instances of their own; this is
-    the data of the instances of `config` as given.
+    the data of the instances of `config` as given. With `dataset_size`, the examples of
+    the training set each step trains on (all of them, or that step's minibatch).
     """
     import torch
 
     from . import data
 
+    if config.dataset_size:
+        from . import dataset
+
+        examples = dataset.training_set(config).dense()
+        if dataset.full_batch(config):
+            return torch.stack([examples for _ in steps])
+        sources = list(range(config.instances))
+        picks = [torch.from_numpy(dataset.batches(config, int(step), 1, sources)[:, 0]) for step in steps]
+        return torch.stack([dataset.gather(examples, p) for p in picks])
     probs = data.feature_probability(config)
     instances = torch.arange(config.instances)
     return torch.stack([data.batch(config, probs, instances, int(step)) for step in steps])

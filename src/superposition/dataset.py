@@ -191,6 +191,11 @@ def batches(config: Config, first_step: int, count: int, sources: list[int]) -> 
     return out
 
 
+def gather(x: Float[Tensor, "inst rows feat"], picks: Tensor) -> Float[Tensor, "inst batch feat"]:
+    """The examples picks (inst, batch) of every instance of a dense set."""
+    return torch.take_along_dim(x, picks[:, :, None].to(x.device), dim=1)
+
+
 def full_batch(config: Config) -> bool:
     return config.dataset_size <= config.batch_size
 

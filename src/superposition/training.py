@@ -384,7 +384,7 @@ def _reference_dataset_stepper(
         picks = None if dataset.full_batch(config) else torch.from_numpy(dataset.batches(config, first, count, sources)).to(device)
         losses = torch.empty(count, x_all.shape[0], device=device)
         for s in range(count):
-            x = x_all if picks is None else torch.take_along_dim(x_all, picks[:, s, :, None], dim=1)
+            x = x_all if picks is None else dataset.gather(x_all, picks[:, s])
             losses[s] = loss_of(x, importance, first + s)
         return losses.cpu()
 
