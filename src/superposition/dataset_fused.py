@@ -94,7 +94,7 @@ def _build(H, order, start, end, nl):
 
 
 @njit(inline="always")
-def _refit(H, order, start, end, nl, box):
+def _refit(H, start, end, nl, box):
     """Every node's bounding box of its points' current positions, and its points' count,
     sum and second moment Σ h hᵀ (float64: sums of up to all the points)."""
     lo, hi, count, first, second, _, _ = box
@@ -102,8 +102,7 @@ def _refit(H, order, start, end, nl, box):
     for leaf in range(nl, 2 * nl):
         lo[leaf], hi[leaf], first[leaf], second[leaf] = np.inf, -np.inf, 0, 0
         count[leaf] = end[leaf] - start[leaf]
-        for q in range(start[leaf], end[leaf]):
-            p = order[q]
+        for p in range(start[leaf], end[leaf]):
             for k in range(hid):
                 v = H[p, k]
                 lo[leaf, k] = min(lo[leaf, k], v)
@@ -123,7 +122,7 @@ def _refit(H, order, start, end, nl, box):
 
 
 @njit(inline="always")
-def _active_pairs(H, order, start, end, nl, box, D, b, imp, scale, dH, gD, gb, stack):
+def _active_pairs(H, start, end, nl, box, D, b, imp, scale, dH, gD, gb, stack):
     """Loss (targets taken as 0) and gradients of every pair with pre > 0.
 
     A node whose whole box has pre > 0 for feature j is summed in closed form from its
@@ -134,10 +133,16 @@ def _active_pairs(H, order, start, end, nl, box, D, b, imp, scale, dH, gD, gb, s
     hid = H.shape[1]
     shift[:] = 0
     slope[:] = 0
+    d = np.empty(hid, np.float32)  # feature j's decoder column, and its gradient so far
+    towards_d = np.empty(hid, np.float32)
     loss = 0.0
     for j in range(D.shape[0]):
         bj, weight = b[j], imp[j]
         g_scale = scale * weight
+        gbj = np.float32(0.0)
+        for k in range(hid):
+            d[k] = D[j, k]
+            towards_d[k] = 0
         top = 0
         stack[0] = 1
         while top >= 0:
@@ -145,43 +150,45 @@ def _active_pairs(H, order, start, end, nl, box, D, b, imp, scale, dH, gD, gb, s
             top -= 1
             upper = lower = bj
             for k in range(hid):
-                upper += max(D[j, k] * lo[node, k], D[j, k] * hi[node, k])
-                lower += min(D[j, k] * lo[node, k], D[j, k] * hi[node, k])
+                upper += max(d[k] * lo[node, k], d[k] * hi[node, k])
+                lower += min(d[k] * lo[node, k], d[k] * hi[node, k])
             if upper <= 0:
                 continue
             if lower > 0:  # every point of the node is active
                 linear, quadratic = 0.0, 0.0
                 for k in range(hid):
-                    linear += D[j, k] * first[node, k]
+                    linear += d[k] * first[node, k]
                     for l in range(hid):
-                        quadratic += D[j, k] * second[node, k, l] * D[j, l]
+                        quadratic += d[k] * second[node, k, l] * d[l]
                 loss += weight * (count[node] * bj * bj + 2 * bj * linear + quadratic)
-                gb[j] += g_scale * (count[node] * bj + linear)
+                gbj += g_scale * (count[node] * bj + linear)
                 for k in range(hid):
                     towards = bj * first[node, k]
                     for l in range(hid):
-                        towards += second[node, k, l] * D[j, l]
-                    gD[j, k] += g_scale * towards
-                    shift[node, k] += g_scale * bj * D[j, k]
+                        towards += second[node, k, l] * d[l]
+                    towards_d[k] += g_scale * towards
+                    shift[node, k] += g_scale * bj * d[k]
                     for l in range(hid):
-                        slope[node, k, l] += g_scale * D[j, k] * D[j, l]
+                        slope[node, k, l] += g_scale * d[k] * d[l]
                 continue
             if node < nl:
                 stack[top + 1], stack[top + 2] = 2 * node, 2 * node + 1
                 top += 2
                 continue
-            for q in range(start[node], end[node]):
-                p = order[q]
+            for p in range(start[node], end[node]):
                 pre = bj
                 for k in range(hid):
-                    pre += D[j, k] * H[p, k]
+                    pre += d[k] * H[p, k]
                 if pre > 0:
                     loss += weight * pre * pre
                     g = g_scale * pre
-                    gb[j] += g
+                    gbj += g
                     for k in range(hid):
-                        gD[j, k] += g * H[p, k]
-                        dH[p, k] += g * D[j, k]
+                        towards_d[k] += g * H[p, k]
+                        dH[p, k] += g * d[k]
+        gb[j] += gbj
+        for k in range(hid):
+            gD[j, k] += towards_d[k]
     # hand the nodes' shares down to the leaves, then to their points
     for node in range(1, nl):
         for child in (2 * node, 2 * node + 1):
@@ -190,8 +197,7 @@ def _active_pairs(H, order, start, end, nl, box, D, b, imp, scale, dH, gD, gb, s
                 for l in range(hid):
                     slope[child, k, l] += slope[node, k, l]
     for leaf in range(nl, 2 * nl):
-        for q in range(start[leaf], end[leaf]):
-            p = order[q]
+        for p in range(start[leaf], end[leaf]):
             for k in range(hid):
                 share = shift[leaf, k]
                 for l in range(hid):
@@ -238,19 +244,22 @@ def _encoder_gradient(row_ptr, cols, vals, rows, dH, gW):
 
 @njit(inline="always")
 def _step(W, D, b, imp, row_ptr, cols, vals, rows, rebuild, tree, H, dH, gW, gD, gb, abs_target):
-    """Loss (the batch's mean) and gradients gW (encoder), gD (decoder, (feat, hid)), gb."""
+    """Loss (the batch's mean) and gradients gW (encoder), gD (decoder, (feat, hid)), gb, on
+    the examples `rows`, which a rebuild reorders in place."""
     order, start, end, stack, box = tree
     nl = start.shape[0] // 2
     batch = rows.shape[0]
     scale = np.float32(2.0 / (batch * D.shape[0]))
     _hidden(row_ptr, cols, vals, rows, W, H)
-    if rebuild:
+    if rebuild:  # and lay the batch out in the tree's order: a leaf's points are then contiguous
         _build(H, order, start, end, nl)
-    _refit(H, order, start, end, nl, box)
+        rows[:] = rows[order]
+        H[:] = H[order]
+    _refit(H, start, end, nl, box)
     dH[:] = 0
     gD[:] = 0
     gb[:] = 0
-    loss = _active_pairs(H, order, start, end, nl, box, D, b, imp, scale, dH, gD, gb, stack)
+    loss = _active_pairs(H, start, end, nl, box, D, b, imp, scale, dH, gD, gb, stack)
     loss += _present(row_ptr, cols, vals, rows, H, D, b, imp, scale, dH, gD, gb, abs_target)
     _encoder_gradient(row_ptr, cols, vals, rows, dH, gW)
     return loss / (batch * D.shape[0])
@@ -282,7 +291,7 @@ def gradients(W, W_out, b, imp, row_ptr, cols, vals, rows, tied, abs_target=Fals
     batch = rows.shape[0]
     H, dH = np.empty((batch, hid), np.float32), np.empty((batch, hid), np.float32)
     gW, gD, gb = np.empty((feat, hid), np.float32), np.empty((feat, hid), np.float32), np.empty(feat, np.float32)
-    loss = _step(W, D, b, imp, row_ptr, cols, vals, rows, True, _tree(batch, hid), H, dH, gW, gD, gb, abs_target)
+    loss = _step(W, D, b, imp, row_ptr, cols, vals, rows.copy(), True, _tree(batch, hid), H, dH, gW, gD, gb, abs_target)
     if tied:
         gW += gD
     return loss, gW, gD.T.copy(), gb
@@ -305,8 +314,8 @@ def _train_instance(weights, moments, dataset, batches, model, optimiser, first_
     row_ptr, cols, vals = dataset[0][i], dataset[1], dataset[2]
     feat, hid = W.shape
     full = batches.shape[1] == 0
-    everything = np.arange(row_ptr.shape[0] - 1)
-    batch = everything.shape[0] if full else batches.shape[2]
+    batch = row_ptr.shape[0] - 1 if full else batches.shape[2]
+    rows = np.arange(batch)  # the examples of the step, in the tree's order after a rebuild
     tied = model.tied
     D = W if tied else np.empty((feat, hid), np.float32)
     gW_out = np.empty((hid, feat), np.float32)
@@ -319,7 +328,8 @@ def _train_instance(weights, moments, dataset, batches, model, optimiser, first_
             for j in range(feat):
                 for k in range(hid):
                     D[j, k] = W_out[k, j]
-        rows = everything if full else batches[i, s]
+        if not full:
+            rows[:] = batches[i, s]
         losses[s, i] = _step(
             W, D, b, model.importance[i], row_ptr, cols, vals, rows, s == 0 or not full, tree, H, dH, gW, gD, gb, model.abs_target
         )
