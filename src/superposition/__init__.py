@@ -70,18 +70,26 @@ def sample(config: Config, steps: Iterable[int] = (0,)) -> Tensor:
 
     from . import data
 
+    steps = [int(step) for step in steps]
     if config.dataset_size:
         from . import dataset
+        from .training import require_memory
 
+        rows = min(config.dataset_size, config.batch_size)
+        require_memory(
+            4 * config.instances * config.features * (config.dataset_size + len(steps) * rows), "dataset_size",
+            "these batches need", f"{config.instances} dense sets of {config.dataset_size} x {config.features}",
+            "ask for fewer steps, or read run.dataset (sparse) instead",
+        )  # fmt: skip
         examples = dataset.training_set(config).dense()
         if dataset.full_batch(config):
             return torch.stack([examples for _ in steps])
         sources = list(range(config.instances))
-        picks = [torch.from_numpy(dataset.batches(config, int(step), 1, sources)[:, 0]) for step in steps]
+        picks = [torch.from_numpy(dataset.batches(config, step, 1, sources)[:, 0]) for step in steps]
         return torch.stack([dataset.gather(examples, p) for p in picks])
     probs = data.feature_probability(config)
     instances = torch.arange(config.instances)
-    return torch.stack([data.batch(config, probs, instances, int(step)) for step in steps])
+    return torch.stack([data.batch(config, probs, instances, step) for step in steps])
 
 
 def train_sae(source: Run | str | os.PathLike[str] | None = None, progress: bool | None = None, **keys: Any) -> SAE:

@@ -213,6 +213,21 @@ def bytes_needed(config: Config, dense: bool) -> int:
     return total
 
 
+def scratch_bytes(config: Config, copies: int) -> int:
+    """The compiled engine's scratch, roughly: per thread, the tree (float64 Σ h hᵀ and its
+    handed-down share per node: hidden² each) and the batch's hidden vectors; and the
+    minibatches' example indices of a chunk of steps."""
+    import os
+
+    from .training import CHUNK
+
+    batch = min(config.dataset_size, config.batch_size)
+    nodes = 2 * (2 * batch // 8 + 2)
+    per_thread = nodes * (2 * 8 * config.hidden**2 + 6 * 8 * config.hidden) + 4 * 4 * batch * config.hidden
+    indices = 0 if full_batch(config) else 5 * copies * CHUNK * batch * 8
+    return (os.cpu_count() or 1) * per_thread + indices
+
+
 def evaluate(config: Config, params: dict[str, Tensor], examples: Sparse) -> Float[Tensor, "inst"]:
     """The loss on every example of the set (the mean over examples and features), in chunks."""
     from .models import forward, loss_per_instance

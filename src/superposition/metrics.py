@@ -52,8 +52,11 @@ def _overlap_sums(W: Float[Tensor, "inst feat hidden"]) -> Float[Tensor, "inst f
 
 
 def superposition(W: Float[Tensor, "inst feat hidden"]) -> Float[Tensor, "inst feat"]:
-    norms = feature_norms(W)
-    return (_overlap_sums(W) - torch.where(norms > 1e-12, norms**2, 0.0)).clamp_min(0.0)
+    """sum_j (Ŵ_i · W_j)² less the j = i term ‖W_i‖²; in float64, where that difference is
+    taken, so a feature nearly orthogonal to all others is not lost to cancellation."""
+    wide = W.double()
+    norms = feature_norms(wide)
+    return (_overlap_sums(wide) - torch.where(norms > 1e-12, norms**2, 0.0)).clamp_min(0.0).to(W.dtype)
 
 
 def feature_dimensionality(W: Float[Tensor, "inst feat hidden"]) -> Float[Tensor, "inst feat"]:

@@ -297,7 +297,7 @@ def _examples(path: Path, config: Config) -> Sparse:
     shape = (config.instances, config.dataset_size + 1)
     ok = (
         row_ptr.dtype == np.int64 and row_ptr.shape == shape and cols.dtype == np.int32 and values.dtype == np.float32
-        and len(cols) == len(values) == row_ptr[-1, -1] and row_ptr[0, 0] == 0 and bool((np.diff(row_ptr.ravel()) >= 0).all())
+        and cols.ndim == values.ndim == 1 and len(cols) == len(values) == row_ptr[-1, -1] and row_ptr[0, 0] == 0 and bool((np.diff(row_ptr.ravel()) >= 0).all())
         and bool(((cols >= 0) & (cols < config.features)).all()) and bool(np.isfinite(values).all())
     )  # fmt: skip
     if not ok:

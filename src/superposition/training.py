@@ -65,7 +65,8 @@ def memory_needed(config: Config) -> int:
         from . import dataset
 
         evaluation = 6 * dataset.CHUNK_VALUES * 4  # evaluated in chunks of rows
-        training = dataset.bytes_needed(config.model_copy(update={"restarts": 1}), config.engine == "reference") * config.restarts
+        training = dataset.bytes_needed(config.model_copy(update={"restarts": 1}), config.engine == "reference")
+        training += dataset.scratch_bytes(config, copies) if config.engine == "fused" else 0
     else:
         evaluation = 6 * config.instances * config.eval_batch_size * config.features * 4
         training = 8 * copies * config.batch_size * config.features * 4
@@ -179,10 +180,7 @@ def train(config: Config, progress: bool = False, sources: list[int] | None = No
     probs = data.feature_probability(config, device)
     importance = data.importance(config, device)
     sources = list(range(config.instances)) if sources is None else sources
-    if config.dataset_size:
-        from .dataset import training_set
-
-    examples = training_set(config, sources) if config.dataset_size else None
+    examples = _training_set(config, sources) if config.dataset_size else None
 
     def fit(params: Params, first: int, count: int) -> tuple[Tensor, int]:
         share = slice(first, first + count)
@@ -221,6 +219,18 @@ def train(config: Config, progress: bool = False, sources: list[int] | None = No
         steps_run=steps_run,
         dataset=examples,
     )
+
+
+def _training_set(config: Config, sources: list[int]) -> Sparse:
+    """Each distinct source's set drawn once; copies of an instance share its rows' storage."""
+    from .dataset import training_set
+
+    first = {}
+    for i, source in enumerate(sources):
+        first.setdefault(source, i)
+    distinct = list(first)
+    drawn = training_set(config.subset([first[s] for s in distinct]), distinct)
+    return drawn.subset([distinct.index(s) for s in sources])
 
 
 def _best_of_restarts(config: Config, progress: bool) -> TrainResult:
