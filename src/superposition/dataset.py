@@ -25,7 +25,7 @@ from numba import njit
 from torch import Tensor
 
 from .config import Config
-from .fused import DATA_CODES, SET_MODES, _draw_rows, _mix, _unit_columns, step_key
+from .fused import _GOLDEN, DATA_CODES, SET_MODES, _draw_rows, _mix, _unit_columns, step_key
 
 # Steps of the counter stream that training never reaches (steps are < 2**31).
 DATASET_STEP, TEST_STEP, SHUFFLE_STEP = 2**40, 2**40 + 1, 2**41
@@ -170,7 +170,7 @@ def _permutation(key, rows):
     """Epoch order: the examples sorted by a hash of (key, index)."""
     hashes = np.empty(rows, np.uint64)
     for t in range(rows):
-        hashes[t] = _mix(key + np.uint64(t) * np.uint64(0x9E3779B97F4A7C15))
+        hashes[t] = _mix(key + np.uint64(t) * _GOLDEN)
     return np.argsort(hashes, kind="mergesort")
 
 

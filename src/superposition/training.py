@@ -230,7 +230,8 @@ def _training_set(config: Config, sources: list[int]) -> Sparse:
         first.setdefault(source, i)
     distinct = list(first)
     drawn = training_set(config.subset([first[s] for s in distinct]), distinct)
-    return drawn.subset([distinct.index(s) for s in sources])
+    position = {source: k for k, source in enumerate(distinct)}
+    return drawn.subset([position[s] for s in sources])
 
 
 def _best_of_restarts(config: Config, progress: bool) -> TrainResult:

@@ -170,26 +170,19 @@ def _peak_text(rows: list[dict[str, Any]], peak: tuple[int | None, float]) -> st
 
 
 def _losses(results: dict[int, list[dict[str, Any]]], trained: str) -> Figure:
-    fig = Figure(figsize=(7, 4.5))
-    ax = fig.subplots()
+    fig, ax = _against_T()
     for k, (m, rows) in enumerate(results.items()):
         T = [r["T"] for r in rows]
         colour = f"C{k}"
         ax.plot(T, [r["test_loss"] for r in rows], "o-", color=colour, label=f"test, m = {m}")
         ax.plot(T, [r["train_loss"] for r in rows], "s--", color=colour, alpha=0.6, label=f"train, m = {m}")
-    ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("training examples T")
-    ax.set_ylabel("loss (mean over examples and features)")
-    ax.legend(fontsize=8)
-    fig.suptitle(trained, fontsize=7, wrap=True)
-    return fig
+    return _finish(fig, ax, "loss (mean over examples and features)", trained)
 
 
 def _dimensionality(dimensions: dict[int, tuple[list[float], list[float]]], trained: str) -> Figure:
     """Every training example's D_t and every feature's D_i at each T, as the note plots them."""
-    fig = Figure(figsize=(7, 4.5))
-    ax = fig.subplots()
+    fig, ax = _against_T()
     sizes = sorted(dimensions)
     for k, name in enumerate(("data points D_t", "features D_i")):
         spread = 1 + (0.06 if k else -0.06)  # the two kinds side by side at each T
@@ -197,9 +190,19 @@ def _dimensionality(dimensions: dict[int, tuple[list[float], list[float]]], trai
             values = dimensions[T][k]
             ax.scatter(np.full(len(values), T * spread), values, s=4, alpha=0.25, color=f"C{3 * k}", label=name if T == sizes[0] else None)
         ax.plot(sizes, [max(dimensions[T][k]) for T in sizes], "-", color=f"C{3 * k}", lw=1, label=f"largest {name.split()[-1]}")
+    return _finish(fig, ax, "dimensionality", trained)
+
+
+def _against_T() -> tuple[Figure, Any]:
+    fig = Figure(figsize=(7, 4.5))
+    return fig, fig.subplots()
+
+
+def _finish(fig: Figure, ax: Any, ylabel: str, trained: str) -> Figure:
+    """A quantity against T on a log axis, titled with what was trained."""
     ax.set_xscale("log")
     ax.set_xlabel("training examples T")
-    ax.set_ylabel("dimensionality")
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
     fig.suptitle(trained, fontsize=7, wrap=True)
     return fig
