@@ -1,10 +1,12 @@
 """Our trainer on naive_reference.py's problem, printing the same JSON line (plus memory).
 
-    python benchmarks/ours.py --features 20 --hidden 5 --instances 10 --steps 2000 [--engine fused]
+    python benchmarks/ours.py --features 20 --hidden 5 --instances 10 --steps 2000 [--engine fused] [--device cpu]
 
 Densities 20^-linspace(0, 1, instances), importance decay 0.9, AdamW lr 1e-3 wd 0.01,
 batch 1024, as naive_reference.py. Steps per second count the training loop only:
-the compiled kernel is loaded (from numba's on-disk cache) by a one-step warm-up first.
+the compiled kernel is loaded (from numba's on-disk cache) by a one-step warm-up first;
+the compiled engine (torch.compile, CUDA graphs) warms up on 101 steps, a CUDA graph's
+chunk and one step more.
 """
 
 import argparse
@@ -14,7 +16,7 @@ import time
 import torch
 
 from superposition.config import resolve
-from superposition.training import train
+from superposition.training import CHUNK, train
 
 
 def rss_mib() -> float:
@@ -34,6 +36,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--engine", default="fused")
+    ap.add_argument("--device", default="cpu")
     a = ap.parse_args()
 
     density = (20 ** -torch.linspace(0, 1, a.instances)).tolist()
@@ -49,14 +52,16 @@ def main() -> None:
             "batch_size": a.batch_size,
             "steps": a.steps,
             "seed": a.seed,
-            "device": "cpu",
+            "device": a.device,
             "engine": a.engine,
         }
     )
-    train(config.model_copy(update={"steps": 1}))
+    train(config.model_copy(update={"steps": CHUNK + 1 if a.engine == "compiled" else 1}))
     before = rss_mib()
     start = time.perf_counter()
     result = train(config)
+    if a.device == "cuda":
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     tail = max(1, a.steps // 10)
     print(

@@ -1,6 +1,7 @@
 """Our trainer beside the plain loop people write today, on the same machine, in turns.
 
     python benchmarks/speed.py [--steps 2000] [--seeds 0,1,2] [--configs B1,B2,B3,B4] [--markdown FILE]
+                               [--device cuda --engine compiled] [--jax-python PYTHON]
 
 For each config and seed it runs ../shared/bench/naive_reference.py and
 benchmarks/ours.py one after the other (never at once: two torch processes on 2
@@ -8,7 +9,10 @@ cores slow each other down), each in a fresh process, and prints a table:
 steps/s of each, the ratio, the final loss (mean over the last 10% of steps, the
 naive script's measure) and each process's peak resident memory. Where occhio is
 installed (`pip install -e '.[bench]'`, or another interpreter given by
---occhio-python) its ModelGrid runs in turn too (benchmarks/occhio_grid.py).
+--occhio-python) its ModelGrid runs in turn too (benchmarks/occhio_grid.py); with
+--jax-python, so does ../shared/bench/jax_reference.py (the loop compiled whole by
+jax.jit over lax.scan: the peer to beat on a GPU; its steps/s exclude its compilation).
+On a GPU: `--device cuda --engine compiled` (issue 13).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 NAIVE = HERE.parent.parent / "shared" / "bench" / "naive_reference.py"
+JAX = NAIVE.with_name("jax_reference.py")
 CONFIGS = {
     "B1": {"instances": 10, "features": 5, "hidden": 2, "target": 10},
     "B2": {"instances": 10, "features": 20, "hidden": 5, "target": 10},
@@ -63,6 +68,14 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def gpu_name(device: str) -> str:
+    if device != "cuda":
+        return ""
+    import torch
+
+    return f" ({torch.cuda.get_device_name()})"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=2000)
@@ -70,26 +83,32 @@ def main() -> None:
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--markdown", type=Path, help="Also write the table to this file.")
     ap.add_argument("--occhio-python", help="Interpreter with occhio installed (default: this one, if it has occhio).")
+    ap.add_argument("--jax-python", help="Interpreter with jax and optax: run jax_reference.py in turn too.")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--engine", default="fused", help="Our engine (fused on the CPU, compiled on CUDA).")
     a = ap.parse_args()
     occhio = a.occhio_python or (sys.executable if importlib.util.find_spec("occhio") else None)
     seeds = [int(s) for s in a.seeds.split(",")]
-    device = "cpu"
+    device, jax = a.device, a.jax_python
     lines = [
         f"Machine: {cpu_name()}, {os.cpu_count()} cores; torch threads as each script sets them; "
-        f"batch 1024, {a.steps} steps, seeds {a.seeds}; device {device}.",
+        f"batch 1024, {a.steps} steps, seeds {a.seeds}; device {device}{gpu_name(device)}; our engine {a.engine}.",
         "",
         "| config | instances | n → m | naive steps/s | ours steps/s | ratio (target) | naive loss | ours loss | worst instance loss ratio | naive peak MiB | ours peak MiB |"
-        + (" occhio steps/s | ours / occhio | occhio loss (eval) |" if occhio else ""),
-        "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if occhio else ""),
+        + (" occhio steps/s | ours / occhio | occhio loss (eval) |" if occhio else "")
+        + (" jax steps/s | ours / jax | jax loss |" if jax else ""),
+        "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if occhio else "") + ("---|---|---|" if jax else ""),
     ]
     for name in a.configs.split(","):
         config = CONFIGS[name]
-        naive, ours, grid = [], [], []
+        naive, ours, grid, compiled = [], [], [], []
         for seed in seeds:  # in turns, so drift in the machine's speed hits all alike
             naive.append(run(NAIVE, config, a.steps, seed, ["--device", device]))
-            ours.append(run(HERE / "ours.py", config, a.steps, seed, []))
+            ours.append(run(HERE / "ours.py", config, a.steps, seed, ["--device", device, "--engine", a.engine]))
             if occhio:
                 grid.append(run(HERE / "occhio_grid.py", config, a.steps, seed, [], occhio))
+            if jax:
+                compiled.append(run(JAX, config, a.steps, seed, [], jax))
         speed_naive = statistics.median(r["steps_per_second"] for r in naive)
         speed_ours = statistics.median(r["steps_per_second"] for r in ours)
         # mean over seeds of each instance's final loss, then compare instance by instance
@@ -107,6 +126,12 @@ def main() -> None:
             lines[-1] += (
                 f" {speed_grid:,.0f} | {speed_ours / speed_grid:.1f}x "
                 f"| {statistics.mean(statistics.mean(r['final_loss']) for r in grid):.5f} |"
+            )
+        if jax:
+            speed_jax = statistics.median(r["steps_per_second"] for r in compiled)
+            lines[-1] += (
+                f" {speed_jax:,.0f} | {speed_ours / speed_jax:.2f}x "
+                f"| {statistics.mean(statistics.mean(r['final_loss']) for r in compiled):.5f} |"
             )
         print(lines[-1], flush=True)
     table = "\n".join(lines)

@@ -23,7 +23,7 @@ Correlation = Literal["none", "correlated", "anticorrelated"]
 Optimizer = Literal["adam", "adamw"]
 Schedule = Literal["constant", "linear", "cosine"]
 Device = Literal["auto", "cpu", "cuda"]
-Engine = Literal["auto", "fused", "reference"]
+Engine = Literal["auto", "fused", "compiled", "reference"]
 
 # Sizes are indices in the compiled engine: beyond this they overflow long before memory runs out.
 MAX_SIZE = 2**31 - 1

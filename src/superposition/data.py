@@ -57,12 +57,21 @@ def _mix(z: Tensor) -> Tensor:
     return z ^ _shift_right(z, 31)
 
 
+def instance_keys(seed: int, instances: Int[Tensor, "inst"]) -> Int[Tensor, "inst"]:
+    """The part of each (instance, step) key that the step does not change."""
+    k = _mix(torch.tensor(_int64(seed * GOLDEN + 0x5EED), device=instances.device))
+    return _mix(k ^ (instances.long() * _int64(MIX1)))
+
+
+def at_step(keys: Int[Tensor, "inst"], step: int | Int[Tensor, ""]) -> Int[Tensor, "inst"]:
+    """The keys of `step` from instance_keys. The step may be a tensor, so that a compiled
+    loop keeps its step counter on the device."""
+    return _mix(keys ^ (torch.as_tensor(step, dtype=torch.long, device=keys.device) * _int64(MIX2)))
+
+
 def step_keys(seed: int, instances: Int[Tensor, "inst"], step: int) -> Int[Tensor, "inst"]:
     """The key of each (instance, step): fused.step_key, vectorised over instances."""
-    device = instances.device
-    k = _mix(torch.tensor(_int64(seed * GOLDEN + 0x5EED), device=device))
-    k = _mix(k ^ (instances.long() * _int64(MIX1)))
-    return _mix(k ^ _int64(step * MIX2))
+    return at_step(instance_keys(seed, instances), step)
 
 
 def _uniform(keys: Int[Tensor, "inst"], counters: Int[Tensor, "..."]) -> Float[Tensor, "inst ..."]:
@@ -81,10 +90,23 @@ def batch(
 ) -> Float[Tensor, "inst batch feat"]:
     """The training batch of these (global) instances at `step`, as every engine draws it
     (`rows` of them: batch_size unless given; `normalize` scales each to unit norm)."""
+    keys = step_keys(config.seed, instances.to(feature_probability.device), step)
+    return draw(config, feature_probability, keys, rows or config.batch_size)
+
+
+def draw(
+    config: Config,
+    feature_probability: Float[Tensor, "inst feat"],
+    keys: Int[Tensor, "inst"],
+    rows: int,
+    counter: Int[Tensor, "feat batch"] | None = None,
+) -> Float[Tensor, "inst batch feat"]:
+    """`rows` examples per instance from its key (see `step_keys`); of the config, only the
+    data options are read. `counter`, the element counters (`counters(feat, rows)`), may
+    be passed in: Inductor folds an arange times the hash's constant into an index
+    expression whose coefficients overflow int64."""
     inst, feat = feature_probability.shape
-    rows, device = rows or config.batch_size, feature_probability.device
-    keys = step_keys(config.seed, instances.to(device), step)
-    counter = torch.arange(feat * rows, device=device, dtype=torch.long).view(feat, rows)
+    counter = counters(feat, rows, keys.device) if counter is None else counter
     u = _uniform(keys, counter)  # (inst, feat, batch): counter n = f * batch + r
     p = feature_probability[:, :, None]
     signed = config.data == "signed"
@@ -111,11 +133,24 @@ def batch(
     return x.transpose(1, 2)
 
 
+def counters(feat: int, rows: int, device: torch.device) -> Int[Tensor, "feat batch"]:
+    """Element (f, r) of a draw of `rows` examples has counter f * rows + r."""
+    return torch.arange(feat * rows, device=device, dtype=torch.long).view(feat, rows)
+
+
+# Beyond this many features a compiled graph sums the squares in one reduction: unrolled
+# feature by feature, its trace would grow with the features (the rounding differs by ulps).
+UNROLLED_NORM = 64
+
+
 def _unit_columns(x: Float[Tensor, "inst feat batch"]) -> Float[Tensor, "inst feat batch"]:
     """Every example scaled to unit norm as the kernel rounds it; an all-zero one stays zero."""
-    norm = torch.zeros_like(x[:, :1])
-    for f in range(x.shape[1]):  # summed feature by feature, in the kernel's order
-        norm += x[:, f : f + 1] * x[:, f : f + 1]
+    if torch.compiler.is_compiling() and x.shape[1] > UNROLLED_NORM:
+        norm = (x * x).sum(1, keepdim=True)
+    else:
+        norm = torch.zeros_like(x[:, :1])
+        for f in range(x.shape[1]):  # summed feature by feature, in the kernel's order
+            norm += x[:, f : f + 1] * x[:, f : f + 1]
     # float32 1/sqrt as the kernel rounds it: torch's float32 sqrt is not correctly rounded
     # on every CPU, its float64 sqrt rounded to float32 is (but for ~1 value in 2**29)
     root = norm.double().sqrt().float()

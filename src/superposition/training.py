@@ -65,7 +65,7 @@ def memory_needed(config: Config) -> int:
         from . import dataset
 
         evaluation = 6 * dataset.CHUNK_VALUES * 4  # evaluated in chunks of rows
-        training = dataset.bytes_needed(config.model_copy(update={"restarts": 1}), config.engine == "reference")
+        training = dataset.bytes_needed(config.model_copy(update={"restarts": 1}), config.engine != "fused")
         training += dataset.scratch_bytes(config, copies) if config.engine == "fused" else 0
     else:
         evaluation = 6 * config.instances * config.eval_batch_size * config.features * 4
@@ -100,8 +100,8 @@ def check_memory(config: Config) -> None:
         require_memory(
             memory_needed(config), "dataset_size", "this config needs",
             f"{config.instances * config.restarts} training sets of {config.dataset_size} examples x "
-            f"{config.features} features" + (", dense for the reference engine" if config.engine == "reference" else ""),
-            "use a smaller dataset_size or fewer instances" + (", or the fused engine" if config.engine == "reference" else ""),
+            f"{config.features} features" + (f", dense for the {config.engine} engine" if config.engine != "fused" else ""),
+            "use a smaller dataset_size or fewer instances" + (", or the fused engine" if config.engine != "fused" else ""),
         )  # fmt: skip
         return
     require_memory(
@@ -124,7 +124,8 @@ class TrainResult:
 def settle(config: Config) -> Config:
     """Replace `auto` by what will run: the device, and the engine for it.
 
-    The fused engine is the CPU's: asking for it settles `device = auto` on the CPU.
+    `auto` is the fused engine on the CPU (the reference one for what it does not run) and
+    the compiled engine on CUDA. Asking for the fused engine settles `device = auto` on the CPU.
     """
     compiled = KINDS[config.model].compiled is not None
     if config.engine == "fused" and not compiled:
@@ -144,9 +145,9 @@ def settle(config: Config) -> Config:
         device = "cpu" if config.engine == "fused" or not torch.cuda.is_available() else "cuda"
     engine = config.engine
     if engine == "auto":
-        engine = "fused" if device == "cpu" and compiled else "reference"
+        engine = "compiled" if device == "cuda" else "fused" if compiled else "reference"
     if engine == "fused" and device != "cpu":
-        raise ConfigError("engine: the fused engine runs on the CPU; use --engine reference with --device cuda")
+        raise ConfigError("engine: the fused engine runs on the CPU; use --engine compiled with --device cuda")
     return config.model_copy(update={"device": device, "engine": engine})
 
 
@@ -183,15 +184,16 @@ def train(config: Config, progress: bool = False, sources: list[int] | None = No
     examples = _training_set(config, sources) if config.dataset_size else None
 
     def fit(params: Params, first: int, count: int) -> tuple[Tensor, int]:
+        from . import compiled
+
         share = slice(first, first + count)
         if examples is not None:
             part, own = examples.subset(range(first, first + count)), sources[share]
-            stepper = _fused_dataset_stepper if config.engine == "fused" else _reference_dataset_stepper
+            stepper = {"fused": _fused_dataset_stepper, "compiled": compiled.dataset_stepper}.get(config.engine, _reference_dataset_stepper)
             run = stepper(params, part, own, importance[share], config)
-        elif config.engine == "fused":
-            run = _fused_stepper(params, probs[share], importance[share], config, first)
         else:
-            run = _reference_stepper(params, probs[share], importance[share], config, first)
+            stepper = {"fused": _fused_stepper, "compiled": compiled.fresh_stepper}.get(config.engine, _reference_stepper)
+            run = stepper(params, probs[share], importance[share], config, first)
         return _fit(run, config, count, reporter)
 
     with _Progress(config, progress) as reporter:
