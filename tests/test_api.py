@@ -67,7 +67,7 @@ def test_cli_and_api_train_identical_weights(cli, tmp_path):
     assert from_cli.history.equals(from_api.history)
 
 
-@pytest.mark.parametrize("engine", ["fused", "reference"])
+@pytest.mark.parametrize("engine", ["fused", "compiled", "reference"])
 def test_sample_is_what_each_engine_trained_on(engine):
     """The loss at step s is taken on batch s before the update, so each engine's first
     losses must equal the loss of its weights on sp.sample's batches."""

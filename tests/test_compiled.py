@@ -1,8 +1,8 @@
 """The compiled engine (compiled.py): torch.compile'd steps, CUDA graphs on a GPU.
 
-On the CPU it traces with "aot_eager" (torch.compile's trace of the whole step, forward,
-autograd's backward and Adam, run op by op) except in one test that builds it with
-Inductor: a cold Inductor build costs ~40 s on this machine's 2 cores.
+Tests trace it with "aot_eager" (conftest.py: torch.compile's trace of the whole step,
+forward, autograd's backward and Adam, run op by op), except those that ask for Inductor:
+a cold Inductor build costs ~15 s on this machine's 2 cores.
 """
 
 from __future__ import annotations
@@ -10,14 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from superposition import compiled
-from superposition.config import ConfigError, resolve
-from superposition.training import settle, train
-
-
-@pytest.fixture
-def traced(monkeypatch):
-    monkeypatch.setattr(compiled, "BACKEND", "aot_eager")
+from superposition.config import resolve
+from superposition.training import train
 
 
 def _both(keys: dict, device: str = "cpu") -> tuple:
@@ -45,38 +39,45 @@ def _assert_same(ours, reference, atol: float = 2e-5) -> None:
     ],
     ids=["tied-privileged-correlated-normalized-cosine", "untied-seed-adam-warm-start", "mlp-signed-anticorrelated"],
 )  # fmt: skip
-def test_same_weights_as_the_reference_engine(traced, keys):
+def test_same_weights_as_the_reference_engine(keys):
     """Same stream, same model and Adam: only rounding differs, so 150 steps end within 2e-5.
     A wrong draw, gradient, bias correction or schedule moves weights by 1e-3 or more. Warm
     start builds a stepper per phase (fresh Adam state, step 0) from the last phase's weights."""
     _assert_same(*_both(keys))
 
 
-def test_finite_training_sets_full_and_minibatch(traced):
+def test_finite_training_sets_full_and_minibatch():
     for size in (40, 300):  # the whole set each step; shuffled minibatches of 128
         _assert_same(*_both({"dataset_size": size, "batch_size": 128, "activation": "relu"}))
 
 
-def test_inductor_build_matches_the_reference_engine():
+def test_inductor_build_matches_the_reference_engine(inductor):
     """The engine as users get it, on the default model and data: Inductor's generated code,
     one step at a time on the CPU."""
     _assert_same(*_both({}), atol=1e-4)
 
 
-def test_auto_picks_it_on_cuda_only(monkeypatch):
-    config = resolve({})
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert settle(config).engine == "compiled" and settle(config).device == "cuda"
-    assert settle(config.model_copy(update={"device": "cpu"})).engine == "fused"
-    with pytest.raises(ConfigError, match="--engine compiled with --device cuda"):
-        settle(config.model_copy(update={"device": "cuda", "engine": "fused"}))
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert settle(config).engine == "fused"
-    assert settle(config.model_copy(update={"engine": "compiled"})).device == "cpu"
+def test_a_kind_registered_outside_the_package_runs_on_it():
+    """The engine differentiates the kind's own forward: a new kind needs no engine code."""
+    from test_api import Scaled
+
+    from superposition.models import KINDS, register
+
+    register(Scaled)
+    try:
+        ours, reference = _both({"model": "test-scaled"})
+        assert not torch.equal(ours.params["s"], torch.ones(3, 1, 1))  # its scale was trained
+        _assert_same(ours, reference)
+    finally:
+        KINDS.pop("test-scaled")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_cuda_graph_replay_matches_the_reference_engine():
+def test_cuda_graph_replay_matches_the_reference_engine(inductor, monkeypatch):
     """On a GPU the engine replays 100-step CUDA graphs (and steps one by one for the rest)."""
+    replays = []
+    replay = torch.cuda.CUDAGraph.replay
+    monkeypatch.setattr(torch.cuda.CUDAGraph, "replay", lambda graph: replays.append(graph) or replay(graph))
     ours, reference = _both({"steps": 250}, device="cuda")
+    assert len(replays) == 2  # steps 0-99 and 100-199; the last 50 one by one
     _assert_same(ours, reference, atol=1e-4)

@@ -144,11 +144,16 @@ def test_settle_where_a_gpu_is_present(monkeypatch):
     """What `auto` means on a CUDA machine, checked here by pretending one is present."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     config = resolve({"steps": 10})
-    assert (settle(config).device, settle(config).engine) == ("cuda", "reference")
+    assert (settle(config).device, settle(config).engine) == ("cuda", "compiled")
+    assert settle(config.model_copy(update={"device": "cpu"})).engine == "fused"
     fused = settle(config.model_copy(update={"engine": "fused"}))
     assert (fused.device, fused.engine) == ("cpu", "fused")  # the fused engine is the CPU's
-    with pytest.raises(ConfigError, match="runs on the CPU"):
+    with pytest.raises(ConfigError, match="runs on the CPU; use --engine compiled with --device cuda"):
         settle(config.model_copy(update={"engine": "fused", "device": "cuda"}))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert (settle(config).device, settle(config).engine) == ("cpu", "fused")
+    compiled = settle(config.model_copy(update={"engine": "compiled"}))
+    assert (compiled.device, compiled.engine) == ("cpu", "compiled")
 
 
 def test_warm_start_on_the_reference_engine():
