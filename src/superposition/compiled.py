@@ -75,7 +75,7 @@ def _step_function(spec: Config, source: str) -> Callable:
         step: Int[Tensor, ""],  # the global step index, advanced here
         slot: Int[Tensor, ""],  # its row in `losses`, advanced here
         lrs: Float[Tensor, "chunk"],  # float64: the scheduled learning rate of every step of the chunk
-        weight_decay: Float[Tensor, ""],  # float64
+        weight_decay: Float[Tensor, "1"],  # float64; 1-D: Dynamo guards a 0-D float input with .item()
         losses: Float[Tensor, "chunk inst"],
         importance: Float[Tensor, "inst feat"],
         batch: tuple,  # fresh: (probs, instance keys, counters); set: (examples,); minibatch: (examples, picks)
@@ -89,7 +89,7 @@ def _step_function(spec: Config, source: str) -> Callable:
             x = gather(batch[0], batch[1].index_select(1, slot.view(1)).squeeze(1))
         grads, per_instance = torch.func.grad(loss_of, has_aux=True)(params, x, importance)
         losses.index_copy_(0, slot.view(1), per_instance.view(1, -1))
-        lr = lrs.index_select(0, slot.view(1)).squeeze(0)
+        lr = lrs.index_select(0, slot.view(1))
         count = (step + 1).double()
         step_size = (lr / (1 - beta1**count)).float()
         root_c2 = (1 - beta2**count).sqrt().float()
@@ -120,7 +120,7 @@ class CompiledSteps:
         self.moments = ({k: torch.zeros_like(v) for k, v in params.items()}, {k: torch.zeros_like(v) for k, v in params.items()})
         self.config = config
         self.lrs = torch.zeros(CHUNK, dtype=torch.float64, device=device)
-        self.weight_decay = torch.tensor(config.weight_decay, dtype=torch.float64, device=device)
+        self.weight_decay = torch.tensor([config.weight_decay], dtype=torch.float64, device=device)
         self.counter = torch.zeros((), dtype=torch.long, device=device)
         self.slot = torch.zeros((), dtype=torch.long, device=device)
         self.losses = torch.zeros(CHUNK, importance.shape[0], device=device)
