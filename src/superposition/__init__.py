@@ -38,7 +38,8 @@ def train(config: Config, progress: bool | None = None) -> Run:
     """Train every instance of `config` at once; return the measured Run.
 
     progress: a progress bar (None: shown in a terminal or a notebook, False: never).
-    The compiled CPU engine or autograd on a GPU, as `config.engine` and `config.device` say.
+    The fused engine on the CPU, the compiled one on a GPU, or plain autograd, as
+    `config.engine` and `config.device` say.
     """
     from .runs import train as _train
 
