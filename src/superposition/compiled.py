@@ -147,16 +147,20 @@ class CompiledSteps:
 
     def _capture(self) -> torch.cuda.CUDAGraph | None:
         """CHUNK steps recorded as one CUDA graph. A capture records without running, so the
-        compilation and its warm-up (cuBLAS, Triton's autotuning) run first on copies of the
-        state. None, with a warning, where capture fails: the steps then launch one by one."""
-        spare = _clone(self._arguments())
+        compilation and its warm-up (cuBLAS, Triton's autotuning) run first, on copies of
+        the state the step writes. None, with a warning, where capture fails: the steps
+        then launch one by one."""
+        params, moments, counter, slot, lrs, weight_decay, losses, importance, batch = self._arguments()
+        spare_moments = tuple({k: v.clone() for k, v in m.items()} for m in moments)
+        spare = ({k: v.clone() for k, v in params.items()}, spare_moments, counter.clone(), slot, lrs, weight_decay, losses.clone(), importance, batch)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(2):
-                spare[3].zero_()
+                slot.zero_()
                 self.step(*spare)
         torch.cuda.current_stream().wait_stream(side)
+        slot.zero_()
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph):
@@ -167,17 +171,6 @@ class CompiledSteps:
             self.replay = False
             return None
         return graph
-
-
-def _clone(value):
-    """A deep copy of the step's arguments: tensors cloned, containers rebuilt."""
-    if isinstance(value, Tensor):
-        return value.clone()
-    if isinstance(value, dict):
-        return {k: _clone(v) for k, v in value.items()}
-    if isinstance(value, tuple):
-        return tuple(_clone(v) for v in value)
-    return value
 
 
 def fresh_stepper(
