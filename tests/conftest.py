@@ -20,16 +20,13 @@ def cli(capsys):
 
 @pytest.fixture(autouse=True)
 def traced_compilation(monkeypatch):
-    """The compiled engine traces with "aot_eager" in tests (the same graph run op by op):
-    an Inductor build costs 15-40 s per graph, and on a GPU machine `device = auto` puts
-    every test's training on that engine. Tests of Inductor's code request `inductor`."""
-    from superposition import compiled
-
-    monkeypatch.setattr(compiled, "BACKEND", "aot_eager")
+    """The compiled engine traces with "aot_eager" in tests, in this process and the ones it
+    starts (the same graph, run op by op): an Inductor build costs 15-40 s per graph, and on
+    a GPU machine `device = auto` puts every test's training on that engine. Tests of
+    Inductor's own code request `inductor`."""
+    monkeypatch.setenv("SUPERPOSITION_COMPILE_BACKEND", "aot_eager")
 
 
 @pytest.fixture
 def inductor(monkeypatch):
-    from superposition import compiled
-
-    monkeypatch.setattr(compiled, "BACKEND", "inductor")
+    monkeypatch.setenv("SUPERPOSITION_COMPILE_BACKEND", "inductor")

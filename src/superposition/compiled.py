@@ -24,6 +24,8 @@ corrections), so the engines differ in rounding only.
 
 from __future__ import annotations
 
+import os
+import types
 import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -44,16 +46,29 @@ if TYPE_CHECKING:
 
 # The config fields a compiled step is specialised on; everything else is a tensor input.
 GRAPH_FIELDS = ("model", "activation", "hidden_activation", "target", "data", "correlation", "set_size", "normalize", "optimizer")
-BACKEND = "inductor"  # tests may trace with "aot_eager": the same graph, run op by op
 _STEPS: dict[tuple, Callable] = {}
+
+
+def backend() -> str:
+    """Inductor, unless SUPERPOSITION_COMPILE_BACKEND names another torch.compile backend: the
+    tests trace with "aot_eager" (the same graph run op by op, no build to wait for)."""
+    return os.environ.get("SUPERPOSITION_COMPILE_BACKEND", "inductor")
 
 
 def _compiled_step(config: Config, source: str) -> Callable:
     """The compiled step for this config's graph fields and batch source, built once."""
-    key = (*(getattr(config, name) for name in GRAPH_FIELDS), source, BACKEND)
+    key = (*(getattr(config, name) for name in GRAPH_FIELDS), source, backend())
     if key not in _STEPS:
-        _STEPS[key] = torch.compile(_step_function(config, source), backend=BACKEND, fullgraph=True)
+        _STEPS[key] = torch.compile(_own_code(_step_function(config, source), len(_STEPS)), backend=key[-1], fullgraph=True)
     return _STEPS[key]
+
+
+def _own_code(function: Callable, number: int) -> Callable:
+    """The function with a code object of its own. Dynamo keeps its compiled graphs, and
+    counts recompilations against a limit of 8, per code object, and every step function
+    is a closure of the same code: a ninth config would fail."""
+    code = function.__code__.replace(co_name=f"{function.__name__}_{number}")
+    return types.FunctionType(code, function.__globals__, code.co_name, function.__defaults__, function.__closure__)
 
 
 def _step_function(spec: Config, source: str) -> Callable:
