@@ -72,12 +72,12 @@ def test_a_kind_registered_outside_the_package_runs_on_it():
         KINDS.pop("test-scaled")
 
 
-def test_each_config_keeps_its_own_compiled_graphs(monkeypatch):
+def test_each_config_keeps_its_own_compiled_graphs():
     """Dynamo counts recompilations per code object, 8 at most: were every config's step one
     code object, the ninth config would fail. With the limit at 1, two configs train."""
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
-    for keys in ({"model": "untied", "data": "signed", "target": "abs"}, {"model": "untied", "data": "signed"}):
-        train(resolve({"features": 4, "hidden": 2, "steps": 3, "engine": "compiled", "device": "cpu", **keys}))
+    with torch._dynamo.config.patch(recompile_limit=1):
+        for keys in ({"model": "untied", "data": "signed", "target": "abs"}, {"model": "untied", "data": "signed"}):
+            train(resolve({"features": 4, "hidden": 2, "steps": 3, "engine": "compiled", "device": "cpu", **keys}))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
