@@ -194,8 +194,8 @@ def test_sweep_over_dataset_size(tmp_path):
         (["--features", "10000", "--sparsity", "0", "--dataset-size", "2000000000"], "dataset_size"),
         (["--features", "1000", "--dataset-size", "10000000", "--engine", "reference"], "dataset_size"),
         (["--dataset-size", "10", "--activation", "linear", "--engine", "fused"], "engine"),
-        # the compiled engine's tree: hidden² floats per node
-        (["--features", "20", "--hidden", "2048", "--dataset-size", "20000", "--batch-size", "20000"], "dataset_size"),
+        # the fused engine's tree: hidden² floats per node
+        (["--features", "20", "--hidden", "2048", "--dataset-size", "20000", "--batch-size", "20000", "--device", "cpu"], "dataset_size"),
     ],
 )
 def test_bad_finite_data_input_one_line_exit_2_nothing_written(tmp_path, cli, flags, field):

@@ -150,7 +150,7 @@ def train(
     check_memory(settled)
     with atomic_dir(out) as staging:  # refuses a bad --out, or a second writer, before training
         check_free_space(staging, run_bytes(settled))
-        if figures:  # matplotlib loads while the compiled engine trains without the GIL
+        if figures:  # matplotlib loads while the fused engine trains without the GIL
             threading.Thread(target=importlib.import_module, args=("superposition.plots",), daemon=True).start()
         run = fit(settled, progress=_progress(quiet))
         run.write(staging, figures)
@@ -251,11 +251,11 @@ def kinds() -> None:
     from .models import KINDS
 
     table = Table()
-    for column in ("kind", "model", "implies", "compiled engine", "figures"):
+    for column in ("kind", "model", "implies", "fused engine", "figures"):
         table.add_column(column)
     for name, kind in KINDS.items():
         implies = ", ".join(f"{k} = {v}" for k, v in kind.defaults.items())
-        table.add_row(name, kind.formula, implies, "yes" if kind.compiled else "no", ", ".join(kind.figures))
+        table.add_row(name, kind.formula, implies, "yes" if kind.fused else "no", ", ".join(kind.figures))
     _console().print(table)
 
 

@@ -25,7 +25,7 @@ Schedule = Literal["constant", "linear", "cosine"]
 Device = Literal["auto", "cpu", "cuda"]
 Engine = Literal["auto", "fused", "compiled", "reference"]
 
-# Sizes are indices in the compiled engine: beyond this they overflow long before memory runs out.
+# Sizes are indices in the fused engine: beyond this they overflow long before memory runs out.
 MAX_SIZE = 2**31 - 1
 # feature_probability and importance are [instance][feature] lists: this many values at most
 MAX_VALUES = 20_000_000
@@ -63,7 +63,7 @@ class Config(BaseModel):
     warmup: int = Field(0, ge=0, le=MAX_SIZE)
     steps: int = Field(10_000, gt=0, le=MAX_SIZE)
     batch_size: int = Field(1024, gt=0, le=MAX_SIZE)
-    seed: int = Field(0, ge=0, lt=2**63)  # the compiled engine hashes it as a 64-bit integer
+    seed: int = Field(0, ge=0, lt=2**63)  # every engine hashes it as a 64-bit integer
     device: Device = "auto"
     engine: Engine = "auto"
     warm_start: bool = False

@@ -18,7 +18,7 @@ shared draw). Each feature keeps its own probability p_f either way.
 
 Two sources of randomness:
 
-- `batch` (training): counter-based, the compiled engine's own stream written in
+- `batch` (training): counter-based, the fused engine's own stream written in
   torch. Element n of the batch of (seed, instance, step) is a hash of a 64-bit key
   of those three and of n, so every engine, on every device, draws the same
   batches bit for bit, and `superposition.sample` can return what training saw.

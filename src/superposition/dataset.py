@@ -214,7 +214,7 @@ def bytes_needed(config: Config, dense: bool) -> int:
 
 
 def scratch_bytes(config: Config, copies: int) -> int:
-    """The compiled engine's scratch, roughly: per thread, the tree (float64 Σ h hᵀ and its
+    """The fused engine's scratch, roughly: per thread, the tree (float64 Σ h hᵀ and its
     handed-down share per node: hidden² each) and the batch's hidden vectors; and the
     minibatches' example indices of a chunk of steps."""
     import os

@@ -13,7 +13,7 @@ act is the output activation (`activation`), hid the hidden one (`hidden_activat
 identity unless asked: ReLU gives the paper's privileged-basis model for tied).
 
 A model kind is a subclass of `Kind` registered in `KINDS` with `@register`: its
-parameters and their shapes, encode/decode, loss, whether the compiled engine runs it,
+parameters and their shapes, encode/decode, loss, whether the fused engine runs it,
 and which figures apply. Config validation, the run directory, the figures and the
 command line all read that table, so a new kind is one module:
 
@@ -45,8 +45,8 @@ class Kind:
     # keys this kind sets where the user gives none, and keys it requires
     defaults: ClassVar[dict[str, Any]] = {}
     required: ClassVar[dict[str, Any]] = {}
-    # how the compiled CPU engine runs it (its decoder Wᵀ or W_out), or None: reference engine only
-    compiled: ClassVar[Literal["tied", "untied"] | None] = None
+    # how the fused (numba, CPU) engine runs it (its decoder Wᵀ or W_out), or None: not at all
+    fused: ClassVar[Literal["tied", "untied"] | None] = None
     figures: ClassVar[tuple[str, ...]] = ("gram", "norms", "weights")
 
     def check(self, config) -> None:
@@ -130,12 +130,12 @@ def kind(name: str) -> Kind:
 
 @register
 class Tied(Kind):
-    name, formula, compiled = "tied", "x W Wᵀ", "tied"
+    name, formula, fused = "tied", "x W Wᵀ", "tied"
 
 
 @register
 class Untied(Kind):
-    name, formula, compiled, matrix = "untied", "x W W_out", "untied", "W W_out"
+    name, formula, fused, matrix = "untied", "x W W_out", "untied", "W W_out"
 
     def shapes(self, config) -> dict[str, tuple[int, ...]]:
         n, f, h = config.instances, config.features, config.hidden

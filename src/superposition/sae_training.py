@@ -86,7 +86,7 @@ def settings_tensor(config: SAEConfig, device: str = "cpu") -> Float[Tensor, "in
 
 
 def engine_of(config: SAEConfig, device: str) -> str:
-    """The compiled engine on the CPU, autograd elsewhere (or as asked)."""
+    """The fused engine on the CPU, autograd elsewhere (or as asked)."""
     if config.engine == "fused" and device != "cpu":
         raise ConfigError("engine: the fused engine runs on the CPU; use --engine reference with --device cuda")
     return ("fused" if device == "cpu" else "reference") if config.engine == "auto" else config.engine

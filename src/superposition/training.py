@@ -127,8 +127,8 @@ def settle(config: Config) -> Config:
     `auto` is the fused engine on the CPU (the reference one for what it does not run) and
     the compiled engine on CUDA. Asking for the fused engine settles `device = auto` on the CPU.
     """
-    compiled = KINDS[config.model].compiled is not None
-    if config.engine == "fused" and not compiled:
+    fused = KINDS[config.model].fused is not None
+    if config.engine == "fused" and not fused:
         raise ConfigError(f"engine: the fused engine does not run the {config.model} model; use --engine reference")
     if config.dataset_size and (config.activation != "relu" or config.hidden_activation != "linear"):
         # its sparse step skips the outputs a ReLU makes zero: a linear output has none
@@ -137,7 +137,7 @@ def settle(config: Config) -> Config:
                 "engine: the fused engine trains a finite dataset with a ReLU output and a linear hidden layer; "
                 "use --engine reference"
             )
-        compiled = False
+        fused = False
     device = config.device
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device: cuda was asked for but no CUDA GPU is available; use --device cpu")
@@ -145,7 +145,7 @@ def settle(config: Config) -> Config:
         device = "cpu" if config.engine == "fused" or not torch.cuda.is_available() else "cuda"
     engine = config.engine
     if engine == "auto":
-        engine = "compiled" if device == "cuda" else "fused" if compiled else "reference"
+        engine = "compiled" if device == "cuda" else "fused" if fused else "reference"
     if engine == "fused" and device != "cpu":
         raise ConfigError("engine: the fused engine runs on the CPU; use --engine compiled with --device cuda")
     return config.model_copy(update={"device": device, "engine": engine})
@@ -329,12 +329,12 @@ def _reference_step(params: Params, config: Config) -> Callable[[Tensor, Tensor,
 
 
 def _kernel_state(params: Params, importance: Float[Tensor, "inst feat"], config: Config):
-    """The compiled engines' views of the weights (updated in place), Adam's moments, the
+    """The numba engines' views of the weights (updated in place), Adam's moments, the
     model's flags and the optimiser."""
     from . import fused
 
     W, b = params["W"].numpy(), params["b"].numpy()
-    tied = KINDS[config.model].compiled == "tied"
+    tied = KINDS[config.model].fused == "tied"
     W_out = np.zeros((W.shape[0], 1, 1), np.float32) if tied else params["W_out"].numpy()
     weights = fused.Weights(W, W_out, b)
     moments = fused.Moments(*(np.zeros_like(a) for a in (W, W, W_out, W_out, b, b)))
