@@ -37,7 +37,12 @@ Params = dict[str, Tensor]
 
 
 class Kind:
-    """A model kind. Override what differs; every method takes the whole batch of instances."""
+    """A model kind. Override what differs; every method takes the whole batch of instances.
+
+    encode, decode and loss may read the config's model options only (`model`,
+    `activation`, `hidden_activation`, `target`: compiled.GRAPH_FIELDS): the compiled
+    engine traces one graph per combination of those, and anything else reaches it as a
+    parameter or a tensor."""
 
     name: ClassVar[str]
     formula: ClassVar[str] = ""  # for titles and `superposition kinds`
