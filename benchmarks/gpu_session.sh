@@ -5,7 +5,7 @@
 #   run: bash benchmarks/gpu_session.sh profile        on the same warm machine (Inductor's cache)
 #   run: bash benchmarks/gpu_session.sh suite          the whole `make test` there (~10 min)
 # tests: tests/test_compiled.py, Inductor and CUDA-graph tests included. speed: the B1-B4
-# table, one seed: our compiled engine, naive_reference.py --device cuda and
+# table, one seed, 10,000 steps (a run's one CUDA-graph capture is counted): our compiled engine, naive_reference.py --device cuda and
 # jax_reference.py in turn. profile: kernels per step and the busiest kernels.
 # Everything also lands in $OUT.
 set -u
@@ -25,7 +25,7 @@ for phase in "${@:-tests}"; do
       timeout 170 python3 -m pytest -q -p no:cacheprovider -rs tests/test_compiled.py 2>&1 | tail -8 | tee "$out/tests.txt" ;;
     speed)
       timeout 390 python3 benchmarks/speed.py --device cuda --engine compiled --jax-python python3 \
-        --steps 2000 --seeds 0 --markdown "$out/table.md" 2>&1 | tail -12 | tee "$out/speed.txt" ;;
+        --steps 10000 --seeds 0 --markdown "$out/table.md" 2>&1 | tail -12 | tee "$out/speed.txt" ;;
     profile)
       (cd benchmarks && timeout 300 python3 profile_compiled.py --device cuda) > "$out/profile.txt" 2>&1
       grep -A 16 "^## " "$out/profile.txt" | cut -c1-160 ;;

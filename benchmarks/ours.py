@@ -6,7 +6,9 @@ Densities 20^-linspace(0, 1, instances), importance decay 0.9, AdamW lr 1e-3 wd 
 batch 1024, as naive_reference.py. Steps per second count the training loop only:
 the compiled kernel is loaded (from numba's on-disk cache) by a one-step warm-up first;
 the compiled engine (torch.compile, CUDA graphs) warms up on 101 steps, a CUDA graph's
-chunk and one step more.
+chunk and one step more, which compiles its graph. Its timed run still records its own
+CUDA graph (two warm-up steps and 100 recorded calls, once per run, as every user's run
+does): time it over thousands of steps.
 """
 
 import argparse

@@ -80,12 +80,28 @@ def test_each_config_keeps_its_own_compiled_graphs():
             train(resolve({"features": 4, "hidden": 2, "steps": 3, "engine": "compiled", "device": "cpu", **keys}))
 
 
+def test_unit_norm_data_compiles_once_for_every_feature_count():
+    """Summed feature by feature in Python, the norm would specialise the graph on the
+    feature count: a sweep over 9 or more counts would hit Dynamo's limit of 8 recompiles."""
+    for features in range(3, 15):
+        train(resolve({"features": features, "hidden": 2, "steps": 2, "data": "seed", "engine": "compiled", "device": "cpu"}))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_cuda_graph_replay_matches_the_reference_engine(inductor, monkeypatch):
+@pytest.mark.parametrize(
+    "keys, replays",
+    [
+        ({}, 2),  # steps 0-99 and 100-199; the last 50 one by one
+        ({"dataset_size": 300, "batch_size": 128, "activation": "relu"}, 2),  # minibatch picks copied in per chunk
+        ({"warm_start": True, "replicates": 1}, 6),  # a graph per phase, 3 phases
+    ],
+    ids=["fresh", "minibatches", "warm-start"],
+)
+def test_cuda_graph_replay_matches_the_reference_engine(inductor, monkeypatch, keys, replays):
     """On a GPU the engine replays 100-step CUDA graphs (and steps one by one for the rest)."""
-    replays = []
+    seen = []
     replay = torch.cuda.CUDAGraph.replay
-    monkeypatch.setattr(torch.cuda.CUDAGraph, "replay", lambda graph: replays.append(graph) or replay(graph))
-    ours, reference = _both({"steps": 250}, device="cuda")
-    assert len(replays) == 2  # steps 0-99 and 100-199; the last 50 one by one
+    monkeypatch.setattr(torch.cuda.CUDAGraph, "replay", lambda graph: seen.append(graph) or replay(graph))
+    ours, reference = _both({"steps": 250, **keys}, device="cuda")
+    assert len(seen) == replays
     _assert_same(ours, reference, atol=1e-4)

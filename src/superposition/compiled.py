@@ -19,14 +19,18 @@ per combination of the fields in GRAPH_FIELDS, sizes included until a second siz
 makes torch.compile trace one graph for all sizes.
 
 Adam(W) is torch's foreach update written out (the same lerp, addcmul and bias
-corrections), so the engines differ in rounding only.
+corrections), so the engines differ in rounding only. The batches are the stream's: the
+same presence pattern everywhere; on a GPU, Triton's float32 division may put a present
+value a few ulps from `data.batch`'s.
+
+Each `train` call captures its own graph (two warm-up steps and 100 recorded calls), since
+the graph holds the addresses of that run's weights: a cost per run, not per step.
 """
 
 from __future__ import annotations
 
 import os
 import types
-import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -140,7 +144,7 @@ class CompiledSteps:
         self.slot = torch.zeros((), dtype=torch.long, device=device)
         self.losses = torch.zeros(CHUNK, importance.shape[0], device=device)
         self.graph: torch.cuda.CUDAGraph | None = None
-        self.replay = device.type == "cuda"
+        self.replay = device.type == "cuda"  # the first whole chunk captures the graph
 
     def _arguments(self) -> tuple:
         return (self.params, self.moments, self.counter, self.slot, self.lrs, self.weight_decay, self.losses, self.importance, self.batch)
@@ -153,18 +157,16 @@ class CompiledSteps:
         if self.replay and count == CHUNK:
             if self.graph is None:
                 self.graph = self._capture()
-            if self.graph is not None:
-                self.graph.replay()
-                return self.losses.cpu()
+            self.graph.replay()
+            return self.losses.cpu()
         for _ in range(count):
             self.step(*self._arguments())
         return self.losses[:count].cpu()
 
-    def _capture(self) -> torch.cuda.CUDAGraph | None:
+    def _capture(self) -> torch.cuda.CUDAGraph:
         """CHUNK steps recorded as one CUDA graph. A capture records without running, so the
         compilation and its warm-up (cuBLAS, Triton's autotuning) run first, on copies of
-        the state the step writes. None, with a warning, where capture fails: the steps
-        then launch one by one."""
+        the state the step writes."""
         params, moments, counter, slot, lrs, weight_decay, losses, importance, batch = self._arguments()
         spare_moments = tuple({k: v.clone() for k, v in m.items()} for m in moments)
         spare = ({k: v.clone() for k, v in params.items()}, spare_moments, counter.clone(), slot, lrs, weight_decay, losses.clone(), importance, batch)
@@ -177,14 +179,9 @@ class CompiledSteps:
         torch.cuda.current_stream().wait_stream(side)
         slot.zero_()
         graph = torch.cuda.CUDAGraph()
-        try:
-            with torch.cuda.graph(graph):
-                for _ in range(CHUNK):
-                    self.step(*self._arguments())
-        except RuntimeError as error:
-            warnings.warn(f"the compiled engine could not capture a CUDA graph ({error}); its steps launch one by one", stacklevel=2)
-            self.replay = False
-            return None
+        with torch.cuda.graph(graph):
+            for _ in range(CHUNK):
+                self.step(*self._arguments())
         return graph
 
 

@@ -138,14 +138,13 @@ def counters(feat: int, rows: int, device: torch.device) -> Int[Tensor, "feat ba
     return torch.arange(feat * rows, device=device, dtype=torch.long).view(feat, rows)
 
 
-# Beyond this many features a compiled graph sums the squares in one reduction: unrolled
-# feature by feature, its trace would grow with the features (the rounding differs by ulps).
-UNROLLED_NORM = 64
-
-
 def _unit_columns(x: Float[Tensor, "inst feat batch"]) -> Float[Tensor, "inst feat batch"]:
-    """Every example scaled to unit norm as the kernel rounds it; an all-zero one stays zero."""
-    if torch.compiler.is_compiling() and x.shape[1] > UNROLLED_NORM:
+    """Every example scaled to unit norm as the kernel rounds it; an all-zero one stays zero.
+
+    A compiled graph sums the squares in one reduction (its rounding differs by ulps):
+    unrolled feature by feature, its trace would grow with the features and be specialised
+    on their number, one graph per feature count."""
+    if torch.compiler.is_compiling():
         norm = (x * x).sum(1, keepdim=True)
     else:
         norm = torch.zeros_like(x[:, :1])
