@@ -87,6 +87,17 @@ def test_unit_norm_data_compiles_once_for_every_feature_count():
         train(resolve({"features": features, "hidden": 2, "steps": 2, "data": "seed", "engine": "compiled", "device": "cpu"}))
 
 
+def test_a_set_larger_than_the_gpus_free_memory_is_refused_in_one_line(monkeypatch):
+    from superposition.config import ConfigError
+    from superposition.training import check_memory
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (2 * 2**30, 80 * 2**30))
+    config = resolve({"features": 1000, "dataset_size": 1_000_000, "device": "cuda", "engine": "compiled"})
+    with pytest.raises(ConfigError, match=r"^dataset_size: .* GiB of GPU memory .* 2\.0 GiB is available; .* or --device cpu$"):
+        check_memory(config)
+    check_memory(config.model_copy(update={"dataset_size": 1000}))  # 4 MB dense: fits
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize(
     "keys, replays",

@@ -73,7 +73,10 @@ def memory_needed(config: Config) -> int:
     return evaluation + training + weights + 4 * config.steps * copies
 
 
-def available_memory() -> int:
+def available_memory(device: str = "cpu") -> int:
+    """Free bytes of this machine's memory, or of the GPU's where the run is on CUDA."""
+    if device == "cuda":
+        return torch.cuda.mem_get_info()[0]
     try:
         with open("/proc/meminfo") as handle:
             for line in handle:
@@ -84,24 +87,27 @@ def available_memory() -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def require_memory(needed: int, key: str, subject: str, detail: str, advice: str) -> None:
-    """Refuse, naming `key`, a job that needs more bytes than this machine has free."""
-    free = available_memory()
+def require_memory(needed: int, key: str, subject: str, detail: str, advice: str, device: str = "cpu") -> None:
+    """Refuse, naming `key`, a job that needs more bytes than this machine (or its GPU) has free."""
+    free = available_memory(device)
     if needed > free:
+        where, advice = ("GPU memory", f"{advice}, or --device cpu") if device == "cuda" else ("memory", advice)
         raise ConfigError(
-            f"{key}: {subject} about {needed / 2**30:.1f} GiB of memory ({detail}), "
+            f"{key}: {subject} about {needed / 2**30:.1f} GiB of {where} ({detail}), "
             f"{free / 2**30:.1f} GiB is available; {advice}"
         )
 
 
 def check_memory(config: Config) -> None:
-    """Refuse, before allocating anything, a config that cannot fit in this machine's memory."""
+    """Refuse, before allocating anything, a config that cannot fit in this machine's memory,
+    or in its GPU's where it trains on CUDA (the same estimate: the same tensors live there)."""
     if config.dataset_size:
         require_memory(
             memory_needed(config), "dataset_size", "this config needs",
             f"{config.instances * config.restarts} training sets of {config.dataset_size} examples x "
             f"{config.features} features" + (f", dense for the {config.engine} engine" if config.engine != "fused" else ""),
             "use a smaller dataset_size or fewer instances" + (", or the fused engine" if config.engine != "fused" else ""),
+            config.device,
         )  # fmt: skip
         return
     require_memory(
@@ -109,6 +115,7 @@ def check_memory(config: Config) -> None:
         f"{config.instances * config.restarts} instances x {config.features} features x "
         f"batches of {config.batch_size} and {config.eval_batch_size}",
         "use fewer instances or smaller batches",
+        config.device,
     )  # fmt: skip
 
 
