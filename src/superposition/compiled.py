@@ -14,9 +14,9 @@ that is how the test suite checks it on a CPU, whose fast engine is `fused`.
 Why torch.compile rather than a hand-written kernel: it runs every model kind (a new
 kind's autograd is compiled with it), every data option (the stream is `data.draw`
 itself) and finite training sets, and its gradients are autograd's. The price is a
-compilation per graph, ~20-40 s cold and a few seconds from Inductor's cache: one graph
-per combination of the fields in GRAPH_FIELDS, sizes included until a second size
-makes torch.compile trace one graph for all sizes.
+compilation per graph, 15-40 s cold on this project's 2-core CPU and a few seconds from
+Inductor's cache: one graph per combination of the fields in GRAPH_FIELDS, sizes
+included until a second size makes torch.compile trace one graph for all sizes.
 
 Adam(W) is torch's foreach update written out (the same lerp, addcmul and bias
 corrections), so the engines differ in rounding only. The batches are the stream's: the
