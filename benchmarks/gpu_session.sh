@@ -22,9 +22,9 @@ for phase in "${@:-tests}"; do
   start=$(date +%s)
   case "$phase" in
     tests)
-      timeout 170 python3 -m pytest -q -p no:cacheprovider -rs tests/test_compiled.py 2>&1 | tail -8 | tee "$out/tests.txt" ;;
+      timeout 220 python3 -m pytest -q -p no:cacheprovider -rs tests/test_compiled.py 2>&1 | tail -8 | tee "$out/tests.txt" ;;
     speed)
-      timeout 390 python3 benchmarks/speed.py --device cuda --engine compiled --jax-python python3 \
+      timeout 330 python3 benchmarks/speed.py --device cuda --engine compiled --jax-python python3 \
         --steps 10000 --seeds 0 --markdown "$out/table.md" 2>&1 | tail -12 | tee "$out/speed.txt" ;;
     profile)
       (cd benchmarks && timeout 300 python3 profile_compiled.py --device cuda) > "$out/profile.txt" 2>&1
