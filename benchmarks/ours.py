@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from superposition.config import resolve
+from superposition.config import Config, resolve
 from superposition.training import CHUNK, train
 
 
@@ -27,6 +27,27 @@ def rss_mib() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def problem(features: int, hidden: int, instances: int, batch: int, steps: int, seed: int, device: str, engine: str) -> Config:
+    """naive_reference.py's problem as our config."""
+    density = (20 ** -torch.linspace(0, 1, instances)).tolist()
+    return resolve(
+        {
+            "features": features,
+            "hidden": hidden,
+            "feature_probability": [[p] * features for p in density],
+            "importance_decay": 0.9,
+            "optimizer": "adamw",
+            "lr": 1e-3,
+            "weight_decay": 0.01,
+            "batch_size": batch,
+            "steps": steps,
+            "seed": seed,
+            "device": device,
+            "engine": engine,
+        }
+    )
 
 
 def main() -> None:
@@ -41,23 +62,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     a = ap.parse_args()
 
-    density = (20 ** -torch.linspace(0, 1, a.instances)).tolist()
-    config = resolve(
-        {
-            "features": a.features,
-            "hidden": a.hidden,
-            "feature_probability": [[p] * a.features for p in density],
-            "importance_decay": 0.9,
-            "optimizer": "adamw",
-            "lr": 1e-3,
-            "weight_decay": 0.01,
-            "batch_size": a.batch_size,
-            "steps": a.steps,
-            "seed": a.seed,
-            "device": a.device,
-            "engine": a.engine,
-        }
-    )
+    config = problem(a.features, a.hidden, a.instances, a.batch_size, a.steps, a.seed, a.device, a.engine)
     train(config.model_copy(update={"steps": CHUNK + 1 if a.engine == "compiled" else 1}))
     before = rss_mib()
     start = time.perf_counter()

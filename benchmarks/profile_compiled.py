@@ -13,11 +13,11 @@ import argparse
 import time
 
 import torch
+from ours import problem
 from speed import CONFIGS
 from torch.profiler import ProfilerActivity, profile
 
 from superposition import compiled, data
-from superposition.config import resolve
 from superposition.models import init_params
 from superposition.training import CHUNK
 
@@ -30,14 +30,7 @@ def main() -> None:
     a = ap.parse_args()
     for name in a.configs.split(","):
         shape = CONFIGS[name]
-        density = (20 ** -torch.linspace(0, 1, shape["instances"])).tolist()
-        config = resolve(
-            {
-                "features": shape["features"], "hidden": shape["hidden"], "importance_decay": 0.9,
-                "feature_probability": [[p] * shape["features"] for p in density],
-                "steps": a.steps, "device": a.device, "engine": "compiled",
-            }
-        )  # fmt: skip
+        config = problem(shape["features"], shape["hidden"], shape["instances"], 1024, a.steps, 0, a.device, "compiled")
         device = torch.device(a.device)
         params = {k: v.to(device) for k, v in init_params(config, torch.Generator().manual_seed(0)).items()}
         probs, importance = data.feature_probability(config, device), data.importance(config, device)
