@@ -65,18 +65,19 @@ def test_sample_returns_what_each_step_trains_on():
     assert torch.equal(sp.sample(config.model_copy(update={"batch_size": 64}), steps=[7])[0], whole)
 
 
+@pytest.mark.parametrize("hidden", [2, 3])  # the kernel has its own copy of the step for m = 2
 @pytest.mark.parametrize("tied, abs_target", [(True, False), (False, False), (False, True)])
-def test_sparse_step_gradients_equal_autograd(tied, abs_target):
+def test_sparse_step_gradients_equal_autograd(tied, abs_target, hidden):
     """The kernel's loss and gradients (active pairs through the tree, the rest skipped or in
     closed form) against autograd on the dense set, for a state with outputs on and off."""
     generator = torch.Generator().manual_seed(3)
     config = sp.Config(
-        features=40, hidden=3, sparsity=[0.9], dataset_size=300, data="signed" if abs_target else "paper",
+        features=40, hidden=hidden, sparsity=[0.9], dataset_size=300, data="signed" if abs_target else "paper",
         target="abs" if abs_target else "identity", model="tied" if tied else "untied", importance_decay=0.95,
     )  # fmt: skip
     examples = dataset.training_set(config)
-    W = torch.randn(40, 3, generator=generator) * 0.7
-    W_out = torch.randn(3, 40, generator=generator) * 0.7
+    W = torch.randn(40, hidden, generator=generator) * 0.7
+    W_out = torch.randn(hidden, 40, generator=generator) * 0.7
     b = torch.randn(40, generator=generator) * 0.3
     imp = data.importance(config)[0]
     rows = np.arange(20, 290)  # a minibatch: not every example
