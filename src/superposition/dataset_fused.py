@@ -63,10 +63,10 @@ def leaves(batch):
 
 
 @njit(inline="always")
-def _build(H, order, start, end, nl):
+def _build(H, order, start, end, nl, hid):
     """Split the points at the median of their widest coordinate, down to nl leaves (heap order:
     node k has children 2k and 2k + 1, leaves are nl … 2 nl - 1); order holds the leaves' points."""
-    batch, hid = H.shape
+    batch = H.shape[0]
     for r in range(batch):
         order[r] = r
     start[1], end[1] = 0, batch
@@ -257,7 +257,7 @@ def _step_of(W, D, b, imp, row_ptr, cols, vals, rows, rebuild, tree, H, dH, gW, 
     scale = np.float32(2.0 / (batch * D.shape[0]))
     _hidden(row_ptr, cols, vals, rows, W, H, hid)
     if rebuild:  # and lay the batch out in the tree's order: a leaf's points are then contiguous
-        _build(H, order, start, end, nl)
+        _build(H, order, start, end, nl, hid)
         rows[:] = rows[order]
         H[:] = H[order]
     _refit(H, start, end, nl, box, hid)
