@@ -26,6 +26,7 @@ import numba
 import numpy as np
 import torch
 from numba import njit
+from profile_fused import per_call
 
 from superposition import fused
 from superposition.experiments import seed
@@ -40,14 +41,6 @@ def draw_steps(probs, batch, steps, data_code):
     for s in range(steps):
         fused._draw(X, probs, fused.step_key(0, 0, s), data_code, 0, 1)
     return X
-
-
-def per_call(fn, repeats: int) -> float:
-    fn()
-    started = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - started) / repeats
 
 
 def main() -> None:
