@@ -65,20 +65,23 @@ def test_sample_returns_what_each_step_trains_on():
     assert torch.equal(sp.sample(config.model_copy(update={"batch_size": 64}), steps=[7])[0], whole)
 
 
-@pytest.mark.parametrize("hidden", [2, 3])  # the kernel has its own copy of the step for m = 2
+# m = 2 walks the tree in its own copy of the step; m >= 3 takes the dense pass, which pads
+# the points (270 here) and features to whole tiles and works in chunks of 1,024
+@pytest.mark.parametrize("hidden, features", [(2, 42), (3, 42), (3, 1_030)])
 @pytest.mark.parametrize("tied, abs_target", [(True, False), (False, False), (False, True)])
-def test_sparse_step_gradients_equal_autograd(tied, abs_target, hidden):
+def test_sparse_step_gradients_equal_autograd(tied, abs_target, hidden, features):
     """The kernel's loss and gradients (active pairs through the tree, the rest skipped or in
-    closed form) against autograd on the dense set, for a state with outputs on and off."""
+    closed form; or every pair) against autograd on the dense set, for a state with outputs
+    on and off."""
     generator = torch.Generator().manual_seed(3)
     config = sp.Config(
-        features=40, hidden=hidden, sparsity=[0.9], dataset_size=300, data="signed" if abs_target else "paper",
+        features=features, hidden=hidden, sparsity=[0.9], dataset_size=300, data="signed" if abs_target else "paper",
         target="abs" if abs_target else "identity", model="tied" if tied else "untied", importance_decay=0.95,
     )  # fmt: skip
     examples = dataset.training_set(config)
-    W = torch.randn(40, hidden, generator=generator) * 0.7
-    W_out = torch.randn(hidden, 40, generator=generator) * 0.7
-    b = torch.randn(40, generator=generator) * 0.3
+    W = torch.randn(features, hidden, generator=generator) * 0.7
+    W_out = torch.randn(hidden, features, generator=generator) * 0.7
+    b = torch.randn(features, generator=generator) * 0.3
     imp = data.importance(config)[0]
     rows = np.arange(20, 290)  # a minibatch: not every example
     loss, gW, gD, gb = dataset_fused.gradients(
@@ -97,7 +100,8 @@ def test_sparse_step_gradients_equal_autograd(tied, abs_target, hidden):
         assert torch.allclose(torch.from_numpy(gD), params["W_out"].grad[0], atol=1e-7, rtol=1e-4)
 
 
-# the fused kernel has its own copy of the step for hidden = 2; the last case takes the other
+# the fused kernel has its own copy of the step for hidden = 2; the last case takes the other,
+# with the dense pass
 @pytest.mark.parametrize("model, batch_size, hidden", [("tied", 1024, 2), ("tied", 16, 2), ("untied", 1024, 2), ("tied", 16, 3)])
 def test_both_engines_agree_on_a_finite_data_run(model, batch_size, hidden):
     config = sp.Config(**{**SMALL, "dataset_size": 40, "steps": 300, "model": model, "batch_size": batch_size, "hidden": hidden})
@@ -172,6 +176,25 @@ def test_double_descent_quick_claims_and_runs(tmp_path):
     assert {p.name for p in (tmp_path / "dd").glob("*.png")} == {
         "double-descent-loss.png", "double-descent-dimensionality-m2.png", "double-descent-geometry-m2.png"
     }  # fmt: skip
+
+    # the same claims, table and figures from the saved runs, trained in two pieces
+    from dataclasses import asdict
+
+    from superposition.experiments import double_descent
+    from superposition.files import to_json
+
+    pieces = tmp_path / "m2", tmp_path / "m4"
+    for piece in pieces:
+        piece.mkdir()
+    for run_dir in (tmp_path / "dd").glob("m*-T*"):
+        run_dir.rename(pieces[run_dir.name.startswith("m4")] / run_dir.name)
+    (tmp_path / "again").mkdir()
+    outcome = double_descent.assemble(list(pieces), tmp_path / "again", setting="quick")
+    assert [asdict(c) for c in outcome.claims] == summary["claims"]
+    assert json.loads(to_json(outcome.table)) == summary["table"]
+    assert {p.name for p in (tmp_path / "again").glob("*.png")} == {p.name for p in (tmp_path / "dd").glob("*.png")}
+    with pytest.raises(ConfigError, match="no run m4-T3 "):
+        double_descent.assemble([pieces[0]], tmp_path / "again", setting="quick")
 
 
 def test_sweep_over_dataset_size(tmp_path):

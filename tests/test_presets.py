@@ -103,6 +103,17 @@ def test_report_lists_every_claim_and_copies_figures(tmp_path):
     assert "![intro: intro](replication_figures/intro/intro.png)" in text
     assert (tmp_path / "docs" / "replication_figures" / "intro" / "intro.png").read_bytes() == b"\x89PNG fake"
 
+    # a section run apart, below the marker, survives the next rewrite; the rest is rewritten
+    from superposition.experiments import KEPT
+
+    apart = f"{KEPT}\n\n## double-descent (paper size)\n\nmeasured apart\n"
+    report.write_text(text.replace("1 of 2", "9 of 9") + apart)
+    summaries[0]["claims"] = summaries[0]["claims"][:1]
+    write_report(report, out, summaries)
+    again = report.read_text()
+    assert again.endswith(apart) and "1 of 1 claims hold" in again and "9 of 9" not in again
+    assert again.count("## intro") == 1
+
 
 def test_reproduce_all_writes_every_preset_and_the_report(tmp_path, monkeypatch, cli):
     from superposition import experiments

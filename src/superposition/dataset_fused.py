@@ -204,6 +204,100 @@ def _active_pairs(H, start, end, nl, box, D, b, imp, scale, dH, gD, gb, stack, h
     return loss
 
 
+TILE = 4  # points (features) that share one pass over a chunk of features (points): p0-p3 below
+CHUNK_PAIRS = 1024  # features (points) per chunk: the tile's buffers stay in L1
+
+
+@njit(inline="always")
+def _dense_pairs(H, D, b, imp, scale, dH, gD, gb, hid):
+    """What _active_pairs computes, over every pair, for m >= 3: a k-d tree's boxes in 3-5
+    dimensions are crossed by most features' planes (paper size, T = 3,000: 33 ms a step
+    at m = 3, 64 ms at m = 5, against 9 ms at m = 2), and a plain pass the compiler
+    vectorises costs 0.6-0.9 ns a pair.
+
+    Two passes, each vectorised along one axis and summing along the other in order, so no
+    sum is reassociated and any vector width gives the same bits: per feature (loss, gb,
+    gD) with the features in the vector and TILE points at a time, then per point (dH) with
+    the points in the vector and TILE features at a time. Both pad to whole tiles: a
+    padded point starts at -inf, a padded feature has b = -inf and d = 0, so ReLU zeroes
+    them."""
+    batch, feat = H.shape[0], D.shape[0]
+    points, features = -(-batch // TILE) * TILE, -(-feat // TILE) * TILE
+    HT = np.zeros((hid, points), np.float32)  # (hidden, point): a row is contiguous
+    HT[:, :batch] = H.T
+    start = np.full(points, -np.inf, np.float32)  # a padded point's pre-activation: never active
+    start[:batch] = 0
+    DT = np.zeros((hid, features), np.float32)
+    DT[:, :feat] = D.T
+    bias = np.full(features, -np.inf, np.float32)
+    bias[:feat] = b
+    importance, weight = np.zeros(features, np.float32), np.zeros(features, np.float32)
+    importance[:feat] = imp
+    weight[:feat] = scale * imp  # d loss / d pre = weight * pre
+    dHT, gDT = np.zeros((hid, points), np.float32), np.zeros((hid, features), np.float32)
+    losses, sums = np.zeros(features, np.float32), np.zeros(features, np.float32)
+    p0, p1 = np.empty(CHUNK_PAIRS, np.float32), np.empty(CHUNK_PAIRS, np.float32)  # the tile's pre-activations
+    p2, p3 = np.empty(CHUNK_PAIRS, np.float32), np.empty(CHUNK_PAIRS, np.float32)
+    zero = np.float32(0.0)
+    for j0 in range(0, features, CHUNK_PAIRS):  # per feature: features in the vector
+        n = min(CHUNK_PAIRS, features - j0)
+        bj, wj, ij = bias[j0 : j0 + n], weight[j0 : j0 + n], importance[j0 : j0 + n]
+        lj, sj = losses[j0 : j0 + n], sums[j0 : j0 + n]
+        for t in range(0, points, TILE):
+            s0, s1, s2, s3 = start[t], start[t + 1], start[t + 2], start[t + 3]
+            for j in range(n):
+                p0[j], p1[j], p2[j], p3[j] = bj[j] + s0, bj[j] + s1, bj[j] + s2, bj[j] + s3
+            for k in range(hid):
+                x0, x1, x2, x3 = HT[k, t], HT[k, t + 1], HT[k, t + 2], HT[k, t + 3]
+                dk = DT[k, j0 : j0 + n]
+                for j in range(n):
+                    p0[j] += dk[j] * x0
+                    p1[j] += dk[j] * x1
+                    p2[j] += dk[j] * x2
+                    p3[j] += dk[j] * x3
+            for j in range(n):
+                r0, r1, r2, r3 = max(p0[j], zero), max(p1[j], zero), max(p2[j], zero), max(p3[j], zero)
+                lj[j] = lj[j] + ij[j] * r0 * r0 + ij[j] * r1 * r1 + ij[j] * r2 * r2 + ij[j] * r3 * r3
+                p0[j], p1[j], p2[j], p3[j] = wj[j] * r0, wj[j] * r1, wj[j] * r2, wj[j] * r3
+                sj[j] = sj[j] + p0[j] + p1[j] + p2[j] + p3[j]
+            for k in range(hid):
+                x0, x1, x2, x3 = HT[k, t], HT[k, t + 1], HT[k, t + 2], HT[k, t + 3]
+                gk = gDT[k, j0 : j0 + n]
+                for j in range(n):
+                    gk[j] = gk[j] + p0[j] * x0 + p1[j] * x1 + p2[j] * x2 + p3[j] * x3
+    for t0 in range(0, points, CHUNK_PAIRS):  # per point: points in the vector
+        n = min(CHUNK_PAIRS, points - t0)
+        s = start[t0 : t0 + n]
+        for j in range(0, features, TILE):
+            b0, b1, b2, b3 = bias[j], bias[j + 1], bias[j + 2], bias[j + 3]
+            for t in range(n):
+                p0[t], p1[t], p2[t], p3[t] = b0 + s[t], b1 + s[t], b2 + s[t], b3 + s[t]
+            for k in range(hid):
+                d0, d1, d2, d3 = DT[k, j], DT[k, j + 1], DT[k, j + 2], DT[k, j + 3]
+                hk = HT[k, t0 : t0 + n]
+                for t in range(n):
+                    p0[t] += d0 * hk[t]
+                    p1[t] += d1 * hk[t]
+                    p2[t] += d2 * hk[t]
+                    p3[t] += d3 * hk[t]
+            w0, w1, w2, w3 = weight[j], weight[j + 1], weight[j + 2], weight[j + 3]
+            for t in range(n):
+                p0[t], p1[t] = w0 * max(p0[t], zero), w1 * max(p1[t], zero)
+                p2[t], p3[t] = w2 * max(p2[t], zero), w3 * max(p3[t], zero)
+            for k in range(hid):
+                d0, d1, d2, d3 = DT[k, j], DT[k, j + 1], DT[k, j + 2], DT[k, j + 3]
+                dk = dHT[k, t0 : t0 + n]
+                for t in range(n):
+                    dk[t] = dk[t] + p0[t] * d0 + p1[t] * d1 + p2[t] * d2 + p3[t] * d3
+    dH += dHT[:, :batch].T
+    gD += gDT[:, :feat].T
+    gb += sums[:feat]
+    loss = 0.0
+    for j in range(feat):
+        loss += losses[j]
+    return loss
+
+
 @njit(inline="always")
 def _present(row_ptr, cols, vals, rows, H, D, b, imp, scale, dH, gD, gb, abs_target, hid):
     """The correction for the targets that are not 0: the present features."""
@@ -264,7 +358,10 @@ def _step_of(W, D, b, imp, row_ptr, cols, vals, rows, rebuild, tree, H, dH, gW, 
     dH[:] = 0
     gD[:] = 0
     gb[:] = 0
-    loss = _active_pairs(H, start, end, nl, box, D, b, imp, scale, dH, gD, gb, stack, hid)
+    if hid >= 3:
+        loss = _dense_pairs(H, D, b, imp, scale, dH, gD, gb, hid)
+    else:
+        loss = _active_pairs(H, start, end, nl, box, D, b, imp, scale, dH, gD, gb, stack, hid)
     loss += _present(row_ptr, cols, vals, rows, H, D, b, imp, scale, dH, gD, gb, abs_target, hid)
     _encoder_gradient(row_ptr, cols, vals, rows, dH, gW, hid)
     return loss / (batch * D.shape[0])

@@ -156,6 +156,11 @@ def check_report_path(path: Path) -> None:
     check_output_dir(report_figures(path))
 
 
+# a report's text from this line on is kept when `reproduce all` rewrites it: the sections of
+# presets that are run apart (the paper-size double descent takes hours)
+KEPT = "<!-- kept: the sections below are not written by `superposition reproduce all` -->"
+
+
 def write_report(path: Path, out: Path, summaries: list[dict[str, Any]]) -> None:
     """claim | paper | ours | holds, per preset, with its figures (copied beside the report)."""
     import shutil
@@ -163,6 +168,8 @@ def write_report(path: Path, out: Path, summaries: list[dict[str, Any]]) -> None
     from ..files import write_atomic
 
     path = Path(path)
+    before = path.read_text() if path.is_file() else ""
+    kept = before[before.index(KEPT) :] if KEPT in before else ""
     lines = [
         "# Toy Models of Superposition, replicated",
         "",
@@ -194,4 +201,4 @@ def write_report(path: Path, out: Path, summaries: list[dict[str, Any]]) -> None
                 lines += [f"![{name}: {png.stem}]({link.as_posix()})", ""]
         seal(figures, "figures")
     lines[2] += f" {held} of {total} claims hold."
-    write_atomic(path, "\n".join(lines) + "\n")
+    write_atomic(path, "\n".join(lines) + "\n" + kept)

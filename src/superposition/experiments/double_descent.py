@@ -10,14 +10,19 @@ from 3 to 2,000.
 
 Where we chose: the loss is the mean over examples and features (as in the toy-model
 paper and ARENA), Adam's eps 1e-8, the test set 10,000 fresh examples, an all-zero
-example stays zero, a copy is kept by its training loss, and the grid of T and the m of
-the last claim (2, 3, 5) are ours. `--quick` trains 200 features at S = 0.99 for 8,000
-steps at lr 3e-3, with m = 2 and 4, to see the whole picture in ~25 s.
+example stays zero, a copy is kept by its training loss (best of 2), and the grid of T
+and the m of the last claim are ours: m = 2 from T = 3 to 30,000, m = 3 and 5 up to
+T = 1,000, where a step costs 3.6x and 7x m = 2's at T = 3,000. `--quick` trains 200
+features at S = 0.99 for 8,000 steps at lr 3e-3, with m = 2 and 4, to see the whole
+picture in ~25 s.
 
 Measured per run (metrics.py): train and test loss, and the dimensionality of every
 training example D_t (its hidden vector h_t = x_t W in place of W_i in D_i) beside the
 features' D_i. Σ_t D_t and Σ_i D_i say who holds the m dimensions: the data points
 (memorization) or the features (generalization).
+
+`assemble` draws the same figures and claims from runs trained earlier in pieces (one m
+at a time, or on several machines: benchmarks/double_descent_paper.py).
 
 Figures: for m = 2, the hidden vectors of the training examples and the features, one
 column per T (the note's signature figure); test and train loss against T; the
@@ -33,14 +38,18 @@ import numpy as np
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
+from ..config import ConfigError
 from ..labels import describe
 from ..plots import save_figure
 from . import Claim, Options, Outcome, fit
 
 SETTINGS: dict[str, dict[str, Any]] = {
     "paper": {
-        "features": 10_000, "sparsity": 0.999, "hidden": (2, 3, 5), "steps": 50_000, "warmup": 2_500, "restarts": 3, "lr": 1e-3,
-        "sizes": (3, 5, 10, 30, 100, 300, 1_000, 3_000, 10_000, 30_000),
+        # best of 2 (3 copies on 2 cores take as long as 4); m = 3 and 5 only up to T = 1,000:
+        # a step there costs 3.6x and 7x m = 2's at T = 3,000; m = 5 at T = 30,000 would take ~9
+        # hours a copy (docs/performance.md)
+        "features": 10_000, "sparsity": 0.999, "hidden": (2, 3, 5), "steps": 50_000, "warmup": 2_500, "restarts": 2, "lr": 1e-3,
+        "sizes": (3, 5, 10, 30, 100, 300, 1_000, 3_000, 10_000, 30_000), "other_m_up_to": 1_000,
     },
     "arena": {
         # best of 2 seeds: 3 copies on this machine's 2 cores take as long as 4
@@ -55,51 +64,79 @@ SETTINGS: dict[str, dict[str, Any]] = {
 RISE = 1.05  # a peak: test loss at least this factor above the lowest at smaller T
 
 
+def grid(spec: dict[str, Any]) -> list[tuple[int, int]]:
+    """(m, T) of every run of a setting, in training order; each is the run directory m{m}-T{T}."""
+    first, largest = spec["hidden"][0], spec.get("other_m_up_to", max(spec["sizes"]))
+    return [(m, T) for m in spec["hidden"] for T in spec["sizes"] if m == first or T <= largest]
+
+
 def run(directory: Path, options: Options, setting: str = "paper") -> Outcome:
     spec = SETTINGS["quick" if options.quick else setting]
-    sizes, hiddens = spec["sizes"], spec["hidden"]
-    results: dict[int, list[dict[str, Any]]] = {}
+    trained = {}
+    for m, T in grid(spec):
+        keys = {
+            "features": spec["features"],
+            "hidden": m,
+            "sparsity": [spec["sparsity"]],
+            "importance_decay": 1.0,
+            "dataset_size": T,
+            "batch_size": max(spec["sizes"]),  # full batch
+            "normalize": True,
+            "steps": spec["steps"],
+            "warmup": spec["warmup"],
+            "schedule": "cosine",
+            "lr": spec["lr"],
+            "weight_decay": 1e-2,
+        }
+        result, metrics = fit(directory / f"m{m}-T{T}", keys, options, restarts=spec["restarts"], figures=False)
+        trained[m, T] = (result.config, result.params, result.dataset, metrics)
+    return conclude(trained, directory)
+
+
+def assemble(sources: list[Path], directory: Path, setting: str = "paper") -> Outcome:
+    """The claims and figures of a setting from runs trained earlier, perhaps in pieces (a few
+    m at a time, or on several machines): each (m, T) of its grid is the run directory
+    m{m}-T{T} in the first of `sources` that has it. The figures are written to `directory`."""
+    from ..runs import load_run
+
+    trained = {}
+    for m, T in grid(SETTINGS[setting]):
+        found = [source / f"m{m}-T{T}" for source in sources if (source / f"m{m}-T{T}").is_dir()]
+        if not found:
+            raise ConfigError(f"sources: no run m{m}-T{T} in {', '.join(map(str, sources))}; train it first")
+        loaded = load_run(found[0])
+        trained[m, T] = (loaded.config, loaded.params, loaded.examples, loaded.metrics)
+    return conclude(trained, directory)
+
+
+def conclude(trained: dict[tuple[int, int], tuple], directory: Path) -> Outcome:
+    """Rows, figures and claims from each (m, T)'s (config, params, training set, metrics)."""
+    hiddens = tuple(dict.fromkeys(m for m, _ in trained))
+    results: dict[int, list[dict[str, Any]]] = {m: [] for m in hiddens}
     geometry: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # T -> (h_t, W_i) of the first m
     dimensions: dict[int, tuple[list[float], list[float]]] = {}  # T -> (D_t, D_i) of the first m
     titles: dict[int, str] = {}
-    for m in hiddens:
-        results[m] = []
-        for T in sizes:
-            keys = {
-                "features": spec["features"],
-                "hidden": m,
-                "sparsity": [spec["sparsity"]],
-                "importance_decay": 1.0,
-                "dataset_size": T,
-                "batch_size": max(sizes),  # full batch
-                "normalize": True,
-                "steps": spec["steps"],
-                "warmup": spec["warmup"],
-                "schedule": "cosine",
-                "lr": spec["lr"],
-                "weight_decay": 1e-2,
+    for (m, T), (config, params, examples, metrics) in trained.items():
+        row = metrics["instances"][0]
+        W = params["W"][0].numpy()
+        present = np.unique(examples.cols)  # features that occur in the training set
+        results[m].append(
+            {
+                "m": m,
+                "T": T,
+                "train_loss": row["train_loss"],
+                "test_loss": row["test_loss"],
+                "data_dimensions": float(np.max(row["data_dimensionality"])),
+                "feature_dimensions": float(np.max(row["feature_dimensionality"])),
+                "data_norm": float(np.median(row["data_norms"])),
+                "feature_norm": float(np.median(np.linalg.norm(W[present], axis=-1))),
+                "represented": row["represented"],
             }
-            result, metrics = fit(directory / f"m{m}-T{T}", keys, options, restarts=spec["restarts"], figures=False)
-            row = metrics["instances"][0]
-            W = result.params["W"][0].numpy()
-            present = np.unique(result.dataset.cols)  # features that occur in the training set
-            results[m].append(
-                {
-                    "m": m,
-                    "T": T,
-                    "train_loss": row["train_loss"],
-                    "test_loss": row["test_loss"],
-                    "data_dimensions": float(np.max(row["data_dimensionality"])),
-                    "feature_dimensions": float(np.max(row["feature_dimensionality"])),
-                    "data_norm": float(np.median(row["data_norms"])),
-                    "feature_norm": float(np.median(np.linalg.norm(W[present], axis=-1))),
-                    "represented": row["represented"],
-                }
-            )
-            if m == hiddens[0]:
-                geometry[T] = (result.dataset.hidden(result.params["W"])[0].numpy(), W)
-                dimensions[T] = (row["data_dimensionality"], row["feature_dimensionality"])
-            titles[m] = describe(result.config).replace(f"{T:,} training examples", "T training examples")
+        )
+        if m == hiddens[0]:
+            geometry[T] = (examples.hidden(params["W"])[0].numpy(), W)
+            dimensions[T] = (row["data_dimensionality"], row["feature_dimensionality"])
+        titles[m] = describe(config).replace(f"{T:,} training examples", "T training examples")
     first = titles[hiddens[0]]
     every_m = first.replace(f"→ {hiddens[0]} hidden", f"→ m = {', '.join(map(str, hiddens))} hidden")
     save_figure(_losses(results, every_m), directory / "double-descent-loss.png")
