@@ -25,18 +25,20 @@ import torch
 import superposition as sp
 from superposition import training
 
-PROBLEMS = {  # features, sparsity, T
-    "ARENA T=200": (1_000, 0.99, 200),
-    "ARENA T=2,000": (1_000, 0.99, 2_000),
-    "paper T=1,000": (10_000, 0.999, 1_000),
-    "paper T=10,000": (10_000, 0.999, 10_000),
+PROBLEMS = {  # features, sparsity, T, hidden
+    "ARENA T=200": (1_000, 0.99, 200, 2),
+    "ARENA T=2,000": (1_000, 0.99, 2_000, 2),
+    "paper T=1,000": (10_000, 0.999, 1_000, 2),
+    "paper T=10,000": (10_000, 0.999, 10_000, 2),
+    "paper m=3 T=3,000": (10_000, 0.999, 3_000, 3),  # m >= 3: the dense pass, not the tree
+    "paper m=5 T=3,000": (10_000, 0.999, 3_000, 5),
 }
 WARM = 2_000
 
 
-def config(features: int, sparsity: float, T: int, steps: int, engine: str) -> sp.Config:
+def config(features: int, sparsity: float, T: int, hidden: int, steps: int, engine: str) -> sp.Config:
     return sp.Config(
-        features=features, hidden=2, sparsity=[sparsity], importance_decay=1.0, dataset_size=T, batch_size=T,
+        features=features, hidden=hidden, sparsity=[sparsity], importance_decay=1.0, dataset_size=T, batch_size=T,
         normalize=True, steps=steps, lr=1e-3, weight_decay=1e-2, engine=engine, device="cpu", eval_batch_size=100,
     )  # fmt: skip
 
@@ -65,14 +67,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     args = parser.parse_args()
     torch.set_num_threads(1)  # one instance, one core, for both engines
-    print(f"{'problem':>16} | {'reference ms/step':>17} | {'fused ms/step':>13} | {'ratio':>6} | steps | max |Δ| weights")
-    for name, (features, sparsity, T) in PROBLEMS.items():
+    print(f"{'problem':>18} | {'reference ms/step':>17} | {'fused ms/step':>13} | {'ratio':>6} | steps | max |Δ| weights")
+    for name, (features, sparsity, T, hidden) in PROBLEMS.items():
         steps = args.steps if features < 10_000 else max(1, args.steps // 10)
-        warm = training.train(config(features, sparsity, T, WARM, "fused")).params
-        reference, ref_params = timed(config(features, sparsity, T, steps, "reference"), warm)
-        fused, fused_params = timed(config(features, sparsity, T, steps, "fused"), warm)
+        warm = training.train(config(features, sparsity, T, hidden, WARM, "fused")).params
+        reference, ref_params = timed(config(features, sparsity, T, hidden, steps, "reference"), warm)
+        fused, fused_params = timed(config(features, sparsity, T, hidden, steps, "fused"), warm)
         gap = max(float((ref_params[k] - fused_params[k]).abs().max()) for k in warm)
-        print(f"{name:>16} | {reference * 1e3:17.3f} | {fused * 1e3:13.3f} | {reference / fused:5.1f}x | {steps:5d} | {gap:.1e}")
+        print(f"{name:>18} | {reference * 1e3:17.3f} | {fused * 1e3:13.3f} | {reference / fused:5.1f}x | {steps:5d} | {gap:.1e}")
 
 
 if __name__ == "__main__":
