@@ -223,7 +223,8 @@ def _dense_pairs(H, D, b, imp, scale, dH, gD, gb, hid):
     gD) with the features in the vector and TILE points at a time, then per point (dH) with
     the points in the vector and TILE features at a time. Both pad to whole tiles: a
     padded point starts at -inf, a padded feature has b = -inf and d = 0, so ReLU zeroes
-    them."""
+    them. Every sum is float32: the loss too, which only the history records (the tree
+    sums it, and the shares it hands down, in float64)."""
     batch, feat = H.shape[0], D.shape[0]
     points, features = -(-batch // TILE) * TILE, -(-feat // TILE) * TILE
     HT = np.zeros((hid, points), np.float32)  # (hidden, point): a row is contiguous
@@ -238,14 +239,14 @@ def _dense_pairs(H, D, b, imp, scale, dH, gD, gb, hid):
     importance[:feat] = imp
     weight[:feat] = scale * imp  # d loss / d pre = weight * pre
     dHT, gDT = np.zeros((hid, points), np.float32), np.zeros((hid, features), np.float32)
-    losses, sums = np.zeros(features, np.float32), np.zeros(features, np.float32)
+    losses, bias_grads = np.zeros(features, np.float32), np.zeros(features, np.float32)
     p0, p1 = np.empty(CHUNK_PAIRS, np.float32), np.empty(CHUNK_PAIRS, np.float32)  # the tile's pre-activations
     p2, p3 = np.empty(CHUNK_PAIRS, np.float32), np.empty(CHUNK_PAIRS, np.float32)
     zero = np.float32(0.0)
     for j0 in range(0, features, CHUNK_PAIRS):  # per feature: features in the vector
         n = min(CHUNK_PAIRS, features - j0)
         bj, wj, ij = bias[j0 : j0 + n], weight[j0 : j0 + n], importance[j0 : j0 + n]
-        lj, sj = losses[j0 : j0 + n], sums[j0 : j0 + n]
+        lj, sj = losses[j0 : j0 + n], bias_grads[j0 : j0 + n]
         for t in range(0, points, TILE):
             s0, s1, s2, s3 = start[t], start[t + 1], start[t + 2], start[t + 3]
             for j in range(n):
@@ -294,7 +295,7 @@ def _dense_pairs(H, D, b, imp, scale, dH, gD, gb, hid):
                     dk[t] = dk[t] + p0[t] * d0 + p1[t] * d1 + p2[t] * d2 + p3[t] * d3
     dH += dHT[:, :batch].T
     gD += gDT[:, :feat].T
-    gb += sums[:feat]
+    gb += bias_grads[:feat]
     loss = 0.0
     for j in range(feat):
         loss += losses[j]
@@ -353,17 +354,19 @@ def _step_of(W, D, b, imp, row_ptr, cols, vals, rows, rebuild, tree, H, dH, gW, 
     batch = rows.shape[0]
     scale = np.float32(2.0 / (batch * D.shape[0]))
     _hidden(row_ptr, cols, vals, rows, W, H, hid)
-    if rebuild:  # and lay the batch out in the tree's order: a leaf's points are then contiguous
+    # lay the batch out in the tree's order: a leaf's points are then contiguous (m >= 3 keeps
+    # that order too, in which the dense pass sums the points)
+    if rebuild:
         _build(H, order, start, end, nl, hid)
         rows[:] = rows[order]
         H[:] = H[order]
-    _refit(H, start, end, nl, box, hid)
     dH[:] = 0
     gD[:] = 0
     gb[:] = 0
     if hid >= 3:
         loss = _dense_pairs(H, D, b, imp, scale, dH, gD, gb, hid)
     else:
+        _refit(H, start, end, nl, box, hid)
         loss = _active_pairs(H, start, end, nl, box, D, b, imp, scale, dH, gD, gb, stack, hid)
     loss += _present(row_ptr, cols, vals, rows, H, D, b, imp, scale, dH, gD, gb, abs_target, hid)
     _encoder_gradient(row_ptr, cols, vals, rows, dH, gW, hid)

@@ -12,7 +12,7 @@ Where we chose: the loss is the mean over examples and features (as in the toy-m
 paper and ARENA), Adam's eps 1e-8, the test set 10,000 fresh examples, an all-zero
 example stays zero, a copy is kept by its training loss (best of 2), and the grid of T
 and the m of the last claim are ours: m = 2 from T = 3 to 30,000, m = 3 and 5 up to
-T = 1,000, where a step costs 3.6x and 7x m = 2's at T = 3,000. `--quick` trains 200
+T = 1,000, where a step costs 2.1x and 2.8x m = 2's at T = 3,000. `--quick` trains 200
 features at S = 0.99 for 8,000 steps at lr 3e-3, with m = 2 and 4, to see the whole
 picture in ~25 s.
 
@@ -46,8 +46,8 @@ from . import Claim, Options, Outcome, fit
 SETTINGS: dict[str, dict[str, Any]] = {
     "paper": {
         # best of 2 (3 copies on 2 cores take as long as 4); m = 3 and 5 only up to T = 1,000:
-        # a step there costs 3.6x and 7x m = 2's at T = 3,000; m = 5 at T = 30,000 would take ~9
-        # hours a copy (docs/performance.md)
+        # a step there costs 2.1x and 2.8x m = 2's at T = 3,000, and m = 5 at T = 30,000 would
+        # take ~3.6 hours a copy (docs/performance.md)
         "features": 10_000, "sparsity": 0.999, "hidden": (2, 3, 5), "steps": 50_000, "warmup": 2_500, "restarts": 2, "lr": 1e-3,
         "sizes": (3, 5, 10, 30, 100, 300, 1_000, 3_000, 10_000, 30_000), "other_m_up_to": 1_000,
     },
@@ -193,7 +193,9 @@ def _claims(results: dict[int, list[dict[str, Any]]], hiddens: tuple[int, ...]) 
             Claim(
                 "the peak moves to larger T as m grows",
                 "peak T increases with m",
-                ", ".join(f"m = {h}: {'no peak' if t is None else f'T = {t:,}'}" for h, t in zip(hiddens, located)),
+                ", ".join(
+                    f"m = {h}: {'no peak' if t is None else f'T = {t:,}'} (T up to {results[h][-1]['T']:,})" for h, t in zip(hiddens, located)
+                ),
                 None not in located and all(a <= b for a, b in zip(located, located[1:])) and located[-1] > located[0],
             )
         )
