@@ -101,10 +101,11 @@ def assemble(sources: list[Path], directory: Path, setting: str = "paper") -> Ou
 
     trained = {}
     for m, T in grid(SETTINGS[setting]):
-        found = [source / f"m{m}-T{T}" for source in sources if (source / f"m{m}-T{T}").is_dir()]
-        if not found:
-            raise ConfigError(f"sources: no run m{m}-T{T} in {', '.join(map(str, sources))}; train it first")
-        loaded = load_run(found[0])
+        name = f"m{m}-T{T}"
+        found = next((source / name for source in sources if (source / name).is_dir()), None)
+        if found is None:
+            raise ConfigError(f"sources: no run {name} in {', '.join(map(str, sources))}; train it first")
+        loaded = load_run(found)
         trained[m, T] = (loaded.config, loaded.params, loaded.examples, loaded.metrics)
     return conclude(trained, directory)
 
