@@ -65,9 +65,12 @@ def test_sample_returns_what_each_step_trains_on():
     assert torch.equal(sp.sample(config.model_copy(update={"batch_size": 64}), steps=[7])[0], whole)
 
 
-# m = 2 walks the tree in its own copy of the step; m >= 3 takes the dense pass, which pads
-# the points (size - 30) and features to whole tiles and works in chunks of 1,024 of each
-@pytest.mark.parametrize("hidden, features, size", [(2, 42, 300), (3, 42, 300), (3, 1_030, 1_100)])
+# m = 2 walks the tree in its own copy of the step (the second case: 512 leaves, 10 levels of
+# the walk); m = 1 and m >= 3 take the dense pass, which pads the points (size - 30) and
+# features to whole tiles and works in chunks of 1,024 of each
+@pytest.mark.parametrize(
+    "hidden, features, size", [(2, 42, 300), (2, 1_030, 4_000), (1, 42, 300), (3, 42, 300), (3, 1_030, 1_100)]
+)
 @pytest.mark.parametrize("tied, abs_target", [(True, False), (False, False), (False, True)])
 def test_sparse_step_gradients_equal_autograd(tied, abs_target, hidden, features, size):
     """The kernel's loss and gradients (active pairs through the tree, the rest skipped or in
