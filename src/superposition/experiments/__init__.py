@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,58 @@ def fit(directory: Path, keys: dict[str, Any], options: Options, restarts: int =
     return result, record(directory, result, figures)
 
 
+def fit_all(jobs: list[tuple[Path, dict[str, Any], int]], options: Options) -> None:
+    """Train and record every (directory, keys, restarts) of a preset, in the order given
+    (put the longest first). Where one run's copies leave cores idle (one copy on a 2-core
+    machine), runs train side by side, each in a process of its own on `restarts` cores: a
+    run's weights do not depend on which process trains it, since each copy is one instance
+    on one thread."""
+    restarts = max(options.restarts or k for _, _, k in jobs)
+    workers = _cores() // restarts
+    if workers <= 1 or options.check:
+        for directory, keys, k in jobs:
+            fit(directory, keys, options, restarts=k, figures=False)
+        return
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+    from rich.progress import Progress
+
+    quiet = replace(options, progress=False)
+    with ThreadPoolExecutor(workers) as pool, Progress(transient=True, disable=not options.progress) as bar:
+        task = bar.add_task(f"{len(jobs)} runs, {workers} at a time", total=len(jobs))
+        pending = {pool.submit(_fit_apart, (directory, keys, quiet, k), restarts) for directory, keys, k in jobs}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for future in done:
+                future.result()  # a run's error stops the preset, as it would in one process
+                bar.advance(task)
+
+
+def _fit_apart(job: tuple[Path, dict[str, Any], Options, int], threads: int) -> None:
+    """One run in a fresh Python, not a forked or spawned one: a fork inherits torch's and
+    numba's thread pools broken, and a spawn re-runs the caller's script."""
+    import os
+    import pickle
+    import subprocess
+    import sys
+
+    script = "import pickle, sys; from superposition.experiments import fit; fit(*pickle.load(sys.stdin.buffer), figures=False)"
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "NUMBA_NUM_THREADS": str(threads)}
+    done = subprocess.run([sys.executable, "-c", script], input=pickle.dumps(job), env=env, capture_output=True)
+    if done.returncode:
+        last = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
+        raise RuntimeError(f"run {job[0].name} failed: {last[0]}")
+
+
+def _cores() -> int:
+    import os
+
+    import torch
+
+    # several processes on one GPU would contend for it rather than share the CPU's cores
+    return 1 if torch.cuda.is_available() else len(os.sched_getaffinity(0))
+
+
 class _Checked(Exception):
     """A preset's first config resolved with the command line's overrides."""
 
@@ -88,7 +140,6 @@ def check(name: str, options: Options) -> None:
     (`--data seed` where it correlates features, `--warm-start` where it restarts):
     the preset runs until its first config is resolved, training nothing."""
     import tempfile
-    from dataclasses import replace
 
     with tempfile.TemporaryDirectory() as scratch:
         try:
