@@ -202,6 +202,31 @@ def test_double_descent_quick_claims_and_runs(tmp_path):
         double_descent.assemble([pieces[0]], tmp_path / "again", setting="quick")
 
 
+def test_runs_trained_side_by_side_equal_runs_trained_in_turn(tmp_path, monkeypatch):
+    """fit_all's runs in worker processes (the paper-size preset's, one copy each on 2 cores)
+    hold the same weights and training set as the same runs trained one after another in
+    this process; a run that fails there stops the preset with its own error."""
+    from superposition import experiments
+
+    def jobs(root):
+        return [(root / f"T{T}", {**SMALL, "sparsity": [0.9], "dataset_size": T, "steps": 200}, 1) for T in (40, 3, 15)]
+
+    monkeypatch.setattr(experiments, "_cores", lambda: 2)
+    experiments.fit_all(jobs(tmp_path / "apart"), experiments.Options())
+    monkeypatch.setattr(experiments, "_cores", lambda: 1)
+    experiments.fit_all(jobs(tmp_path / "in-turn"), experiments.Options())
+    for T in (40, 3, 15):
+        apart, in_turn = sp.load_run(tmp_path / "apart" / f"T{T}"), sp.load_run(tmp_path / "in-turn" / f"T{T}")
+        assert apart.params.keys() == in_turn.params.keys()
+        assert all(torch.equal(apart.params[k], in_turn.params[k]) for k in apart.params)
+        assert torch.equal(apart.dataset.to_dense(), in_turn.dataset.to_dense())
+
+    monkeypatch.setattr(experiments, "_cores", lambda: 2)
+    broken = [(tmp_path / f"T{T}", {**SMALL, "dataset_size": T, "steps": 10, "lr": -1.0}, 1) for T in (5, 6)]
+    with pytest.raises(ConfigError, match="lr"):
+        experiments.fit_all(broken, experiments.Options())
+
+
 def test_sweep_over_dataset_size(tmp_path):
     spec = tmp_path / "spec.toml"
     spec.write_text(

@@ -16,6 +16,7 @@ epochs laid end to end, so a batch may straddle two epochs and none is dropped.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -120,7 +121,18 @@ def training_set(config: Config, sources: list[int] | None = None) -> Sparse:
 
 
 def test_set(config: Config) -> Sparse:
-    return draw(config, TEST_STEP, config.eval_batch_size)
+    """The stream's rows at TEST_STEP; drawn once per process for each stream and size (the
+    paper-size presets' runs share one: 10,000 rows of 10,000 features, ~1 s to draw)."""
+    key = (config.seed, config.instances, config.eval_batch_size, config.model_dump_json(include=_STREAM))
+    if key not in _TEST_SETS:
+        _TEST_SETS.clear()  # one at a time: a preset's runs come in order
+        _TEST_SETS[key] = draw(config, TEST_STEP, config.eval_batch_size)
+    return _TEST_SETS[key]
+
+
+# every key `draw` reads, besides the seed and the rows
+_STREAM = {"features", "sparsity", "feature_probability", "data", "correlation", "set_size", "normalize"}
+_TEST_SETS: dict[tuple, Sparse] = {}
 
 
 def _key(seed: int, instance: int, step: int) -> np.uint64:
@@ -215,15 +227,21 @@ def bytes_needed(config: Config, dense: bool) -> int:
 
 def scratch_bytes(config: Config, copies: int) -> int:
     """The fused engine's scratch, roughly: per thread, the tree (float64 Σ h hᵀ and its
-    handed-down share per node: hidden² each) and the batch's hidden vectors; and the
-    minibatches' example indices of a chunk of steps."""
+    handed-down share per node: hidden² each), the batch's hidden vectors, its present
+    features laid out in the tree's order (8 bytes each), and at m = 2 the walk's lists
+    (20 bytes per feature and level); and the minibatches' example indices of a chunk of
+    steps."""
     import os
 
     from .training import CHUNK
 
     batch = min(config.dataset_size, config.batch_size)
     nodes = 2 * (2 * batch // 8 + 2)
+    present = sum(sum(row) for row in config.feature_probability) / config.instances  # per example
+    levels = math.ceil(math.log2(max(2, nodes // 2))) + 1
+    walk = 20 * config.features * levels if config.hidden == 2 else 0
     per_thread = nodes * (2 * 8 * config.hidden**2 + 6 * 8 * config.hidden) + 4 * 4 * batch * config.hidden
+    per_thread += int(8 * batch * present * 1.25) + walk
     indices = 0 if full_batch(config) else 5 * copies * CHUNK * batch * 8
     return (os.cpu_count() or 1) * per_thread + indices
 

@@ -289,8 +289,9 @@ def run_shard(out: str, config_json: str, sae: bool = False) -> dict[str, Any]:
     return {"key": key, "status": "done", "seconds": time.perf_counter() - started}
 
 
-def _worker_setup(parent: int) -> None:
-    """A worker process: one thread (the processes share the cores), and it dies with the sweep.
+def worker_setup(parent: int) -> None:
+    """A worker process (a sweep's, or a preset's: experiments.fit_all): one thread (the
+    processes share the cores), and it dies with the process that started it.
 
     The kernel kills it when the process that started it dies (Linux); a watchdog
     thread covers other systems and the moment between the two.
@@ -407,7 +408,7 @@ def _execute(
 
             context = multiprocessing.get_context("spawn")
             pool = ProcessPoolExecutor(
-                max_workers=workers, mp_context=context, initializer=_worker_setup, initargs=(os.getpid(),)
+                max_workers=workers, mp_context=context, initializer=worker_setup, initargs=(os.getpid(),)
             )
             with pool:
                 futures = [pool.submit(run_shard, str(out), shard.config.model_dump_json(), sae) for shard in todo]

@@ -81,45 +81,42 @@ def fit(directory: Path, keys: dict[str, Any], options: Options, restarts: int =
 
 def fit_all(jobs: list[tuple[Path, dict[str, Any], int]], options: Options) -> None:
     """Train and record every (directory, keys, restarts) of a preset, in the order given
-    (put the longest first). Where one run's copies leave cores idle (one copy on a 2-core
-    machine), runs train side by side, each in a process of its own on `restarts` cores: a
-    run's weights do not depend on which process trains it, since each copy is one instance
-    on one thread."""
+    (put the longest first). Where the cores outnumber a run's copies (one copy on 2 cores),
+    runs train side by side in worker processes of one thread each, as a sweep's shards do:
+    a run's weights do not depend on where it trains, since each copy is one instance on one
+    thread. Called from a script, that needs the `if __name__ == "__main__":` guard that any
+    program starting processes needs."""
     restarts = max(options.restarts or k for _, _, k in jobs)
-    workers = _cores() // restarts
-    if workers <= 1 or options.check:
+    cores = _cores()
+    if cores <= restarts or options.check:
         for directory, keys, k in jobs:
             fit(directory, keys, options, restarts=k, figures=False)
         return
-    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from rich.progress import Progress
 
-    quiet = replace(options, progress=False)
-    with ThreadPoolExecutor(workers) as pool, Progress(transient=True, disable=not options.progress) as bar:
+    from ..sweep import worker_setup
+
+    quiet, workers = replace(options, progress=False), min(cores, len(jobs))
+    spawn = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=spawn, initializer=worker_setup, initargs=(os.getpid(),))
+    with pool, Progress(transient=True, disable=not options.progress) as bar:
         task = bar.add_task(f"{len(jobs)} runs, {workers} at a time", total=len(jobs))
-        pending = {pool.submit(_fit_apart, (directory, keys, quiet, k), restarts) for directory, keys, k in jobs}
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-            for future in done:
-                future.result()  # a run's error stops the preset, as it would in one process
+        futures = [pool.submit(_record, directory, keys, quiet, k) for directory, keys, k in jobs]
+        try:
+            for future in as_completed(futures):
+                future.result()
                 bar.advance(task)
+        except BaseException:  # a failed run stops the preset, as it would in one process
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
 
-def _fit_apart(job: tuple[Path, dict[str, Any], Options, int], threads: int) -> None:
-    """One run in a fresh Python, not a forked or spawned one: a fork inherits torch's and
-    numba's thread pools broken, and a spawn re-runs the caller's script."""
-    import os
-    import pickle
-    import subprocess
-    import sys
-
-    script = "import pickle, sys; from superposition.experiments import fit; fit(*pickle.load(sys.stdin.buffer), figures=False)"
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "NUMBA_NUM_THREADS": str(threads)}
-    done = subprocess.run([sys.executable, "-c", script], input=pickle.dumps(job), env=env, capture_output=True)
-    if done.returncode:
-        last = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
-        raise RuntimeError(f"run {job[0].name} failed: {last[0]}")
+def _record(directory: Path, keys: dict[str, Any], options: Options, restarts: int) -> None:
+    fit(directory, keys, options, restarts, figures=False)  # the run is on disk: nothing to send back
 
 
 def _cores() -> int:

@@ -21,8 +21,9 @@ training example D_t (its hidden vector h_t = x_t W in place of W_i in D_i) besi
 features' D_i. Σ_t D_t and Σ_i D_i say who holds the m dimensions: the data points
 (memorization) or the features (generalization).
 
-`assemble` draws the same figures and claims from runs trained earlier in pieces (one m
-at a time, or on several machines: benchmarks/double_descent_paper.py).
+`run` trains the grid (on 2 cores, the paper setting's runs two at a time), then
+`assemble` draws the figures and checks the claims from the saved runs; it takes runs
+trained earlier in pieces too (one m at a time, or on several machines).
 
 Figures: for m = 2, the hidden vectors of the training examples and the features, one
 column per T (the note's signature figure); test and train loss against T; the
