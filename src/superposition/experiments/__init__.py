@@ -20,7 +20,7 @@ from ..files import REPRODUCTION, atomic_dir, check_output_dir, seal, to_json
 
 # name -> module; `all` runs them in this order
 PRESETS = ("seed", "intro", "importance-sparsity", "geometry", "phase", "nonuniform", "correlated", "privileged-basis", "computation", "adversarial", "sae", "double-descent-arena", "double-descent")
-# all but the paper-size double descent, which takes 1.5 hours here (docs/performance.md)
+# all but the paper-size double descent, which takes 23 minutes here (docs/performance.md)
 IN_ALL = PRESETS[:-1]
 
 
@@ -205,7 +205,7 @@ def check_report_path(path: Path) -> None:
 
 
 # a report's text from this line on is kept when `reproduce all` rewrites it: the sections of
-# presets that are run apart (the paper-size double descent takes 1.5 hours)
+# presets that are run apart (the paper-size double descent takes 23 minutes)
 KEPT = "<!-- kept: the sections below are not written by `superposition reproduce all` -->"
 
 
