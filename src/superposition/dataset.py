@@ -216,13 +216,17 @@ def bytes_needed(config: Config, dense: bool) -> int:
     """Memory of the training and test sets, roughly: sparse (8 bytes a present value, 8 an
     example), or dense as the reference engine trains on the training set (4 bytes a value,
     with autograd's temporaries)."""
-    present = sum(sum(row) for row in config.feature_probability) / config.instances  # per example
+    present = _present_per_example(config)
     examples = config.instances * (config.dataset_size + config.eval_batch_size)
     total = int(examples * (8 + 8 * present * 1.25))
     if dense:
         total += 8 * config.instances * min(config.dataset_size, config.batch_size) * config.features * 4
         total += config.instances * config.dataset_size * config.features * 4
     return total
+
+
+def _present_per_example(config: Config) -> float:
+    return sum(sum(row) for row in config.feature_probability) / config.instances
 
 
 def scratch_bytes(config: Config, copies: int) -> int:
@@ -237,7 +241,7 @@ def scratch_bytes(config: Config, copies: int) -> int:
 
     batch = min(config.dataset_size, config.batch_size)
     nodes = 2 * (2 * batch // 8 + 2)
-    present = sum(sum(row) for row in config.feature_probability) / config.instances  # per example
+    present = _present_per_example(config)
     levels = math.ceil(math.log2(max(2, nodes // 2))) + 1
     walk = 20 * config.features * levels if config.hidden == 2 else 0
     per_thread = nodes * (2 * 8 * config.hidden**2 + 6 * 8 * config.hidden) + 4 * 4 * batch * config.hidden

@@ -125,7 +125,10 @@ def _cores() -> int:
     import torch
 
     # several processes on one GPU would contend for it rather than share the CPU's cores
-    return 1 if torch.cuda.is_available() else len(os.sched_getaffinity(0))
+    if torch.cuda.is_available():
+        return 1
+    # the cores this process may use (Linux); elsewhere every core
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class _Checked(Exception):
