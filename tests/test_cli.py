@@ -143,7 +143,7 @@ def test_refuses_foreign_output_directory(tmp_path, cli):
 @pytest.mark.parametrize("command", ["metrics", "plot"])
 def test_missing_or_corrupted_run(tmp_path, cli, command):
     code, _, err = cli(command, tmp_path / "nothing")
-    assert code == 2 and "not a run directory" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "does not exist" in err and len(err.strip().splitlines()) == 1
     cli("train", "--out", tmp_path / "run", *SMALL)
     (tmp_path / "run" / "model.safetensors").write_bytes(b"not a tensor file")
     code, _, err = cli(command, tmp_path / "run")

@@ -108,7 +108,7 @@ def test_3_with_a_density_axis_the_base_importance_rows_make_the_instances(tmp_p
 
 def test_4_a_second_writer_of_the_same_run_is_refused(tmp_path, cli, no_training):
     out = tmp_path / "run"
-    with atomic_dir(out) as staging:  # a first writer, still training
+    with atomic_dir(out, "run") as staging:  # a first writer, still training
         code, _, err = cli("train", "--out", out, *SMALL)
         _one_line_error(code, err)
         assert "being written by another process" in err

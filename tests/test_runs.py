@@ -19,7 +19,7 @@ def trained():
 
 def _write(path, trained):
     config, result = trained
-    with atomic_dir(path) as staging:
+    with atomic_dir(path, "run") as staging:
         record(staging, result)
 
 
@@ -48,7 +48,7 @@ def test_round_trip(tmp_path, trained):
 def test_crash_leaves_no_complete_directory(tmp_path, trained):
     config, result = trained
     with pytest.raises(RuntimeError):
-        with atomic_dir(tmp_path / "run") as staging:
+        with atomic_dir(tmp_path / "run", "run") as staging:
             record(staging, result)
             raise RuntimeError("killed")
     assert os.listdir(tmp_path) == []

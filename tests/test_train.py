@@ -169,7 +169,7 @@ def test_an_unseen_feature_keeps_its_init_shrunk_only_by_adamw_decay(engine):
     initial weights fade only as (1 - lr · wd) ** steps, e^-1 after 1/(lr · wd) steps."""
     lr, wd, steps = 1e-2, 0.05, 2000
     config = resolve(
-        {"model": "untied", "features": 4, "hidden": 2, "feature_probability": [[0.5, 0.5, 0.5, 1e-12]], "steps": steps, "lr": lr,
+        {"model": "untied", "features": 4, "hidden": 2, "feature_probability": [[0.5, 0.5, 0.5, 2**-24]], "steps": steps, "lr": lr,
          "weight_decay": wd, "batch_size": 256, "engine": engine, "device": "cpu"}
     )  # fmt: skip
     start = init_params(config, torch.Generator().manual_seed(config.seed))["W"][0, 3]

@@ -70,11 +70,11 @@ def sample(config: Config, steps: Iterable[int] = (0,)) -> Tensor:
     import torch
 
     from . import data
+    from .training import require_memory
 
-    steps = [int(step) for step in steps]
+    steps = _steps(config, steps)
     if config.dataset_size:
         from . import dataset
-        from .training import require_memory
 
         rows = min(config.dataset_size, config.batch_size)
         require_memory(
@@ -88,9 +88,39 @@ def sample(config: Config, steps: Iterable[int] = (0,)) -> Tensor:
         sources = list(range(config.instances))
         picks = [torch.from_numpy(dataset.batches(config, step, 1, sources)[:, 0]) for step in steps]
         return torch.stack([dataset.gather(examples, p) for p in picks])
+    # the batches, their stack, and a draw's temporaries (a uniform and a mask per value)
+    require_memory(
+        4 * config.instances * config.features * config.batch_size * (2 * len(steps) + 3), "steps",
+        "these batches need", f"{len(steps)} steps x {config.instances} instances x batches of {config.batch_size} x {config.features}",
+        "ask for fewer steps at a time",
+    )  # fmt: skip
     probs = data.feature_probability(config)
     instances = torch.arange(config.instances)
     return torch.stack([data.batch(config, probs, instances, step) for step in steps])
+
+
+def _steps(config: Config, steps: Any) -> list[int]:
+    """The step numbers a user asked `sample` for, checked: whole numbers in the run's range."""
+    import operator
+
+    if not isinstance(config, Config):
+        raise ConfigError(f"config: expected an sp.Config, got {type(config).__name__}; build one with sp.Config(**keys)")
+    if isinstance(steps, (str, bytes, dict)) or not hasattr(steps, "__iter__"):
+        raise ConfigError(f"steps: expected a list of step numbers such as [0] or range(3), got {steps!r}")
+    checked = []
+    for step in steps:
+        try:
+            if isinstance(step, bool):
+                raise TypeError
+            step = operator.index(step)  # ints and numpy integers, never a float
+        except TypeError:
+            raise ConfigError(f"steps: {step!r} is not a whole step number") from None
+        if not 0 <= step < config.steps:
+            raise ConfigError(f"steps: {step} is outside the run's steps, 0 to {config.steps - 1}")
+        checked.append(step)
+    if not checked:
+        raise ConfigError("steps: give at least one step number, such as [0]")
+    return checked
 
 
 def train_sae(source: Run | str | os.PathLike[str] | None = None, progress: bool | None = None, **keys: Any) -> SAE:

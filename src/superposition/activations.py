@@ -64,5 +64,5 @@ class DictionarySource(RunSource):
     def __init__(self, instances: int, features: int, dims: int, density: float, seed: int, device: str):
         generator = torch.Generator().manual_seed(derived_seed(seed, DICTIONARY))
         F = torch.nn.functional.normalize(torch.randn(instances, features, dims, generator=generator), dim=-1)
-        data = Config(features=features, hidden=dims, sparsity=[1 - density] * instances, data="paper")
+        data = Config(features=features, hidden=dims, feature_probability=[[density] * features] * instances, data="paper")
         super().__init__(data, F, device)

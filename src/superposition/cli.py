@@ -148,7 +148,7 @@ def train(
 
     settled = settle(resolved)
     check_memory(settled)
-    with atomic_dir(out) as staging:  # refuses a bad --out, or a second writer, before training
+    with atomic_dir(out, "run", inputs=[config] if config else ()) as staging:  # refuses a bad --out, or a second writer, before training
         check_free_space(staging, run_bytes(settled))
         if figures:  # matplotlib loads while the fused engine trains without the GIL
             threading.Thread(target=importlib.import_module, args=("superposition.plots",), daemon=True).start()
@@ -216,8 +216,11 @@ def sae(
 
     from .files import atomic_dir
     from .sae_runs import train_sae
+    from .sae_training import check
 
-    with atomic_dir(out) as staging:
+    check(resolved)  # before anything is created: a refused job leaves nothing behind
+    inputs = [path for path in (config, resolved.run) if path is not None]
+    with atomic_dir(out, "sae", inputs=inputs) as staging:
         trained = train_sae(resolved, progress=_progress(quiet))
         trained.write(staging, figures)
     _print_sae(trained)
@@ -324,7 +327,7 @@ def reproduce(
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if warm_start:
         overrides["warm_start"] = True
-    check_output_dir(out)
+    check_output_dir(out, "reproduction")
     options = experiments.Options(quick=quick, restarts=seeds, overrides=overrides, progress=_progress(quiet))
     for preset in experiments.IN_ALL if name == "all" else (name,):
         experiments.check(preset, options)  # a bad override fails here, before any preset trains
@@ -376,47 +379,36 @@ def report_command(
 
 
 def _print_metrics(config, metrics: dict[str, Any]) -> None:
+    from .labels import FINITE_LEGEND, METRIC_LEGEND, describe, metric_rows
+
+    _print_rows(metric_rows(config, metrics), title=describe(config))
+    _console().print(METRIC_LEGEND + (" " + FINITE_LEGEND if config.dataset_size else ""), style="dim")
+
+
+def _print_rows(rows: list[dict[str, Any]], title: str | None = None) -> None:
+    """Rows as a table that reads at 80 columns: no vertical rules, three significant digits."""
+    from rich import box
     from rich.table import Table
 
-    from .labels import describe
-
-    table = Table(title=describe(config), title_justify="left")
-    for column in ("instance", "1-S", "loss", "represented", "diagonal", "D*", "mean superposition"):
-        table.add_column(column, justify="right")
-    for k, row in enumerate(metrics["instances"]):
-        probs = row["feature_probability"]
-        table.add_row(
-            str(k),
-            f"{sum(probs) / len(probs):.4g}",
-            f"{row['loss']:.4g}",
-            f"{row['represented']}/{config.features}",
-            str(row["diagonal_count"]),
-            f"{row['dimensions_per_feature']:.3f}",
-            f"{sum(row['superposition']) / len(row['superposition']):.3f}",
-        )
-    _console().print(table)
-
-
-def _print_rows(rows: list[dict[str, Any]]) -> None:
-    from rich.table import Table
-
-    table = Table()
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for column in rows[0]:
         table.add_column(column, justify="right")
     for row in rows:
-        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()))
+        table.add_row(*(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()))
     _console().print(table)
 
 
 def _print_claims(summary: dict[str, Any]) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"{summary['preset']}: claims", title_justify="left")
-    for column in ("claim", "paper", "ours", "holds"):
-        table.add_column(column)
+    """A block per claim, not a table: four columns of prose wrap into single words at 80 columns."""
+    console = _console()
+    console.print(f"{summary['preset']}: claims", style="bold", markup=False)
     for claim in summary["claims"]:
-        table.add_row(claim["claim"], claim["paper"], claim["ours"], "yes" if claim["holds"] else "[bold red]no")
-    _console().print(table)
+        verdict = ("holds", "green") if claim["holds"] else ("does not hold", "bold red")
+        console.print(f"{verdict[0]}: {claim['claim']}", style=verdict[1], markup=False)
+        console.print(f"    paper: {claim['paper']}", markup=False)
+        console.print(f"    ours:  {claim['ours']}", markup=False)
+    if summary.get("legend"):
+        console.print(summary["legend"], style="dim", markup=False)
 
 
 def main(argv: list[str] | None = None) -> None:

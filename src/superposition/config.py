@@ -30,12 +30,40 @@ MAX_SIZE = 2**31 - 1
 # feature_probability and importance are [instance][feature] lists: this many values at most
 MAX_VALUES = 20_000_000
 
+# The rarest a feature can be: the data stream compares 24-bit uniforms with p, so any
+# smaller p would be drawn at this probability all the same.
+MIN_PROBABILITY = 2.0**-24
+
 # The seed's sweep: also the default instances of `superposition train`.
 SEED_SPARSITIES = (0.0, 0.7, 0.9, 0.99, 0.999)
 
 
 class ConfigError(ValueError):
     """Bad user input; the message is one line naming the field and the fix."""
+
+
+def plain(value: Any) -> Any:
+    """A notebook's values as the plain Python a TOML file gives: numpy arrays and scalars,
+    torch tensors, tuples and ranges become lists, ints, floats and bools."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list) and all(type(v) in (int, float, str) for v in value):
+        return value  # the common case, and the long lists of feature_probability
+    if isinstance(value, (list, tuple, range)):
+        return [plain(v) for v in value]
+    if type(value).__module__.split(".")[0] in ("numpy", "torch") and callable(getattr(value, "tolist", None)):
+        return plain(value.tolist())
+    return value
+
+
+def finite_number(value: Any) -> bool:
+    """An int or float (not a bool) that is finite."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer of hundreds of digits
+        return False
 
 
 class Config(BaseModel):
@@ -103,13 +131,21 @@ class Config(BaseModel):
                 raise ValueError(
                     f"feature_probability: {p} is outside (0, 1] (sparsity must be in [0, 1))"
                 )
+            if p < MIN_PROBABILITY:
+                raise ValueError(
+                    f"feature_probability: {p:.3g} is below 2^-24 = {MIN_PROBABILITY:.3g}, the rarest the data "
+                    f"stream draws a feature (sparsity at most 1 - 2^-24)"
+                )
         for v in (v for row in self.importance for v in row):
             if not (v >= 0) or math.isinf(v):
                 raise ValueError(f"importance: {v} is not a finite value >= 0")
         from .models import KINDS
 
         if self.model not in KINDS:
-            raise ValueError(f"model: unknown kind {self.model!r}; registered kinds: {', '.join(KINDS)}")
+            raise ValueError(
+                f"model: unknown kind {self.model!r}; registered kinds: {', '.join(KINDS)} (a kind registered "
+                "with sp.register exists only in the Python process that registered it, never on the command line)"
+            )
         KINDS[self.model].check(self)
         if self.correlation != "none":
             if self.features % self.set_size:
@@ -140,7 +176,7 @@ class Config(BaseModel):
         `sparsity` or `feature_probability`, `importance_decay` or `importance`, flat or
         per instance. Bad input raises ConfigError, one line naming the field."""
         try:
-            super().__init__(**_expand(keys))
+            super().__init__(**_expand(plain(keys)))
         except ValidationError as error:
             raise ConfigError(_one_line(error)) from None
 

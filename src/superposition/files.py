@@ -162,6 +162,8 @@ def corrupted(directory: Path) -> list[str]:
 
 def verify(directory: Path, kind: str, what: str) -> dict[str, Any]:
     """The marker of a directory of `kind` whose sealed files are intact; otherwise one ConfigError line."""
+    if not Path(directory).exists():
+        raise ConfigError(f"{what}: {directory} does not exist")
     record = read_marker(directory)
     if record is None or record["kind"] != kind:
         version = "" if (Path(directory) / MARKER).exists() else f" (no {MARKER})"
@@ -185,20 +187,34 @@ def verify(directory: Path, kind: str, what: str) -> dict[str, Any]:
 # --- output paths -------------------------------------------------------------------
 
 
-def check_output_dir(path: Path, owned: bool = False) -> Path:
+# how a refusal names each kind of directory
+KIND_NAMES = {
+    "run": "a run",
+    "reproduction": "a `superposition reproduce` output",
+    "sweep": "a sweep",
+    "figures": "a report's figures",
+    "sae": "an SAE directory",
+}
+
+
+def check_output_dir(path: Path, kind: str, owned: bool = False, inputs: Iterable[Path] = ()) -> Path:
     """Refuse, in one line, an output path we may not or cannot replace; return the path
     every later step uses: its parent with symbolic links and `..` resolved, and its name.
 
+    Only a directory of `kind` is replaced: a finished sweep is never turned into a run,
+    nor a run into an SAE directory. `inputs`: what the command reads (a source run, a
+    config file), which its output may neither be nor hold.
     `owned`: the path lies inside a directory of ours that owns its contents (a
     sweep's shards), so it may be replaced whatever it holds.
     """
+    assert kind in KINDS
     try:
-        return _check_output_dir(Path(path), owned)
+        return _check_output_dir(Path(path), kind, owned, tuple(inputs))
     except OSError as error:  # a name too long, a parent we may not read, ...
         raise ConfigError(f"out: cannot use {path} ({error.strerror or error})") from None
 
 
-def _check_output_dir(path: Path, owned: bool) -> Path:
+def _check_output_dir(path: Path, kind: str, owned: bool, inputs: tuple[Path, ...]) -> Path:
     if path.name in ("", ".", ".."):
         raise ConfigError(f"out: {path} is the current directory or one above it; name a new directory")
     if path.is_symlink():
@@ -215,11 +231,22 @@ def _check_output_dir(path: Path, owned: bool) -> Path:
         raise ConfigError(f"out: {path} is the current directory or one above it; name a new directory")
     if absolute.exists() and not absolute.is_dir():
         raise ConfigError(f"out: {path} exists and is not a directory; choose another --out")
-    if not owned and absolute.is_dir() and any(absolute.iterdir()) and kind_of(absolute) is None:
-        raise ConfigError(
-            f"out: {path} exists and is not a superposition output (no {MARKER}); "
-            "choose another --out or remove it"
-        )
+    for source in inputs:
+        source = Path(os.path.realpath(source))
+        if source == absolute or absolute in source.parents:
+            raise ConfigError(f"out: {path} holds this command's own input {source}; choose another --out")
+    if not owned and absolute.is_dir() and any(absolute.iterdir()):
+        found = kind_of(absolute)
+        if found is None:
+            raise ConfigError(
+                f"out: {path} exists and is not a superposition output (no {MARKER}); "
+                "choose another --out or remove it"
+            )
+        if found != kind:
+            raise ConfigError(
+                f"out: {path} is {KIND_NAMES[found]}, and only {KIND_NAMES[kind]} is replaced here; "
+                "choose another --out or remove it"
+            )
     return absolute
 
 
@@ -282,21 +309,22 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: Path, owned: bool = False) -> Iterator[Path]:
+def atomic_dir(path: Path, kind: str, owned: bool = False, inputs: Iterable[Path] = ()) -> Iterator[Path]:
     """Yield a hidden staging directory; on success it takes `path`'s place in one atomic step.
 
     Everything that can be refused is refused on entry, before the caller does any
-    work: a path that is not ours, an unwritable parent, a second writer. The
-    caller must `seal` the staging directory: only sealed directories are published.
+    work: a path that is not ours or not of `kind` (see check_output_dir), an
+    unwritable parent, a second writer. The caller must `seal` the staging directory
+    as `kind`: only directories so sealed are published.
     """
-    absolute = check_output_dir(path, owned)
+    absolute = check_output_dir(path, kind, owned, inputs)
     parent = absolute.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ConfigError(f"out: cannot create {parent} ({error.strerror})") from None
     with lock(parent / f".{absolute.name}.lock", str(path)):
-        check_output_dir(path, owned)  # again, now that no other writer can change it
+        check_output_dir(path, kind, owned, inputs)  # again, now that no other writer can change it
         name = glob.escape(absolute.name)  # `x[1]` must not match `.x1.partial-*` of another writer
         for stale in (*parent.glob(f".{name}.partial-*"), *parent.glob(f".{name}.old-*")):
             shutil.rmtree(stale, ignore_errors=True)
@@ -307,8 +335,8 @@ def atomic_dir(path: Path, owned: bool = False) -> Iterator[Path]:
             raise ConfigError(f"out: cannot write in {parent} ({error.strerror})") from None
         try:
             yield staging
-            if read_marker(staging) is None:
-                raise RuntimeError(f"{staging} was not sealed; nothing published")
+            if kind_of(staging) != kind:
+                raise RuntimeError(f"{staging} was not sealed as a {kind} directory; nothing published")
             _publish(staging, absolute)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)

@@ -80,3 +80,36 @@ def describe_sae(config) -> str:
 
 def sae_stem(config) -> str:
     return f"sae-{config.kind}-{config.latents}-on-{config.features}x{config.dims}"
+
+
+# Every column of a run's table, said once beneath it (the command line and the report).
+METRIC_LEGEND = (
+    "1-S: the probability that a feature is present in an example (S is the sparsity). "
+    "loss: importance-weighted squared error on a fixed evaluation batch. "
+    "repr: features represented, ‖W_i‖ > 0.5. diag: features whose own output weight "
+    "(W Wᵀ)_ii exceeds 0.5, the seed's count. D*: hidden dimensions per feature, m / ‖W‖_F² (1/2 for "
+    "antipodal pairs, 2/5 for a pentagon). superpos: superposition Σ_{j≠i} (Ŵ_i·W_j)², averaged over "
+    "features; 0 when every feature has a direction of its own."
+)
+FINITE_LEGEND = "T: examples in the training set. train, test: the loss on that set, and on a fresh test set."
+
+
+def metric_rows(config: Config, metrics: dict) -> list[dict[str, float | int | str]]:
+    """One row per instance: the numbers a run's table shows (see METRIC_LEGEND)."""
+    rows = []
+    for k, m in enumerate(metrics["instances"]):
+        probs = m["feature_probability"]
+        row = {
+            "inst": k,
+            "1-S": sum(probs) / len(probs),
+            "loss": m["loss"],
+            "repr": f"{m['represented']}/{config.features}",
+            "diag": m["diagonal_count"],
+            "D*": m["dimensions_per_feature"],
+            "superpos": sum(m["superposition"]) / len(m["superposition"]),
+        }
+        if config.dataset_size:
+            row.update({"T": config.dataset_size, "train": m["train_loss"], "test": m["test_loss"]})
+            del row["loss"]  # the test loss, shown under its own name
+        rows.append(row)
+    return rows

@@ -33,6 +33,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .config import ConfigError
+
 Params = dict[str, Tensor]
 
 
@@ -50,7 +52,9 @@ class Kind:
     # keys this kind sets where the user gives none, and keys it requires
     defaults: ClassVar[dict[str, Any]] = {}
     required: ClassVar[dict[str, Any]] = {}
-    # how the fused (numba, CPU) engine runs it (its decoder Wᵀ or W_out), or None: not at all
+    # how the fused (numba, CPU) engine runs it (its decoder Wᵀ or W_out), or None: not at all.
+    # Never inherited (see `register`): the kernel computes the built-in kinds' arithmetic,
+    # so a subclass that overrides any of it is a model the kernel does not compute
     fused: ClassVar[Literal["tied", "untied"] | None] = None
     figures: ClassVar[tuple[str, ...]] = ("gram", "norms", "weights")
 
@@ -124,8 +128,18 @@ KINDS: dict[str, Kind] = {}
 
 
 def register(cls: type[Kind]) -> type[Kind]:
-    """Add a kind to the table every part of the package reads."""
-    KINDS[cls.name] = cls()
+    """Add a kind to the table every part of the package reads. A kind runs on the fused
+    engine only where its own class says so: `fused` is not inherited."""
+    if not (isinstance(cls, type) and issubclass(cls, Kind)):
+        raise ConfigError(f"register: expected a subclass of superposition.models.Kind, got {cls!r}")
+    name = cls.__dict__.get("name")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"register: {cls.__name__} needs a `name` of its own, the string configs give as `model`")
+    if name in KINDS:
+        raise ConfigError(f"register: a kind named {name!r} is already registered; give {cls.__name__} another name")
+    if "fused" not in cls.__dict__:
+        cls.fused = None
+    KINDS[name] = cls()
     return cls
 
 
@@ -154,7 +168,7 @@ class Untied(Kind):
 class MLP(Untied):
     """The seed's identity-MLP baseline: untied with a hidden ReLU and a linear output."""
 
-    name, formula = "mlp", "ReLU(x W) W_out"
+    name, formula, fused = "mlp", "ReLU(x W) W_out", "untied"
     defaults = required = {"activation": "linear", "hidden_activation": "relu"}
 
     def describe(self, config) -> str:

@@ -24,6 +24,15 @@ from .metrics import superposition
 from .models import KINDS, Params, gram
 
 GRAM_LIMIT = 1.3  # the seed's colour range for W Wᵀ
+# Up to this many features a figure gives each its own row of fixed height (a bar, a row
+# of W); beyond it the rows share FEATURE_INCHES, where a bar would be under a pixel high.
+ROW_FEATURES = 60
+FEATURE_INCHES = 0.22 * ROW_FEATURES
+
+
+def feature_inches(features: int, per_feature: float) -> float:
+    """The height a figure gives its features: per_feature each, at most FEATURE_INCHES."""
+    return min(per_feature * features, FEATURE_INCHES)
 
 
 def gram_figure(config: Config, params: Params, fig: Figure | SubFigure | None = None) -> Figure | SubFigure:
@@ -35,7 +44,7 @@ def gram_figure(config: Config, params: Params, fig: Figure | SubFigure | None =
     grid = fig.add_gridspec(1, 3 * n, width_ratios=[config.features, 1, 3] * n, wspace=0.1)
     for k in range(n):
         ax = fig.add_subplot(grid[0, 3 * k])
-        ax.imshow(matrices[k], cmap="RdBu", vmin=-GRAM_LIMIT, vmax=GRAM_LIMIT)
+        image = ax.imshow(matrices[k], cmap="RdBu", vmin=-GRAM_LIMIT, vmax=GRAM_LIMIT)
         ax.set_title(density_label(config.feature_probability[k]))
         strip = fig.add_subplot(grid[0, 3 * k + 1])
         limit = GRAM_LIMIT * max(float(np.abs(biases[k]).max()), 1e-12)
@@ -44,6 +53,8 @@ def gram_figure(config: Config, params: Params, fig: Figure | SubFigure | None =
             a.set_xticks([])
             a.set_yticks([])
     matrix = KINDS[config.model].matrix
+    key = fig.colorbar(image, ax=fig.axes, fraction=0.01 if n > 1 else 0.03, pad=0.01)
+    key.set_label(f"{matrix}: blue +, red − (bias strips: their own scale)", fontsize=8)
     fig.suptitle(f"{matrix} and bias b — {describe(config)}", fontsize=10)
     return fig
 
@@ -52,14 +63,19 @@ def norms_figure(config: Config, params: Params, fig: Figure | SubFigure | None 
     norms = params["W"].norm(dim=-1).numpy()
     interference = superposition(params["W"]).numpy()
     n, features = config.instances, config.features
-    fig = fig or Figure(figsize=(2.6 * n + 1, 0.22 * features + 1.6))
+    fig = fig or Figure(figsize=(2.6 * n + 1, feature_inches(features, 0.22) + 1.6))
     axes = fig.subplots(1, n, sharex=True, sharey=True, squeeze=False)[0]
     colours = ScalarMappable(norm=Normalize(vmin=0, vmax=1), cmap="viridis")
     for k, ax in enumerate(axes):
-        ax.barh(np.arange(features), norms[k], color=colours.to_rgba(interference[k]))
+        if features > ROW_FEATURES:  # a dot per feature: bars this thin would not show
+            ax.scatter(norms[k], np.arange(features), c=colours.to_rgba(interference[k]), s=4, linewidths=0)
+            ax.set_ylim(features - 0.5, -0.5)
+        else:
+            ax.barh(np.arange(features), norms[k], color=colours.to_rgba(interference[k]))
         ax.set_title(density_label(config.feature_probability[k]), fontsize=10)
         ax.set_xlabel("‖W_i‖")
-    axes[0].invert_yaxis()  # feature 0, the most important, on top
+    if features <= ROW_FEATURES:
+        axes[0].invert_yaxis()  # feature 0, the most important, on top (the dots' limits say so already)
     axes[0].yaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].set_ylabel("feature i")
     fig.colorbar(colours, ax=list(axes), label="superposition Σ_{j≠i} (Ŵ_i·W_j)², clipped at 1")
@@ -71,7 +87,7 @@ def weights_figure(config: Config, params: Params) -> Figure:
     W = params["W"].numpy()
     b = params["b"].numpy()
     n = config.instances
-    fig = Figure(figsize=(2.2 * n + 1, 0.2 * config.features + 2))
+    fig = Figure(figsize=(2.2 * n + 1, feature_inches(config.features, 0.2) + 2))
     grid = fig.add_gridspec(1, 3 * n, width_ratios=[config.hidden, 1, 1.5] * n, wspace=0.15)
     limit = max(float(np.abs(W).max()), float(np.abs(b).max()), 1e-12)
     for k in range(n):

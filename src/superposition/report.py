@@ -104,27 +104,19 @@ def _table(rows: list[dict[str, Any]], limit: int | None = None) -> str:
 
 
 def _run(directory: Path) -> str:
+    from .labels import FINITE_LEGEND, METRIC_LEGEND, describe, metric_rows
     from .models import KINDS
-    from .labels import describe
     from .plots import figure
     from .runs import load_run
 
     run = load_run(directory)
-    rows = [
-        {
-            "instance": k,
-            "1-S": sum(m["feature_probability"]) / len(m["feature_probability"]),
-            "loss": m["loss"],
-            "represented": m["represented"],
-            "diagonal": m["diagonal_count"],
-            "D*": m["dimensions_per_feature"],
-        }
-        for k, m in enumerate(run.metrics["instances"])
-    ]
+    rows = metric_rows(run.config, run.metrics)
+    legend = METRIC_LEGEND + (" " + FINITE_LEGEND if run.config.dataset_size else "")
     names = KINDS[run.config.model].figures + (("polygon",) if run.config.hidden == 2 else ())
     figures = "".join(_figure(figure(name, run.config, run.params), name) for name in names)
     return (
-        f"<p>{html.escape(describe(run.config))}</p><h2>Metrics</h2>{_table(rows)}<h2>Figures</h2>{figures}"
+        f"<p>{html.escape(describe(run.config))}</p><h2>Metrics</h2>{_table(rows)}<p>{html.escape(legend)}</p>"
+        f"<h2>Figures</h2>{figures}"
         f"<h2>Config</h2><pre>{html.escape((directory / CONFIG).read_text())}</pre>"
     )
 
@@ -173,8 +165,9 @@ def _reproduction(directory: Path) -> str:
     ]
     images = "".join(_image(p.read_bytes(), p.stem) for p in sorted(directory.glob("*.png")))
     options = {k: summary.get(k) for k in ("preset", "quick", "restarts", "overrides", "package_version", "wall_seconds")}
+    legend = f"<p>{html.escape(summary['legend'])}</p>" if summary.get("legend") else ""
     return (
-        f"<h3>Claims</h3>{_table(claims)}<h3>Figures</h3>{images}<h3>Table</h3>{_table(summary.get('table', []))}"
+        f"<h3>Claims</h3>{_table(claims)}{legend}<h3>Figures</h3>{images}<h3>Table</h3>{_table(summary.get('table', []))}"
         f"<h3>Options</h3><pre>{html.escape(json.dumps(options, indent=2))}</pre>"
     )
 
@@ -194,11 +187,23 @@ def _sae_sweep(directory: Path, table, spec: dict[str, Any]) -> str:
 
 
 def _counts(table) -> str:
-    return (
-        f"<p>{len(table)} grid points, {int((table['status'] == 'ok').sum())} ok, "
-        f"{int(table['status'].str.startswith('failed').sum())} failed, "
-        f"{int((table['status'] == 'missing').sum())} missing.</p>"
+    """How many rows are ok, failed, missing or corrupted, and which shards are not there or not intact."""
+    status = table["status"]
+    text = (
+        f"<p>{len(table)} grid points, {int((status == 'ok').sum())} ok, "
+        f"{int(status.str.startswith('failed').sum())} failed, "
+        f"{int((status == 'missing').sum())} missing, "
+        f"{int(status.str.startswith('corrupted').sum())} corrupted.</p>"
     )
+    lost = table[(status == "missing") | status.str.startswith("corrupted")].drop_duplicates("shard")
+    if len(lost):
+        items = "".join(f"<li>shards/{html.escape(str(r.shard))}: {html.escape(r.status)}</li>" for r in lost.itertuples())
+        text += (
+            "<p class='no'>These shards are not on disk as the sweep wrote them (deleted, or changed since); "
+            "their rows are not reported. Run the sweep again to train them anew:</p>"
+            f"<ul>{items}</ul>"
+        )
+    return text
 
 
 def _sweep(directory: Path, x: str | None, y: str | None) -> str:

@@ -185,7 +185,7 @@ class Run:
 
     def save(self, path: str | os.PathLike[str], figures: bool = True) -> Path:
         """Save as a run directory (replacing one of ours, refusing anything else); returns its path."""
-        with atomic_dir(Path(path)) as staging:
+        with atomic_dir(Path(path), "run") as staging:
             self.write(staging, figures)
         self.path = Path(path)
         return self.path

@@ -31,13 +31,12 @@ true features, r²: their mean squared norm over the represented ones, 1 for a d
 from __future__ import annotations
 
 import hashlib
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .config import MAX_SIZE, ConfigError, Device, Engine, _one_line, normalise_keys
+from .config import MAX_SIZE, MIN_PROBABILITY, ConfigError, Device, Engine, _one_line, finite_number, normalise_keys, plain
 from .metrics import REPRESENTED_NORM
 
 if TYPE_CHECKING:
@@ -123,7 +122,7 @@ def resolve_sae(raw: dict[str, Any], run: Run | None = None) -> SAEConfig:
     """User keys (and, for a run source, the Run itself when it is not on disk) as a SAEConfig."""
     if not isinstance(raw, dict):
         raise ConfigError(f"config: expected a table of keys, got {type(raw).__name__}")
-    keys = normalise_keys(raw, USER_KEYS)
+    keys = normalise_keys(plain(raw), USER_KEYS)
     data = keys.pop("data", "run" if (run is not None or "run" in keys) else None)
     if data not in ("run", "dictionary"):
         raise ConfigError("data: give a source run (RUN) or --data dictionary with --features and --dims")
@@ -153,11 +152,18 @@ def resolve_sae(raw: dict[str, Any], run: Run | None = None) -> SAEConfig:
         missing = [key for key in ("features", "dims") if key not in keys]
         if missing:
             raise ConfigError(f"{missing[0]}: --data dictionary needs --features N and --dims D")
-        keys.setdefault("density", 0.01)
-        source = {"source": "dictionary", "source_instances": keys.pop("instances", 1)}
+        density = keys.setdefault("density", 0.01)
+        if not finite_number(density) or not MIN_PROBABILITY <= density <= 1:
+            raise ConfigError(
+                f"density: {density!r} is not a feature's probability; give a finite number from 2^-24 "
+                f"({MIN_PROBABILITY:.3g}, the rarest the data stream draws) to 1"
+            )
+        instances = keys.pop("instances", 1)
+        if isinstance(instances, bool) or not isinstance(instances, int) or not 0 < instances <= MAX_SIZE:
+            raise ConfigError(f"instances: must be a whole number from 1 to {MAX_SIZE}, got {instances!r}")
+        source = {"source": "dictionary", "source_instances": instances}
         r2 = 1.0
-        density = keys["density"]
-        active = density * keys["features"] if isinstance(density, (int, float)) and isinstance(keys["features"], int) else 1.0
+        active = density * keys["features"] if isinstance(keys["features"], int) else 1.0
     keys = {**source, **keys}
     own = SAE_KINDS[kind].setting
     for key in SETTINGS:
@@ -165,7 +171,10 @@ def resolve_sae(raw: dict[str, Any], run: Run | None = None) -> SAEConfig:
             keys[key] = _as_list(key, keys[key])
     d = keys.get("dims")
     if isinstance(d, int) and d > 0:
-        keys.setdefault("latents", 2 * keys["features"] if isinstance(keys.get("features"), int) else 1)
+        features = keys.get("features")
+        if "latents" not in keys and isinstance(features, int) and 0 < features <= MAX_SIZE < 2 * features:
+            raise ConfigError(f"features: {features} would make the default latents, 2 x features, more than {MAX_SIZE}; give --latents")
+        keys.setdefault("latents", 2 * features if isinstance(features, int) else 1)
         defaults = {"l1": 0.3 * r2 / d, "k": max(1, round(active)), "l0": 0.05 * r2 / d}
         if own not in keys:
             keys[own] = [defaults[own]]
@@ -198,7 +207,7 @@ def _as_list(key: str, value: Any) -> list[Any]:
     if not values:
         raise ConfigError(f"{key}: give at least one value")
     for v in values:
-        ok = isinstance(v, int) if key == "k" else isinstance(v, (int, float)) and math.isfinite(v)
-        if isinstance(v, bool) or not ok:
-            raise ConfigError(f"{key}: expected {'whole numbers' if key == 'k' else 'numbers'}, got {v!r}")
+        ok = isinstance(v, int) and not isinstance(v, bool) if key == "k" else finite_number(v)
+        if not ok:
+            raise ConfigError(f"{key}: expected {'whole numbers' if key == 'k' else 'finite numbers'}, got {v!r}")
     return [v if key == "k" else float(v) for v in values]

@@ -36,11 +36,27 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
-from .fused import _FASTMATH, _adam, _draw, step_key
+from .fused import _FASTMATH, _adam, _draw, _unit_columns, step_key
 
 KIND_CODES = {"relu": 0, "topk": 1, "jumprelu": 2}
 ROW_UNITS = 4
 ROW_BLOCK = 16  # rows whose pre-activations are computed together (W_enc read once per block)
+
+
+# A job of fewer instances than ROW_UNITS meets in a parallel region every step, which waits
+# for its slowest thread: with another process on one of the cores, that thread can wait a
+# scheduler slice (milliseconds) for its core. Below this many multiply-adds of the encoder
+# per step (batch x d_in x latents, all instances) a step runs on one thread; the split, and
+# so the result, stays the same (see ROW_UNITS). Measured in benchmarks/loaded_threads.py.
+PARALLEL_WORK = 2**20
+
+
+def threads(instances: int, batch: int, dims: int, latents: int, available: int) -> int:
+    """The threads a job runs on: every one available, but one where its steps are small and
+    synchronised (instances run whole, each on one thread, never wait for each other)."""
+    if instances >= ROW_UNITS:
+        return available
+    return available if instances * batch * dims * latents >= PARALLEL_WORK else 1
 
 
 def factored(features: int, batch: int) -> bool:
@@ -80,6 +96,7 @@ class Source(NamedTuple):
     set_mode: int
     set_size: int
     batch: int
+    normalize: bool  # every example scaled to unit norm, as the source run's were
 
 
 class Rule(NamedTuple):
@@ -548,6 +565,8 @@ def _unit(weights, source, rule, i, step, first, last, last_fired, everyone, dea
     sources = source.F.shape[0]
     s = i % sources
     _draw(X, source.probs[s], step_key(source.seed, s, step), source.data_code, source.set_mode, source.set_size)
+    if source.normalize:
+        _unit_columns(X)
     if rule.columns:
         return _columns(
             W_enc[i], b_enc[i], W_dec[i], b_dec[i], theta[i], source.F[s], X, first, last, source.batch, rule,

@@ -44,11 +44,14 @@ from .files import CONFIG, atomic_dir, seal, to_json, verify
 from .metrics import EVAL_SEED_OFFSET
 from .recovery import score
 from .sae_config import SAEConfig
-from .sae_training import SAEResult, device_of, engine_of, settings_tensor, source_of, source_run
+from .sae_training import SAEResult, settings_tensor, source_of, source_run
 from .saes import SAE_KINDS, Params, forward
 from .training import Diverged, divergence
 
 WEIGHTS, METRICS, HISTORY = "sae.safetensors", "metrics.json", "history.safetensors"
+# An SAE whose error is this many times what predicting the mean would cost has blown up,
+# though its numbers are still finite (Adam at lr 1e6 ends near 1e12)
+DIVERGED_ERROR = 1e3
 SEALED = (CONFIG, WEIGHTS, METRICS, HISTORY)
 
 
@@ -111,7 +114,7 @@ class SAE:
 
     def save(self, path: str | os.PathLike[str], figures: bool = True) -> Path:
         """Save as an SAE directory (replacing one of ours, refusing anything else)."""
-        with atomic_dir(Path(path)) as staging:
+        with atomic_dir(Path(path), "sae", inputs=[self.config.run] if self.config.run else ()) as staging:
             self.write(staging, figures)
         self.path = Path(path)
         return self.path
@@ -153,8 +156,14 @@ def measure(result: SAEResult, run=None) -> SAE:
     problem = divergence(result.params, [row["loss"] for row in rows])
     if problem:
         raise Diverged(problem)
+    blown = [i for i in range(len(rows)) if error[i] > DIVERGED_ERROR * spread[i]]
+    if blown:
+        raise Diverged(
+            f"the reconstruction error of {len(blown)} SAE(s) {blown[:10]} is over {DIVERGED_ERROR:,.0f} times "
+            "the activations' variance; lower lr"
+        )
     metrics = {
-        "engine": engine_of(config, device_of(config)),
+        "engine": result.engine,
         "setup_seconds": result.setup_seconds,
         "train_seconds": result.seconds,
         "instances": rows,
@@ -163,9 +172,9 @@ def measure(result: SAEResult, run=None) -> SAE:
 
 
 def train_sae(config: SAEConfig, run=None, progress: bool = False) -> SAE:
-    from .sae_training import check_memory, train
+    from .sae_training import check, train
 
-    check_memory(config)
+    check(config)
     run = source_run(config, run)  # read from disk once, for training and scoring
     return measure(train(config, run, progress), run)
 

@@ -19,9 +19,12 @@ Dead latents:
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import torch
 from jaxtyping import Float, Int
@@ -31,7 +34,7 @@ from .activations import RESAMPLING, SAE_INIT, DictionarySource, RunSource, deri
 from .config import ConfigError
 from .sae_config import SAEConfig
 from .saes import AUXK_WEIGHT, BANDWIDTH, SAE_KINDS, THRESHOLD_INIT, Params, forward, k_aux
-from .training import BETAS, EPS, LossBar, require_memory
+from .training import BETAS, EPS, Diverged, LossBar, divergence, require_memory
 
 DEAD_STEPS = 100
 RESAMPLE_CHECKS = 10  # checks over the whole run; only those in its first half resample
@@ -46,6 +49,7 @@ class SAEResult:
     resampled: Int[Tensor, "inst"]  # latents resampled over the run
     seconds: float  # wall time of the training loop
     setup_seconds: float  # before it: the engine's start (loading or compiling the kernel)
+    engine: str  # the engine that trained it
 
 
 def device_of(config: SAEConfig) -> str:
@@ -87,6 +91,11 @@ def settings_tensor(config: SAEConfig, device: str = "cpu") -> Float[Tensor, "in
 
 def engine_of(config: SAEConfig, device: str) -> str:
     """The fused engine on the CPU, autograd elsewhere (or as asked)."""
+    if config.engine == "compiled":
+        raise ConfigError(
+            "engine: SAEs have no compiled (torch.compile) engine yet; use --engine fused on the CPU, "
+            "--engine reference on any device, or leave it auto"
+        )
     if config.engine == "fused" and device != "cpu":
         raise ConfigError("engine: the fused engine runs on the CPU; use --engine reference with --device cuda")
     return ("fused" if device == "cpu" else "reference") if config.engine == "auto" else config.engine
@@ -106,12 +115,22 @@ def memory_needed(config: SAEConfig) -> int:
     return 4 * (rows + kernel + weights + config.steps * n)
 
 
+def check(config: SAEConfig) -> None:
+    """Refuse, before anything is created or allocated, SAEs that cannot train here: their
+    device, their engine, or the memory they need."""
+    engine_of(config, device_of(config))
+    check_memory(config)
+
+
 def check_memory(config: SAEConfig) -> None:
     """Refuse, before anything is allocated, SAEs that cannot fit in this machine's memory."""
+    # named after features where latents is their default: the key the user gave
+    derived = config.latents == 2 * config.features
     require_memory(
-        memory_needed(config), "latents", "these SAEs need",
-        f"{config.instances} SAEs x {config.latents} latents x batches of {config.batch_size} and {config.eval_batch_size}",
-        "use fewer latents or settings, or smaller batches",
+        memory_needed(config), "features" if derived else "latents", "these SAEs need",
+        f"{config.instances} SAEs x {config.latents} latents{' (2 x features)' if derived else ''} x "
+        f"batches of {config.batch_size} and {config.eval_batch_size}",
+        "use fewer latents (--latents) or settings, or smaller batches",
     )  # fmt: skip
 
 
@@ -125,19 +144,24 @@ def train(config: SAEConfig, run=None, progress: bool = False) -> SAEResult:
     # every setting starts from the same weights on the same data: only the setting differs
     first = kind.init(config.source_instances, d, L, torch.Generator().manual_seed(derived_seed(config.seed, SAE_INIT)))
     params = {k: v.repeat(copies, *(1,) * (v.dim() - 1)).to(device) for k, v in first.items()}
-    started = time.perf_counter()
-    stepper = (_Fused if engine == "fused" else _Reference)(config, params, source)
-    looping = time.perf_counter()
     history = torch.empty(config.steps, n)
     resampled = torch.zeros(n, dtype=torch.long)
     every = max(1, config.steps // RESAMPLE_CHECKS)
     done = 0
     with LossBar("sae", config.steps, progress) as bar:
+        started = time.perf_counter()
+        with bar.compiling(f"sae-{engine}"):
+            stepper = (_Fused if engine == "fused" else _Reference)(config, params, source)
+        looping = time.perf_counter()
         while done < config.steps:
             count = min(every - done % every, config.steps - done)
             history[done : done + count] = stepper.run(done, count)
             done += count
             bar.advance(done, history[done - 1])
+            # a diverged SAE stops here: its resampling would draw from non-finite errors
+            problem = divergence(stepper.params, history[done - count : done].amax(0).tolist())
+            if problem:
+                raise Diverged(problem)
             if config.resample and done % every == 0 and done <= config.steps // 2:
                 dead = stepper.last_fired < done - every  # silent for the whole of the last `every` steps
                 h = source.batch(config.seed, config.batch_size, done - 1).repeat(copies, 1, 1)
@@ -145,7 +169,7 @@ def train(config: SAEConfig, run=None, progress: bool = False) -> SAEResult:
                 with torch.no_grad():
                     resampled += _resample(stepper.params, stepper.moments(), dead, h, kind, stepper.setting, draws).cpu()
     params = {k: v.detach().cpu().clone() for k, v in stepper.params.items()}
-    return SAEResult(config, params, history, resampled, time.perf_counter() - looping, looping - started)
+    return SAEResult(config, params, history, resampled, time.perf_counter() - looping, looping - started, engine)
 
 
 class _Reference:
@@ -203,7 +227,7 @@ class _Fused:
         self.source = sae_fused.Source(
             F=source.features.numpy(), probs=source.probs.numpy(), seed=config.seed,
             data_code=fused.DATA_CODES[data.data], set_mode=fused.SET_MODES[data.correlation],
-            set_size=data.set_size, batch=config.batch_size,
+            set_size=data.set_size, batch=config.batch_size, normalize=data.normalize,
         )  # fmt: skip
         self.setting = settings_tensor(config)
         self.rule = sae_fused.Rule(
@@ -213,17 +237,30 @@ class _Fused:
         )  # fmt: skip
         self.last_fired = torch.full((config.instances, config.latents), -1, dtype=torch.long)
         self._train = sae_fused.train_steps
+        self.threads = sae_fused.threads(config.instances, config.batch_size, config.dims, config.latents, numba.get_num_threads())
         self.run(0, 0)  # loads (or compiles) the kernel now, so that the loop's time is the loop's
 
     def run(self, first: int, count: int) -> Tensor:
         losses = np.empty((count, self.config.instances), np.float32)
-        self._train(self.weights, self.moment_arrays, self.source, self.rule, first, np.float32(self.config.lr), losses, self.last_fired.numpy())
+        with thread_limit(self.threads):
+            self._train(self.weights, self.moment_arrays, self.source, self.rule, first, np.float32(self.config.lr), losses, self.last_fired.numpy())
         return torch.from_numpy(losses)
 
     def moments(self) -> dict[str, tuple[Tensor, Tensor]]:
         names = ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")
         pairs = {n: (torch.from_numpy(self.moment_arrays[2 * k]), torch.from_numpy(self.moment_arrays[2 * k + 1])) for k, n in enumerate(names)}
         return {n: pair for n, pair in pairs.items() if n in self.params}
+
+
+@contextlib.contextmanager
+def thread_limit(threads: int) -> Iterator[None]:
+    """numba's parallel regions started by this thread use at most `threads` threads meanwhile."""
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(threads, before))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
 
 
 def _draws(seed: int, step: int, source: int) -> torch.Generator:
@@ -237,7 +274,10 @@ def _resample(
     """Resample the `dead` latents (inst, latents) from inputs of h (inst, batch, d_in), with
     instance i's rows drawn by draws[i], and zero their Adam moments; their count per instance."""
     _, _, h_hat = forward(kind, params, h, setting)
-    weight = ((h - h_hat) ** 2).sum(-1) ** 2  # (inst, batch)
+    # squared in float64: a float32 error above ~1e19 would square to infinity
+    weight = ((h - h_hat) ** 2).sum(-1).double() ** 2  # (inst, batch)
+    if not bool(torch.isfinite(weight).all()):
+        raise Diverged("non-finite reconstruction error before resampling; lower lr")
     counts = dead.sum(-1) * (weight.sum(-1) > 0)
     for i in torch.nonzero(counts).flatten().tolist():
         latents = torch.nonzero(dead[i]).flatten()

@@ -56,8 +56,9 @@ from typing import Any
 
 import numpy as np
 
-from .config import USER_KEYS, Config, ConfigError, normalise_keys, read_config_file, resolve
+from .config import USER_KEYS, Config, ConfigError, finite_number, normalise_keys, read_config_file, resolve
 from .files import (
+    KIND_NAMES,
     MARKER,
     atomic_dir,
     check_output_dir,
@@ -141,7 +142,7 @@ def axis_values(name: str, spec: Any, numeric: bool = False, whole: bool = False
     if isinstance(spec, list):
         if not spec:
             raise ConfigError(f"axes.{name}: empty axis; give at least one value")
-        if numeric and not all(_finite_number(v) for v in spec):
+        if numeric and not all(finite_number(v) for v in spec):
             raise ConfigError(f"axes.{name}: every value must be a finite number, got {spec!r}")
         values = spec
     elif isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in ("log", "linear"):
@@ -159,20 +160,11 @@ def axis_values(name: str, spec: Any, numeric: bool = False, whole: bool = False
     return values
 
 
-def _finite_number(value: Any) -> bool:
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an integer of hundreds of digits
-        return False
-
-
 def _range(name: str, kind: str, args: Any) -> list[float]:
     if not (isinstance(args, list) and len(args) == 3 and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args)):
         raise ConfigError(f"axes.{name}.{kind}: expected [start, stop, count]")
     start, stop, count = args
-    if not all(map(_finite_number, args)) or int(count) != count or count < 1 or count > MAX_POINTS:
+    if not all(map(finite_number, args)) or int(count) != count or count < 1 or count > MAX_POINTS:
         raise ConfigError(f"axes.{name}.{kind}: finite start and stop, and a whole count from 1 to {MAX_POINTS:,}; got {args}")
     if kind == "log":
         if start <= 0 or stop <= 0:
@@ -246,7 +238,9 @@ def locked(directory: Path) -> Iterator[None]:
             for tmp in directory.glob(f".{MARKER}.*.tmp"):  # a sweep killed while writing its marker
                 tmp.unlink()
             if any(directory.iterdir()):
-                raise ConfigError(f"out: {directory} exists and is not a sweep (no {MARKER}); choose another --out")
+                found = kind_of(directory)
+                what = KIND_NAMES[found] if found else f"not a superposition output (no {MARKER})"
+                raise ConfigError(f"out: {directory} is {what}, not a sweep; choose another --out")
         try:
             directory.mkdir(exist_ok=True)
             if kind_of(directory) != "sweep":
@@ -274,7 +268,7 @@ def run_shard(out: str, config_json: str, sae: bool = False) -> dict[str, Any]:
     key = Shard(config, []).key
     started = time.perf_counter()
     try:
-        with atomic_dir(Path(out) / "shards" / key, owned=True) as staging:
+        with atomic_dir(Path(out) / "shards" / key, "sae" if sae else "run", owned=True) as staging:
             if sae:
                 train_sae(config).write(staging, figures=False)
             else:
@@ -330,22 +324,22 @@ def sweep(
     scheduler: str | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) a sweep; return counts of shards trained, skipped and failed."""
+    from .sae_training import check as check_saes
     from .training import check_memory, settle
 
     spec = read_spec(spec_path)
     shards = plan(spec)
-    from .sae_training import check_memory as check_sae_memory
-
     for shard in shards:
-        check_sae_memory(shard.config) if is_sae(spec) else check_memory(settle(shard.config))
+        check_saes(shard.config) if is_sae(spec) else check_memory(settle(shard.config))
     if executor not in ("local", "processes", "dask"):
         raise ConfigError(f"executor: unknown {executor!r}; use local, processes or dask")
     if executor == "dask" and not scheduler:
         raise ConfigError("scheduler: --executor dask needs --scheduler ADDRESS (e.g. tcp://host:8786)")
     if workers < 1:
         raise ConfigError(f"workers: must be at least 1, got {workers}")
-    check_output_dir(out, owned=True)
-    with locked(out):
+    check_output_dir(out, "sweep", owned=True)
+    # a cluster that cannot be reached is refused before the sweep's directory is made
+    with _connect(scheduler) if executor == "dask" else contextlib.nullcontext() as client, locked(out):
         _check_spec(out, spec, force)
         todo, skipped, failed_before = [], 0, []
         for shard in shards:
@@ -355,7 +349,7 @@ def sweep(
                 failed_before.append(shard.key)
             else:
                 todo.append(shard)
-        statuses = _execute(out, todo, is_sae(spec), executor, workers, progress, scheduler)
+        statuses = _execute(out, todo, is_sae(spec), executor, workers, progress, client)
         write_results(out, spec, shards)
     trained = sum(s["status"] == "done" for s in statuses)
     failed = [s["key"] for s in statuses if s["status"] == "failed"] + failed_before
@@ -391,7 +385,7 @@ def _check_spec(out: Path, spec: dict[str, Any], force: bool) -> None:
 
 
 def _execute(
-    out: Path, todo: list[Shard], sae: bool, executor: str, workers: int, progress: bool, scheduler: str | None
+    out: Path, todo: list[Shard], sae: bool, executor: str, workers: int, progress: bool, client: Any
 ) -> list[dict[str, Any]]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -416,31 +410,36 @@ def _execute(
                     statuses.append(future.result())
                     bar.advance(task)
         else:
-            statuses = _dask(out, todo, sae, scheduler, lambda: bar.advance(task))
+            statuses = _dask(out, todo, sae, client, lambda: bar.advance(task))
     return statuses
 
 
-def _dask(out: Path, todo: list[Shard], sae: bool, scheduler: str, advance) -> list[dict[str, Any]]:
-    """Shards on an existing Dask cluster. Workers write the shards themselves, so OUT must be
-    storage that every worker sees at the same path (a shared filesystem); the client only
-    collects their statuses."""
+CONNECT_SECONDS = 10  # how long a Dask scheduler is waited for
+
+
+def _connect(scheduler: str):
+    """A client of an existing Dask cluster (a context manager), or one line saying why not."""
     try:
         from distributed import Client
-        from distributed import as_completed as completed
     except ImportError:
         raise ConfigError("executor: dask needs the distributed package: pip install 'dask[distributed]'") from None
     try:
-        client = Client(scheduler, timeout=10)
+        return Client(scheduler, timeout=CONNECT_SECONDS)
     except (OSError, ValueError, TypeError) as error:
         raise ConfigError(f"scheduler: cannot reach {scheduler!r} ({error})") from None
+
+
+def _dask(out: Path, todo: list[Shard], sae: bool, client, advance) -> list[dict[str, Any]]:
+    """Shards on an existing Dask cluster. Workers write the shards themselves, so OUT must be
+    storage that every worker sees at the same path (a shared filesystem); the client only
+    collects their statuses."""
+    from distributed import as_completed as completed
+
+    futures = [client.submit(run_shard, str(out.resolve()), shard.config.model_dump_json(), sae, pure=False) for shard in todo]
     statuses = []
-    with client:
-        futures = [
-            client.submit(run_shard, str(out.resolve()), shard.config.model_dump_json(), sae, pure=False) for shard in todo
-        ]
-        for future in completed(futures):
-            statuses.append(future.result())
-            advance()
+    for future in completed(futures):
+        statuses.append(future.result())
+        advance()
     return statuses
 
 
@@ -487,7 +486,11 @@ def _rows(shard: Shard, axes: list[str], metrics: list[dict[str, Any]] | None, s
 
 
 def load_sweep(path: str | os.PathLike[str]):
-    """The results table of a sweep directory, as a pandas DataFrame: a row per model (per SAE)."""
+    """The results table of a sweep directory, as a pandas DataFrame: a row per model (per SAE).
+
+    Each row's shard is checked against the checksums written with it: a row whose shard
+    was deleted or changed since results.csv was written has the status `missing` or
+    `corrupted: FILE`, never `ok`."""
     import pandas
     from pandas.api.types import is_numeric_dtype
 
@@ -504,4 +507,10 @@ def load_sweep(path: str | os.PathLike[str]):
         raise ConfigError(f"sweep: {path}/{RESULTS} lacks the column {missing[0]!r}; run the sweep again to rebuild it")
     if not all(is_numeric_dtype(table[c]) for c in needed if c not in ("shard", "status")):
         raise ConfigError(f"sweep: {path}/{RESULTS} holds text where numbers belong; run the sweep again to rebuild it")
+    for key in table.loc[table["status"] == "ok", "shard"].unique():
+        shard = path / "shards" / str(key)
+        if not shard.is_dir():
+            table.loc[table["shard"] == key, "status"] = "missing"
+        elif not is_complete(shard):
+            table.loc[table["shard"] == key, "status"] = f"corrupted: {(corrupted(shard) or [MARKER])[0]}"
     return table

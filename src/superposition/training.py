@@ -13,9 +13,11 @@ another, copy r of group g from copy r of group g-1, so R chains run side by sid
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -279,10 +281,12 @@ Stepper = Callable[[int, int], Float[Tensor, "steps inst"]]  # (first step, coun
 def _fit(run: Stepper, config: Config, instances: int, reporter: _Progress) -> tuple[Tensor, int]:
     """Run `config.steps` steps in chunks, reporting progress and checking early stop between them."""
     history = torch.empty(config.steps, instances)
+    engine = f"{config.engine}-dataset" if config.dataset_size and config.engine == "fused" else config.engine
     done = 0
     while done < config.steps:
         count = min(CHUNK, config.steps - done)
-        history[done : done + count] = run(done, count)
+        with reporter.compiling(engine) if done == 0 else contextlib.nullcontext():
+            history[done : done + count] = run(done, count)
         done += count
         reporter.advance(done, history[done - 1])
         if config.early_stop and _converged(history[:done], config.early_stop):
@@ -443,6 +447,18 @@ def _converged(history: Float[Tensor, "steps inst"], tol: float) -> bool:
     return bool(((before - current) <= tol * before).all())
 
 
+# What an engine compiles on its first run on a machine (numba's kernels are cached on disk
+# after it, torch.compile's graphs per process), and about how long that took on a cold
+# cache on 2 cores (docs/performance.md)
+FIRST_COMPILE = {
+    "fused": ("the training kernel", 40),
+    "fused-dataset": ("the finite-data training kernel", 60),
+    "compiled": ("the training step with torch.compile", 60),
+    "sae-fused": ("the SAE training kernel", 100),
+}
+COMPILE_NOTICE_AFTER = 2.0  # seconds: a kernel loaded from the cache takes well under this
+
+
 class LossBar:
     """A rich progress bar with the mean loss and ETA; silent when disabled."""
 
@@ -473,6 +489,23 @@ class LossBar:
     def advance(self, done: int, loss: Tensor) -> None:
         if self.enabled:
             self.bar.update(self.task, completed=done, loss=f"{loss.mean().item():.3g}")
+
+    @contextlib.contextmanager
+    def compiling(self, engine: str) -> Iterator[None]:
+        """Around an engine's first call: if it takes long enough to be compiling, say so above
+        the bar, rather than leave the bar at 0 with nothing said."""
+        if not self.enabled or engine not in FIRST_COMPILE:
+            yield
+            return
+        what, seconds = FIRST_COMPILE[engine]
+        text = f"compiling {what} (first run on this machine only, about {seconds} s on 2 cores)"
+        notice = threading.Timer(COMPILE_NOTICE_AFTER, self.bar.console.print, (text,), {"style": "dim"})
+        notice.daemon = True
+        notice.start()
+        try:
+            yield
+        finally:
+            notice.cancel()
 
 
 class _Progress(LossBar):

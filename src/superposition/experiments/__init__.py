@@ -49,6 +49,7 @@ class Claim:
 class Outcome:
     claims: list[Claim]
     table: list[dict[str, Any]] = field(default_factory=list)  # rows a preset wants printed
+    legend: str = ""  # what the table's and claims' terms mean, printed once beneath them
 
 
 def still_falling(history, instance: int) -> float:
@@ -158,7 +159,7 @@ def module(name: str):
 def reproduce(name: str, out: Path, options: Options) -> dict[str, Any]:
     """Run one preset into `out`; return what reproduction.json holds."""
     preset = module(name)
-    with atomic_dir(out) as staging:
+    with atomic_dir(out, "reproduction") as staging:
         started = time.perf_counter()
         outcome = preset.run(staging, options)
         from ..runs import package_version
@@ -172,6 +173,7 @@ def reproduce(name: str, out: Path, options: Options) -> dict[str, Any]:
             "wall_seconds": time.perf_counter() - started,
             "claims": [asdict(c) for c in outcome.claims],
             "table": outcome.table,
+            "legend": outcome.legend,
         }
         (staging / "claims.json").write_text(to_json(summary["claims"]))
         (staging / REPRODUCTION).write_text(to_json(summary))
@@ -182,7 +184,7 @@ def reproduce(name: str, out: Path, options: Options) -> dict[str, Any]:
 def reproduce_all(out: Path, options: Options, report: Path | None = None) -> list[dict[str, Any]]:
     """Every preset into out/NAME, then a report (default out/replication.md) of every claim."""
     summaries = []
-    with atomic_dir(out) as staging:
+    with atomic_dir(out, "reproduction") as staging:
         for name in IN_ALL:
             summaries.append(reproduce(name, staging / name, options))
         (staging / REPRODUCTION).write_text(to_json({"preset": "all", "presets": list(IN_ALL)}))
@@ -204,7 +206,7 @@ def check_report_path(path: Path) -> None:
     path = Path(path)
     if path.is_dir() or path.is_symlink():
         raise ConfigError(f"report: {path} is a directory or a link; give a file name such as notes.md")
-    check_output_dir(report_figures(path))
+    check_output_dir(report_figures(path), "figures")
 
 
 # a report's text from this line on is kept when `reproduce all` rewrites it: the sections of
@@ -228,7 +230,7 @@ def write_report(path: Path, out: Path, summaries: list[dict[str, Any]]) -> None
         "",
     ]
     total = held = 0
-    with atomic_dir(report_figures(path)) as figures:  # the report's own: rebuilt every time
+    with atomic_dir(report_figures(path), "figures") as figures:  # the report's own: rebuilt every time
         for summary in summaries:
             name = summary["preset"]
             mode = "quick" if summary["quick"] else "full"
