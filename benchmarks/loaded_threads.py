@@ -4,7 +4,7 @@
 
 For each SAE job below, the fused engine's training loop (train_seconds, the kernel
 loaded from its cache) with numba's threads forced to 1 and to 2, and with the
-package's own choice, on an idle machine and beside a busy loop that keeps one core
+package's own choice (fused.free_cores: the cores no other process runs on), on an idle machine and beside a busy loop that keeps one core
 occupied (a second Python process spinning). Run it on an otherwise idle machine.
 """
 
@@ -15,7 +15,7 @@ import time
 import numba
 
 import superposition as sp
-from superposition import sae_fused
+from superposition import fused
 
 JOBS = {
     "pentagon (1 inst, 2 x 10)": {"instances": 1, "features": 5, "dims": 2, "latents": 10, "density": 0.1},
@@ -34,15 +34,15 @@ def spin() -> None:
 
 def seconds(job: dict, steps: int, threads: int | None) -> float:
     """train_seconds of one job on `threads` threads; None: the package's own choice."""
-    available, least = numba.get_num_threads(), sae_fused.PARALLEL_WORK
+    available, choose = numba.get_num_threads(), fused.free_cores
     if threads is not None:
         numba.set_num_threads(threads)
-        sae_fused.PARALLEL_WORK = 0  # every job splits its steps over the threads it is given
+        fused.free_cores = lambda cores: cores  # the threads given, whatever else runs
     try:
         sae = sp.train_sae(data="dictionary", steps=steps, device="cpu", engine="fused", resample=False, progress=False, **job)
     finally:
         numba.set_num_threads(available)
-        sae_fused.PARALLEL_WORK = least
+        fused.free_cores = choose
     return sae.metrics["train_seconds"]
 
 
@@ -62,7 +62,7 @@ def main() -> None:
         print(f"\n{load}: seconds of the training loop, 1 thread / 2 threads / the package's choice (threads it chose)")
         for name, job in JOBS.items():
             one, two, auto = (seconds(job, args.steps, t) for t in (1, 2, None))
-            chosen = sae_fused.threads(job["instances"], 1024, job["dims"], job["latents"], numba.get_num_threads())
+            chosen = fused.free_cores(numba.get_num_threads())
             print(f"  {name:28s} {one:7.3f} / {two:7.3f} / {auto:7.3f} ({chosen})  two/one {two / one:5.2f}")
         if busy is not None:
             busy.terminate()

@@ -401,3 +401,43 @@ def test_an_unreachable_dask_scheduler_leaves_no_directory(cli, tmp_path, monkey
     assert code == 2 and "scheduler: cannot reach" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.toml"]
 
+
+
+# 11. a one-time compile is announced, not sat through in silence
+
+
+def test_a_slow_first_call_says_it_is_compiling(capsys, monkeypatch):
+    import time
+
+    from superposition import training
+
+    monkeypatch.setattr(training, "COMPILE_NOTICE_AFTER", 0.05)
+    with training.LossBar("sae", 10, True) as bar:
+        with bar.compiling("sae-fused"):
+            time.sleep(0.5)  # as a compile would
+        with bar.compiling("fused"):
+            pass  # loaded from the cache: nothing to say
+        with bar.compiling("reference"):
+            time.sleep(0.2)  # autograd compiles nothing
+    said = "".join(capsys.readouterr())
+    assert said.count("compiling") == 1 and "compiling the SAE training kernel (first run on this machine only" in said
+
+
+# 12. threads go only to the cores no other process is running on
+
+
+def test_a_core_busy_with_another_process_gets_no_thread():
+    import subprocess
+    import sys
+    import time
+
+    from superposition import fused
+
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert fused.free_cores(64) <= 63
+        assert fused.free_cores(1) == 1  # never fewer than one
+    finally:
+        busy.kill()
+        busy.wait()

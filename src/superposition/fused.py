@@ -27,8 +27,12 @@ u < p says present, and then u / p is uniform on [0, 1) (signed data: 2u/p − 1
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
 from typing import NamedTuple
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -363,6 +367,49 @@ class Optimiser(NamedTuple):
     eps: float
     weight_decay: float
     decoupled: bool  # AdamW; else Adam with the decay as an L2 gradient
+
+
+def free_cores(cores: int) -> int:
+    """Of `cores`, those no other process is running on now, at least 1.
+
+    A kernel's threads meet in parallel regions (an SAE of few instances every step), and
+    a region waits for its slowest thread: one that shares its core with another process
+    waits for its turn, so beside a busy process two threads ran a small SAE 1.2-3x slower
+    than one (benchmarks/loaded_threads.py). /proc/loadavg counts the tasks running at this
+    instant, less those of this process (numba's threads spin a while after a region); the
+    fewest of a few reads, so a passing task is not counted. Where /proc cannot be read,
+    every core is taken to be free.
+    """
+    try:
+        others = min(_running_tasks() - _running_threads_here() for _ in range(5))
+    except (OSError, ValueError, IndexError):
+        return cores
+    return max(1, min(cores, cores - others))
+
+
+def _running_tasks() -> int:
+    return int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
+
+
+def _running_threads_here() -> int:
+    running = 0
+    for stat in Path("/proc/self/task").glob("*/stat"):
+        with contextlib.suppress(OSError):
+            text = stat.read_text()
+            running += text[text.rindex(")") + 2] == "R"  # the state follows the command's name
+    return running
+
+
+@contextlib.contextmanager
+def thread_limit(threads: int) -> Iterator[None]:
+    """numba's parallel regions started by this thread use at most `threads` threads meanwhile
+    (the results do not depend on it: see each kernel)."""
+    before = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(threads, before)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
 
 
 def empty_share(stream: Stream) -> np.ndarray:

@@ -43,22 +43,6 @@ ROW_UNITS = 4
 ROW_BLOCK = 16  # rows whose pre-activations are computed together (W_enc read once per block)
 
 
-# A job of fewer instances than ROW_UNITS meets in a parallel region every step, which waits
-# for its slowest thread: with another process on one of the cores, that thread can wait a
-# scheduler slice (milliseconds) for its core. Below this many multiply-adds of the encoder
-# per step (batch x d_in x latents, all instances) a step runs on one thread; the split, and
-# so the result, stays the same (see ROW_UNITS). Measured in benchmarks/loaded_threads.py.
-PARALLEL_WORK = 2**20
-
-
-def threads(instances: int, batch: int, dims: int, latents: int, available: int) -> int:
-    """The threads a job runs on: every one available, but one where its steps are small and
-    synchronised (instances run whole, each on one thread, never wait for each other)."""
-    if instances >= ROW_UNITS:
-        return available
-    return available if instances * batch * dims * latents >= PARALLEL_WORK else 1
-
-
 def factored(features: int, batch: int) -> bool:
     """Whether P = F W_enc (2 features x d x latents per step, with dW_enc) is cheaper than
     the dense encoder (batch x d x latents)."""
@@ -598,7 +582,7 @@ def _zero(grads):
         gb_dec[k] = 0
 
 
-@njit(inline="always")
+@njit(fastmath=_FASTMATH, nogil=True)  # a call: inlined into both of train_steps' parallel loops it compiled twice
 def _update(weights, moments, rule, i, step, lr, grads, gW_enc, last_fired):
     """Adam on instance i from its summed gradients, then unit decoder rows, θ >= 0 and the firing record."""
     W_enc, b_enc, W_dec, b_dec, theta = weights
@@ -647,6 +631,22 @@ def _gradients(d, latents):
     )
 
 
+@njit(fastmath=_FASTMATH, nogil=True)  # a call, so that the parallel loop that runs it stays small to compile
+def _train_instance(weights, moments, source, rule, first_step, lr, losses, last_fired, i):
+    """Instance i, all its rows on this thread, for len(losses) steps."""
+    d, latents = weights.W_enc.shape[1], weights.W_enc.shape[2]
+    feat, batch = source.F.shape[1], source.batch
+    X, scratch, columns = _buffers(feat, d, latents, batch, rule.factored, rule.columns)
+    grads = _gradients(d, latents)
+    gW_enc = np.empty((d, latents), np.float32)
+    everyone = np.ones(latents, np.bool_)
+    dead = np.empty(latents, np.bool_)
+    for s in range(losses.shape[0]):
+        _zero(grads)
+        losses[s, i] = _unit(weights, source, rule, i, first_step + s, np.int64(0), batch, last_fired, everyone, dead, X, scratch, columns, grads)
+        _update(weights, moments, rule, i, first_step + s, lr, grads, gW_enc, last_fired)
+
+
 @njit(parallel=True, cache=True, fastmath=_FASTMATH, nogil=True)
 def train_steps(weights, moments, source, rule, first_step, lr, losses, last_fired):
     """Train every instance for len(losses) steps from `first_step`, in place.
@@ -655,17 +655,12 @@ def train_steps(weights, moments, source, rule, first_step, lr, losses, last_fir
     feat, batch = source.F.shape[1], source.batch
     steps = losses.shape[0]
     chunks = max(1, ROW_UNITS // instances)
+    # Every call out of a prange passes its index as int64: prange's index is unsigned, and a
+    # callee called with uint64 in one place and int64 in another compiles twice (the first
+    # compile took 118 s with _unit compiled three times, 54 s after; benchmarks/first_compile.py)
     if chunks == 1:
         for i in prange(instances):
-            X, scratch, columns = _buffers(feat, d, latents, batch, rule.factored, rule.columns)
-            grads = _gradients(d, latents)
-            gW_enc = np.empty((d, latents), np.float32)
-            everyone = np.ones(latents, np.bool_)
-            dead = np.empty(latents, np.bool_)
-            for s in range(steps):
-                _zero(grads)
-                losses[s, i] = _unit(weights, source, rule, i, first_step + s, 0, batch, last_fired, everyone, dead, X, scratch, columns, grads)
-                _update(weights, moments, rule, i, first_step + s, lr, grads, gW_enc, last_fired)
+            _train_instance(weights, moments, source, rule, first_step, lr, losses, last_fired, np.int64(i))
         return
     # few instances: each one's rows in `chunks` parts, a synchronised step at a time
     units = instances * chunks
@@ -680,7 +675,7 @@ def train_steps(weights, moments, source, rule, first_step, lr, losses, last_fir
     gW_enc = np.empty((instances, d, latents), np.float32)
     for s in range(steps):
         for u in prange(units):
-            i, part = u // chunks, u % chunks
+            i, part = np.int64(u // chunks), np.int64(u % chunks)
             grads = (gW_encT[u], gb_enc[u], gW_dec[u], gb_dec[u], gtheta[u], fired[u])
             _zero(grads)
             X, scratch, columns = buffers[u]
@@ -702,4 +697,4 @@ def train_steps(weights, moments, source, rule, first_step, lr, losses, last_fir
                     gb_dec[u, k] += gb_dec[other, k]
             losses[s, i] = loss
             grads = (gW_encT[u], gb_enc[u], gW_dec[u], gb_dec[u], gtheta[u], fired[u])
-            _update(weights, moments, rule, i, first_step + s, lr, grads, gW_enc[i], last_fired)
+            _update(weights, moments, rule, np.int64(i), first_step + s, lr, grads, gW_enc[i], last_fired)

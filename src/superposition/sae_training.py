@@ -19,9 +19,7 @@ Dead latents:
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numba
@@ -30,6 +28,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from . import fused
 from .activations import RESAMPLING, SAE_INIT, DictionarySource, RunSource, derived_seed
 from .config import ConfigError
 from .sae_config import SAEConfig
@@ -215,7 +214,7 @@ class _Fused:
     """The compiled loop of sae_fused.py, updating the parameters in place through numpy views."""
 
     def __init__(self, config: SAEConfig, params: Params, source):
-        from . import fused, sae_fused
+        from . import sae_fused
 
         self.config = config
         self.params = params
@@ -237,12 +236,12 @@ class _Fused:
         )  # fmt: skip
         self.last_fired = torch.full((config.instances, config.latents), -1, dtype=torch.long)
         self._train = sae_fused.train_steps
-        self.threads = sae_fused.threads(config.instances, config.batch_size, config.dims, config.latents, numba.get_num_threads())
+        self.threads = fused.free_cores(numba.get_num_threads())
         self.run(0, 0)  # loads (or compiles) the kernel now, so that the loop's time is the loop's
 
     def run(self, first: int, count: int) -> Tensor:
         losses = np.empty((count, self.config.instances), np.float32)
-        with thread_limit(self.threads):
+        with fused.thread_limit(self.threads):
             self._train(self.weights, self.moment_arrays, self.source, self.rule, first, np.float32(self.config.lr), losses, self.last_fired.numpy())
         return torch.from_numpy(losses)
 
@@ -250,17 +249,6 @@ class _Fused:
         names = ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")
         pairs = {n: (torch.from_numpy(self.moment_arrays[2 * k]), torch.from_numpy(self.moment_arrays[2 * k + 1])) for k, n in enumerate(names)}
         return {n: pair for n, pair in pairs.items() if n in self.params}
-
-
-@contextlib.contextmanager
-def thread_limit(threads: int) -> Iterator[None]:
-    """numba's parallel regions started by this thread use at most `threads` threads meanwhile."""
-    before = numba.get_num_threads()
-    numba.set_num_threads(min(threads, before))
-    try:
-        yield
-    finally:
-        numba.set_num_threads(before)
 
 
 def _draws(seed: int, step: int, source: int) -> torch.Generator:

@@ -383,12 +383,14 @@ def _fused_stepper(
         batch=config.batch_size,
         normalize=config.normalize,
     )
-    lanes, sparse = fused.plan(stream, numba.get_num_threads())
+    threads = fused.free_cores(numba.get_num_threads())
+    lanes, sparse = fused.plan(stream, threads)
 
     def run(first: int, count: int) -> Tensor:
         lrs = np.array([config.lr * lr_factor(first + s, config) for s in range(count)], np.float32)
         losses = np.empty((count, weights.W.shape[0]), np.float32)
-        fused.train_steps(weights, moments, stream, model, optimiser, first, lrs, losses, lanes, sparse)
+        with fused.thread_limit(threads):
+            fused.train_steps(weights, moments, stream, model, optimiser, first, lrs, losses, lanes, sparse)
         return torch.from_numpy(losses)
 
     return run
@@ -425,14 +427,16 @@ def _fused_dataset_stepper(
 
     weights, moments, model, optimiser = _kernel_state(params, importance, config)
     steps_cost = np.full(len(sources), float(min(config.dataset_size, config.batch_size)))
-    lanes = fused.lanes(steps_cost, numba.get_num_threads())
+    threads = fused.free_cores(numba.get_num_threads())
+    lanes = fused.lanes(steps_cost, threads)
     held = (examples.row_ptr, examples.cols, examples.values)
 
     def run(first: int, count: int) -> Tensor:
         lrs = np.array([config.lr * lr_factor(first + s, config) for s in range(count)], np.float32)
         losses = np.empty((count, len(sources)), np.float32)
         picks = np.zeros((len(sources), 0, 0), np.int64) if dataset.full_batch(config) else dataset.batches(config, first, count, sources)
-        dataset_fused.train_steps(weights, moments, held, picks, model, optimiser, first, lrs, losses, lanes)
+        with fused.thread_limit(threads):
+            dataset_fused.train_steps(weights, moments, held, picks, model, optimiser, first, lrs, losses, lanes)
         return torch.from_numpy(losses)
 
     return run
@@ -451,10 +455,10 @@ def _converged(history: Float[Tensor, "steps inst"], tol: float) -> bool:
 # after it, torch.compile's graphs per process), and about how long that took on a cold
 # cache on 2 cores (docs/performance.md)
 FIRST_COMPILE = {
-    "fused": ("the training kernel", 40),
-    "fused-dataset": ("the finite-data training kernel", 60),
-    "compiled": ("the training step with torch.compile", 60),
-    "sae-fused": ("the SAE training kernel", 100),
+    "fused": ("the training kernel", 20),
+    "fused-dataset": ("the finite-data training kernel", 40),
+    "compiled": ("the training step with torch.compile", 15),
+    "sae-fused": ("the SAE training kernel", 55),
 }
 COMPILE_NOTICE_AFTER = 2.0  # seconds: a kernel loaded from the cache takes well under this
 
