@@ -441,3 +441,28 @@ def test_a_core_busy_with_another_process_gets_no_thread():
     finally:
         busy.kill()
         busy.wait()
+
+
+# 16. what `make demo` prints explains its terms, reads at 80 columns, and its figures have a key
+
+
+def test_the_demo_explains_its_terms_and_reads_at_80_columns(cli, tmp_path):
+    code, out, err = cli("reproduce", "seed", "--out", tmp_path / "seed", "--steps", "30", "--quiet")
+    assert code == 0, err
+    text = " ".join(out.split())
+    assert "The seed is the earlier project this toolkit reproduces first" in text
+    assert "Seeds 0-4 are random seeds" in text and "diagonal count: the features whose entry" in text
+    assert "A claim holds where it holds for most random seeds of the seed's own procedure" in text
+    lines = [line for line in out.splitlines() if not line.startswith("figure: ")]
+    assert max(map(len, lines)) <= 80
+    # a claim's prose wraps in its own column, never into columns of single words
+    claim = next(line for line in lines if "most important features learned" in line)
+    assert len(claim.split()) > 6
+
+
+def test_the_gram_figure_has_a_colour_key(run_dir):
+    from superposition.plots import gram_figure
+
+    run = sp.load_run(run_dir)
+    labels = [ax.get_ylabel() for ax in gram_figure(run.config, run.params).axes]
+    assert any("blue +, red −" in label for label in labels)

@@ -21,9 +21,12 @@ import pytest
 from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
+import superposition as sp
+import superposition.sae_training
 import superposition.training
 from superposition.cli import main
 from superposition.config import USER_KEYS
+from superposition.sae_config import USER_KEYS as SAE_KEYS
 from superposition.files import MARKER, seal
 from superposition.runs import SEALED
 
@@ -48,6 +51,7 @@ def no_training(monkeypatch):
         raise WouldTrain
 
     monkeypatch.setattr(superposition.training, "train", refuse)
+    monkeypatch.setattr(superposition.sae_training, "train", refuse)
 
 
 def run_cli(args: list[str]) -> tuple[int, str]:
@@ -173,3 +177,52 @@ def test_readers_of_a_run_whose_files_are_garbage(command, name, content):
         before = {str(p.relative_to(root)) for p in root.rglob("*")}
         code, err = run_cli([command, root / "run"])
         assert_refused(code, err, before, root)
+
+
+SAE_FLAGS = [
+    "--data", "--features", "--dims", "--density", "--instances", "--kind", "--latents", "--l1", "--k", "--l0",
+    "--steps", "--lr", "--batch-size", "--seed", "--device", "--engine", "--eval-batch-size",
+]  # fmt: skip
+
+
+@given(flags=st.lists(st.tuples(st.sampled_from(SAE_FLAGS), FLAG_VALUES), min_size=1, max_size=3))
+def test_random_sae_flags(flags):
+    extra = [part for flag, value in flags for part in (flag, value)]
+    base = ["--data", "dictionary", "--features", "8", "--dims", "3", "--steps", "5", "--quiet"]
+    in_scratch({}, lambda root: ["sae", *base, *extra, "--out", root / "np" / "s"])
+
+
+SAE_SPEC_KEYS = st.one_of(st.sampled_from(sorted(SAE_KEYS)), st.text(max_size=8))
+SAE_AXES = st.dictionaries(
+    st.one_of(st.sampled_from(["density", "kind", "l1", "k", "l0", "latents", "seed", "run", "features", "lr"]), st.text(max_size=6)),
+    st.one_of(TOML_VALUES, st.sampled_from(["{ log = [1, 0.01, 3] }", "[0.5, nan]", '["relu", "gated"]', "[1e-300]", "[0, 1]"])),
+    min_size=1, max_size=3,
+)  # fmt: skip
+
+
+@given(table=st.lists(st.tuples(SAE_SPEC_KEYS, TOML_VALUES), max_size=3), axes=SAE_AXES)
+def test_random_sae_specs(table, axes):
+    text = '[sae]\ndata = "dictionary"\nfeatures = 8\ndims = 3\nsteps = 5\n'
+    text += "".join(f"{json.dumps(k)} = {v}\n" for k, v in table if k not in ("data", "features", "dims", "steps"))
+    text += "[axes]\n" + "".join(f"{json.dumps(k)} = {v}\n" for k, v in axes.items())
+    in_scratch({"spec.toml": text.encode()}, lambda root: ["sweep", root / "spec.toml", "--out", root / "out", "--quiet"])
+
+
+SAMPLE_CONFIG = sp.Config(features=4, hidden=2, sparsity=[0.5], steps=20, batch_size=8)
+STEPS = st.one_of(
+    JSON_VALUES,
+    st.lists(st.integers(min_value=-(2**70), max_value=2**70), max_size=4),
+    st.lists(st.integers(min_value=0, max_value=19), min_size=1, max_size=4),
+    st.builds(range, st.integers(min_value=-5, max_value=30)),
+)
+
+
+@given(steps=STEPS)
+def test_random_steps_to_sample(steps):
+    """sp.sample returns the batches of valid steps, and refuses anything else in one line."""
+    try:
+        batches = sp.sample(SAMPLE_CONFIG, steps=steps)
+    except sp.ConfigError as error:
+        assert str(error).startswith(("steps: ", "config: ")) and "\n" not in str(error)
+        return
+    assert batches.shape == (len(list(steps)), 1, 8, 4)

@@ -64,7 +64,7 @@ def _console():
 
 @app.command()
 def train(
-    out: Annotated[Path, typer.Option(help="Run directory to write (replaced if it is one of ours).")],
+    out: Annotated[Path, typer.Option(help="Run directory to write (replaced only if it is a run of ours).")],
     config: Annotated[Path | None, typer.Option(help="TOML file with the same keys as these flags (or a run's config.json); flags override it.")] = None,
     model: Annotated[str | None, typer.Option(help="A registered model kind; `superposition kinds` lists them.")] = None,
     activation: Annotated[str | None, typer.Option(help=f"{_choices(Activation)}, of the output.")] = None,
@@ -161,7 +161,7 @@ def train(
 @app.command()
 def sae(
     run: Annotated[Path | None, typer.Argument(help="A run directory whose hidden activations x W are the data.")] = None,
-    out: Annotated[Path | None, typer.Option(help="SAE directory to write (replaced if it is one of ours).")] = None,
+    out: Annotated[Path | None, typer.Option(help="SAE directory to write (replaced only if it is an SAE directory of ours).")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML file with the same keys as these flags; flags override it.")] = None,
     data: Annotated[str | None, typer.Option(help="run (default with RUN) or dictionary: random unit directions.")] = None,
     features: Annotated[int | None, typer.Option(help="With --data dictionary: true features per dictionary.")] = None,
@@ -399,16 +399,25 @@ def _print_rows(rows: list[dict[str, Any]], title: str | None = None) -> None:
 
 
 def _print_claims(summary: dict[str, Any]) -> None:
-    """A block per claim, not a table: four columns of prose wrap into single words at 80 columns."""
-    console = _console()
-    console.print(f"{summary['preset']}: claims", style="bold", markup=False)
+    """A block per claim, its prose in one wide column: a table of four prose columns wraps
+    into single words at 80 columns."""
+    from rich.table import Table
+    from rich.text import Text
+
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True, justify="right")
+    grid.add_column()
     for claim in summary["claims"]:
-        verdict = ("holds", "green") if claim["holds"] else ("does not hold", "bold red")
-        console.print(f"{verdict[0]}: {claim['claim']}", style=verdict[1], markup=False)
-        console.print(f"    paper: {claim['paper']}", markup=False)
-        console.print(f"    ours:  {claim['ours']}", markup=False)
+        verdict = Text("holds", "green") if claim["holds"] else Text("does not hold", "bold red")
+        grid.add_row(verdict, Text(claim["claim"], "bold"))
+        grid.add_row("paper", Text(claim["paper"]))
+        grid.add_row("ours", Text(claim["ours"]))
+        grid.add_row("", "")
+    console = _console()
+    console.print(Text(f"{summary['preset']}: claims", "bold"))
+    console.print(grid)
     if summary.get("legend"):
-        console.print(summary["legend"], style="dim", markup=False)
+        console.print(Text(summary["legend"], "dim"))
 
 
 def main(argv: list[str] | None = None) -> None:
