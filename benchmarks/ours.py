@@ -18,7 +18,8 @@ import time
 import torch
 
 from superposition.config import Config, resolve
-from superposition.training import CHUNK, train
+from superposition.steps import CHUNK
+from superposition.training import train
 
 
 def rss_mib() -> float:

@@ -19,7 +19,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from superposition import compiled, data
 from superposition.models import init_params
-from superposition.training import CHUNK
+from superposition.steps import CHUNK
 
 
 def main() -> None:

@@ -13,7 +13,8 @@ from superposition import data, dataset, dataset_fused
 from superposition.config import ConfigError
 from superposition.metrics import measure
 from superposition.models import forward, init_params, loss_per_instance
-from superposition.training import BETAS, EPS, lr_factor, train
+from superposition.steps import BETAS, EPS, lr_factor
+from superposition.training import train
 
 SMALL = dict(features=30, hidden=2, sparsity=[0.9, 0.95], importance_decay=0.9, normalize=True, lr=1e-2, device="cpu")
 

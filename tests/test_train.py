@@ -6,7 +6,8 @@ import torch
 from superposition.config import ConfigError, resolve
 from superposition.metrics import dimensions_per_feature, feature_norms
 from superposition.models import forward, init_params
-from superposition.training import lr_factor, settle, train
+from superposition.steps import lr_factor
+from superposition.training import settle, train
 
 
 def _config(**keys):

@@ -7,7 +7,7 @@ stream on the device, the model kind's loss, its gradients by torch.func.grad, A
 is one function that torch.compile traces whole. The step counter, the learning rates
 of the current chunk of steps and the weight decay are device tensors, so nothing in the
 step depends on Python, and no input's shape on the number of steps. On CUDA the engine
-records `training.CHUNK` consecutive steps once into a CUDA graph and replays it: one
+records `steps.CHUNK` consecutive steps once into a CUDA graph and replays it: one
 launch per chunk, no Python per step. Elsewhere the compiled step runs once per step:
 that is how the test suite checks it on a CPU, whose fast engine is `fused`.
 
@@ -43,7 +43,7 @@ from torch import Tensor
 from . import data
 from .config import Config
 from .models import Params, forward, loss_per_instance
-from .training import BETAS, CHUNK, EPS, Stepper, lr_factor
+from .steps import BETAS, CHUNK, EPS, Stepper, lr_factor
 
 if TYPE_CHECKING:
     from .dataset import Sparse

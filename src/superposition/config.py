@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .errors import ConfigError
+
 Activation = Literal["relu", "linear"]
 DataKind = Literal["paper", "seed", "signed"]
 Target = Literal["identity", "abs"]
@@ -36,10 +38,6 @@ MIN_PROBABILITY = 2.0**-24
 
 # The seed's sweep: also the default instances of `superposition train`.
 SEED_SPARSITIES = (0.0, 0.7, 0.9, 0.99, 0.999)
-
-
-class ConfigError(ValueError):
-    """Bad user input; the message is one line naming the field and the fix."""
 
 
 def plain(value: Any) -> Any:

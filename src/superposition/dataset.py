@@ -237,7 +237,7 @@ def scratch_bytes(config: Config, copies: int) -> int:
     steps."""
     import os
 
-    from .training import CHUNK
+    from .steps import CHUNK
 
     batch = min(config.dataset_size, config.batch_size)
     nodes = 2 * (2 * batch // 8 + 2)

@@ -33,7 +33,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .config import ConfigError
+from .errors import ConfigError
 
 Params = dict[str, Tensor]
 

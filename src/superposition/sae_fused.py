@@ -582,7 +582,7 @@ def _zero(grads):
         gb_dec[k] = 0
 
 
-@njit(fastmath=_FASTMATH, nogil=True)  # a call: inlined into both of train_steps' parallel loops it compiled twice
+@njit(fastmath=_FASTMATH, nogil=True)  # a call: inlined, it would be compiled into each parallel loop that runs it
 def _update(weights, moments, rule, i, step, lr, grads, gW_enc, last_fired):
     """Adam on instance i from its summed gradients, then unit decoder rows, θ >= 0 and the firing record."""
     W_enc, b_enc, W_dec, b_dec, theta = weights
@@ -655,9 +655,8 @@ def train_steps(weights, moments, source, rule, first_step, lr, losses, last_fir
     feat, batch = source.F.shape[1], source.batch
     steps = losses.shape[0]
     chunks = max(1, ROW_UNITS // instances)
-    # Every call out of a prange passes its index as int64: prange's index is unsigned, and a
-    # callee called with uint64 in one place and int64 in another compiles twice (the first
-    # compile took 118 s with _unit compiled three times, 54 s after; benchmarks/first_compile.py)
+    # Every call out of a prange passes its indices as int64: prange's index is unsigned, and a
+    # callee given uint64 in one loop and int64 in another is compiled once for each
     if chunks == 1:
         for i in prange(instances):
             _train_instance(weights, moments, source, rule, first_step, lr, losses, last_fired, np.int64(i))

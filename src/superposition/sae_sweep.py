@@ -33,7 +33,7 @@ from typing import Any
 from .config import ConfigError, normalise_keys
 from .sae_config import SETTINGS, USER_KEYS, SAEConfig, resolve_sae
 from .saes import SAE_KINDS
-from .sweep import Shard, axis_values
+from .grid import Shard, axis_values
 
 AXIS_KEYS = USER_KEYS - {"run", "data"}
 WHOLE = {name for name, field in SAEConfig.model_fields.items() if field.annotation in (int, "int")} | {"k", "instances"}

@@ -33,7 +33,8 @@ from .activations import RESAMPLING, SAE_INIT, DictionarySource, RunSource, deri
 from .config import ConfigError
 from .sae_config import SAEConfig
 from .saes import AUXK_WEIGHT, BANDWIDTH, SAE_KINDS, THRESHOLD_INIT, Params, forward, k_aux
-from .training import BETAS, EPS, Diverged, LossBar, divergence, require_memory
+from .steps import BETAS, EPS
+from .training import Diverged, LossBar, divergence, require_memory
 
 DEAD_STEPS = 100
 RESAMPLE_CHECKS = 10  # checks over the whole run; only those in its first half resample

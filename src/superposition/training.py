@@ -30,13 +30,12 @@ from torch import Tensor
 from . import data
 from .config import Config, ConfigError
 from .models import KINDS, Params, forward, init_params, loss_per_instance
+from .steps import BETAS, CHUNK, EPS, Stepper, lr_factor, make_optimizer
 
 if TYPE_CHECKING:
     from .dataset import Sparse
 
 EARLY_STOP_WINDOW = 500
-CHUNK = 100  # steps per call of an engine; progress and early stop are checked between calls
-BETAS, EPS = (0.9, 0.999), 1e-8  # Adam's defaults, the same for both engines
 
 
 class Diverged(Exception):
@@ -160,24 +159,6 @@ def settle(config: Config) -> Config:
     return config.model_copy(update={"device": device, "engine": engine})
 
 
-def lr_factor(step: int, config: Config) -> float:
-    """Multiplier of the base learning rate at `step`: linear warmup, then the schedule to 0."""
-    if step < config.warmup:
-        return (step + 1) / config.warmup
-    t = (step - config.warmup) / max(1, config.steps - config.warmup)
-    if config.schedule == "linear":
-        return 1 - t
-    if config.schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * t))
-    return 1.0
-
-
-def make_optimizer(params: list[Tensor], config: Config) -> torch.optim.Optimizer:
-    kind = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    # foreach, as torch picks on CUDA: the same update arithmetic (and failures) on every device
-    return kind(params, lr=config.lr, betas=BETAS, eps=EPS, weight_decay=config.weight_decay, foreach=True)
-
-
 def train(config: Config, progress: bool = False, sources: list[int] | None = None) -> TrainResult:
     """sources: the instance whose training set each instance trains on (restarts' copies
     share their instance's); default, its own."""
@@ -273,9 +254,6 @@ def _best_of_restarts(config: Config, progress: bool) -> TrainResult:
         steps_run=result.steps_run,
         dataset=examples.compact() if examples is not None else None,
     )
-
-
-Stepper = Callable[[int, int], Float[Tensor, "steps inst"]]  # (first step, count) -> losses
 
 
 def _fit(run: Stepper, config: Config, instances: int, reporter: _Progress) -> tuple[Tensor, int]:
