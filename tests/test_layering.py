@@ -1,5 +1,7 @@
 """The package's modules import one another one way: no cycle, counting the imports
 written inside functions too (an import hidden in a function to dodge a cycle is still one).
+Imports under `if TYPE_CHECKING:` are left out: they name types for annotations and are
+never run.
 """
 
 from __future__ import annotations
@@ -22,7 +24,16 @@ def imports(package: Path) -> dict[str, set[str]]:
     edges: dict[str, set[str]] = {name: set() for name in modules}
     for name, path in modules.items():
         here = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        typing_only = {
+            id(inner)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+            for inner in ast.walk(node)
+        }
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
             if isinstance(node, ast.ImportFrom):
                 if node.level:
                     base = here.split(".")[: len(here.split(".")) - node.level + 1]
@@ -90,4 +101,6 @@ def test_a_planted_cycle_is_found(tmp_path):
     (package / "inner" / "b.py").write_text("def f():\n    from ..c import g\n")  # hidden in a function
     (package / "c.py").write_text("import planted.a\n")
     (package / "d.py").write_text("from . import a\n")  # imports into the cycle, not part of it
+    (package / "e.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import f\n")
+    (package / "f.py").write_text("from . import e\n")  # a cycle in annotations only: never run
     assert cycles(imports(package)) == [["planted.a", "planted.c", "planted.inner.b"]]

@@ -7,7 +7,8 @@ from superposition.config import ConfigError, resolve
 from superposition.metrics import dimensions_per_feature, feature_norms
 from superposition.models import forward, init_params
 from superposition.steps import lr_factor
-from superposition.training import settle, train
+from superposition.engines import settle
+from superposition.training import train
 
 
 def _config(**keys):

@@ -144,7 +144,8 @@ def train(
 
     from .files import atomic_dir, check_free_space
     from .runs import run_bytes, train as fit
-    from .training import check_memory, settle
+    from .engines import settle
+    from .training import check_memory
 
     settled = settle(resolved)
     check_memory(settled)

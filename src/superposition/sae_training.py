@@ -31,6 +31,7 @@ from torch import Tensor
 from . import fused
 from .activations import RESAMPLING, SAE_INIT, DictionarySource, RunSource, derived_seed
 from .config import ConfigError
+from .engines import device_of, engine_of
 from .sae_config import SAEConfig
 from .saes import AUXK_WEIGHT, BANDWIDTH, SAE_KINDS, THRESHOLD_INIT, Params, forward, k_aux
 from .steps import BETAS, EPS
@@ -50,14 +51,6 @@ class SAEResult:
     seconds: float  # wall time of the training loop
     setup_seconds: float  # before it: the engine's start (loading or compiling the kernel)
     engine: str  # the engine that trained it
-
-
-def device_of(config: SAEConfig) -> str:
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: cuda was asked for but no CUDA GPU is available; use --device cpu")
-    if config.device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return config.device
 
 
 def source_run(config: SAEConfig, run=None):
@@ -87,18 +80,6 @@ def source_of(config: SAEConfig, run=None, device: str = "cpu") -> RunSource:
 def settings_tensor(config: SAEConfig, device: str = "cpu") -> Float[Tensor, "inst"]:
     """Each SAE instance's setting (l1, k or l0), setting-major."""
     return torch.tensor(config.settings, dtype=torch.float32, device=device).repeat_interleave(config.source_instances)
-
-
-def engine_of(config: SAEConfig, device: str) -> str:
-    """The fused engine on the CPU, autograd elsewhere (or as asked)."""
-    if config.engine == "compiled":
-        raise ConfigError(
-            "engine: SAEs have no compiled (torch.compile) engine yet; use --engine fused on the CPU, "
-            "--engine reference on any device, or leave it auto"
-        )
-    if config.engine == "fused" and device != "cpu":
-        raise ConfigError("engine: the fused engine runs on the CPU; use --engine reference with --device cuda")
-    return ("fused" if device == "cpu" else "reference") if config.engine == "auto" else config.engine
 
 
 def memory_needed(config: SAEConfig) -> int:

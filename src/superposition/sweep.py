@@ -273,7 +273,8 @@ def sweep(
 ) -> dict[str, Any]:
     """Run (or resume) a sweep; return counts of shards trained, skipped and failed."""
     from .sae_training import check as check_saes
-    from .training import check_memory, settle
+    from .engines import settle
+    from .training import check_memory
 
     spec = read_spec(spec_path)
     shards = plan(spec)

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from . import data
 from .config import Config, ConfigError
+from .engines import settle
 from .models import KINDS, Params, forward, init_params, loss_per_instance
 from .steps import BETAS, CHUNK, EPS, Stepper, lr_factor, make_optimizer
 
@@ -127,36 +128,6 @@ class TrainResult:
     history: Float[Tensor, "steps inst"]  # training loss per step and instance (NaN where not trained)
     steps_run: int
     dataset: Sparse | None = None  # the training set of a finite-data run
-
-
-def settle(config: Config) -> Config:
-    """Replace `auto` by what will run: the device, and the engine for it.
-
-    `auto` is the fused engine on the CPU (the reference one for what it does not run) and
-    the compiled engine on CUDA. Asking for the fused engine settles `device = auto` on the CPU.
-    """
-    fused = KINDS[config.model].fused is not None
-    if config.engine == "fused" and not fused:
-        raise ConfigError(f"engine: the fused engine does not run the {config.model} model; use --engine reference")
-    if config.dataset_size and (config.activation != "relu" or config.hidden_activation != "linear"):
-        # its sparse step skips the outputs a ReLU makes zero: a linear output has none
-        if config.engine == "fused":
-            raise ConfigError(
-                "engine: the fused engine trains a finite dataset with a ReLU output and a linear hidden layer; "
-                "use --engine reference"
-            )
-        fused = False
-    device = config.device
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: cuda was asked for but no CUDA GPU is available; use --device cpu")
-    if device == "auto":
-        device = "cpu" if config.engine == "fused" or not torch.cuda.is_available() else "cuda"
-    engine = config.engine
-    if engine == "auto":
-        engine = "compiled" if device == "cuda" else "fused" if fused else "reference"
-    if engine == "fused" and device != "cpu":
-        raise ConfigError("engine: the fused engine runs on the CPU; use --engine compiled with --device cuda")
-    return config.model_copy(update={"device": device, "engine": engine})
 
 
 def train(config: Config, progress: bool = False, sources: list[int] | None = None) -> TrainResult:

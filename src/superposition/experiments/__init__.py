@@ -71,7 +71,8 @@ def fit(directory: Path, keys: dict[str, Any], options: Options, restarts: int =
 
     config = resolve({**keys, "restarts": options.restarts or restarts, **options.overrides})
     if options.check:
-        from ..training import check_memory, settle
+        from ..engines import settle
+        from ..training import check_memory
 
         check_memory(settle(config))
         raise _Checked

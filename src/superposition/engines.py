@@ -1,0 +1,101 @@
+"""The engines, each an object that says what it runs, and the one place an engine is chosen.
+
+A job is a toy model's Config (fresh data, or a finite set with `dataset_size`) or an
+SAEConfig. An engine answers `supports(job, device)`: None where it trains the job on
+that device, otherwise the reason it does not, in words a user can act on. `settle`
+fills in `auto`: the device (the GPU where there is one, unless the engine named runs on
+the CPU only), then the first engine of PREFERENCE for that device that supports the
+job. An engine named that cannot run the job is refused with its own reason.
+
+  fused      numba kernels, CPU only: fused.py (toy models), dataset_fused.py (finite
+             sets with a ReLU output and a linear hidden layer), sae_fused.py (SAEs);
+             toy model kinds only where the kind's own class declares `fused`
+  compiled   torch.compile (CUDA graphs on a GPU), toy models and finite sets of every kind
+  reference  autograd and torch.optim, everything, on any device
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+
+from .config import Config
+from .errors import ConfigError
+from .models import KINDS
+
+if TYPE_CHECKING:
+    from .sae_config import SAEConfig
+
+    Job = Config | SAEConfig  # a toy model's config, or an SAE job's
+
+
+class Engine:
+    name: ClassVar[str]
+    devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
+
+    def supports(self, job: Job, device: str) -> str | None:
+        """None where this engine trains `job` on `device`; otherwise why not, and what to use."""
+        return None
+
+
+class Fused(Engine):
+    name, devices = "fused", ("cpu",)
+
+    def supports(self, job: Job, device: str) -> str | None:
+        toy = isinstance(job, Config)
+        if toy and KINDS[job.model].fused is None:
+            return f"the fused engine does not run the {job.model} model; use --engine reference"
+        if toy and job.dataset_size and (job.activation != "relu" or job.hidden_activation != "linear"):
+            # its sparse step skips the outputs a ReLU makes zero: a linear output has none
+            return "the fused engine trains a finite dataset with a ReLU output and a linear hidden layer; use --engine reference"
+        if device != "cpu":
+            return f"the fused engine runs on the CPU; use --engine {'compiled' if toy else 'reference'} with --device cuda"
+        return None
+
+
+class Compiled(Engine):
+    name = "compiled"
+
+    def supports(self, job: Job, device: str) -> str | None:
+        if not isinstance(job, Config):
+            return "SAEs have no compiled (torch.compile) engine yet; use --engine fused on the CPU, --engine reference on any device, or leave it auto"
+        return None
+
+
+class Reference(Engine):
+    name = "reference"
+
+
+ENGINES: dict[str, Engine] = {engine.name: engine for engine in (Fused(), Compiled(), Reference())}
+# the fastest first: on the CPU the numba kernels, on a GPU one CUDA graph per 100 steps
+PREFERENCE = {"cpu": ("fused", "reference"), "cuda": ("compiled", "reference")}
+
+
+def device_of(job: Job) -> str:
+    """The device a job trains on: as asked, or the GPU where there is one (the CPU where
+    the engine asked for runs only there)."""
+    if job.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: cuda was asked for but no CUDA GPU is available; use --device cpu")
+    if job.device != "auto":
+        return job.device
+    if job.engine != "auto" and "cuda" not in ENGINES[job.engine].devices:
+        return "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def engine_of(job: Job, device: str) -> str:
+    """The engine that trains `job` on `device`: the one asked for, if it can; for `auto`, the
+    first of PREFERENCE[device] that can."""
+    if job.engine != "auto":
+        reason = ENGINES[job.engine].supports(job, device)
+        if reason:
+            raise ConfigError(f"engine: {reason}")
+        return job.engine
+    return next(name for name in PREFERENCE[device] if ENGINES[name].supports(job, device) is None)
+
+
+def settle(job: Job) -> Job:
+    """The job with `auto` replaced by what will run: its device, and the engine for it."""
+    device = device_of(job)
+    return job.model_copy(update={"device": device, "engine": engine_of(job, device)})
