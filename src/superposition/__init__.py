@@ -156,6 +156,13 @@ def register(kind: type[Kind]) -> type[Kind]:
     return _register(kind)
 
 
+def register_sae(kind: type) -> type:
+    """Register an SAE kind (a subclass of superposition.saes.SAEKind) under its `name`."""
+    from .saes import register as _register
+
+    return _register(kind)
+
+
 def __getattr__(name: str) -> Any:
     if name in ("Run", "Kind", "KINDS", "SAE"):
         from . import models, runs, sae_runs
@@ -166,5 +173,5 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Config", "ConfigError", "Kind", "KINDS", "Run", "SAE", "__version__",
-    "load_run", "load_sae", "load_sweep", "register", "sample", "train", "train_sae",
+    "load_run", "load_sae", "load_sweep", "register", "register_sae", "sample", "train", "train_sae",
 ]  # fmt: skip

@@ -9,7 +9,7 @@ job. An engine named that cannot run the job is refused with its own reason.
 
   fused      numba kernels, CPU only: fused.py (toy models), dataset_fused.py (finite
              sets with a ReLU output and a linear hidden layer), sae_fused.py (SAEs);
-             toy model kinds only where the kind's own class declares `fused`
+             model and SAE kinds only where the kind's own class declares `fused`
   compiled   torch.compile (CUDA graphs on a GPU), toy models and finite sets of every kind
   reference  autograd and torch.optim, everything, on any device
 """
@@ -23,6 +23,7 @@ import torch
 from .config import Config
 from .errors import ConfigError
 from .models import KINDS
+from .saes import SAE_KINDS
 
 if TYPE_CHECKING:
     from .sae_config import SAEConfig
@@ -46,6 +47,8 @@ class Fused(Engine):
         toy = isinstance(job, Config)
         if toy and KINDS[job.model].fused is None:
             return f"the fused engine does not run the {job.model} model; use --engine reference"
+        if not toy and not SAE_KINDS[job.kind].fused:
+            return f"the fused engine does not run the {job.kind} SAE; use --engine reference"
         if toy and job.dataset_size and (job.activation != "relu" or job.hidden_activation != "linear"):
             # its sparse step skips the outputs a ReLU makes zero: a linear output has none
             return "the fused engine trains a finite dataset with a ReLU output and a linear hidden layer; use --engine reference"

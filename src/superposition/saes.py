@@ -21,8 +21,10 @@ the L0 coefficient, which is how one job trains a grid of penalties.
             al. 2024); sparsity term l0 Σ_j H(pre_j − θ_j), whose gradient reaches θ
             through a straight-through estimator with a rectangle kernel
 
-A kind is a subclass of `SAEKind` registered with `@register`; `SAE_KINDS` is the
-table the config, the trainer and the command line read.
+A kind is a subclass of `SAEKind` registered with `@register` (`sp.register_sae` from
+outside the package); `SAE_KINDS` is the table the config, the engines, the trainer and
+the command line read. A kind whose setting is l1, k or l0 needs nothing else: a new
+kind (BatchTopK, say) is one class.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from typing import ClassVar
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
+
+from .errors import ConfigError
 
 Params = dict[str, Tensor]
 
@@ -59,6 +63,9 @@ class SAEKind:
     setting: ClassVar[str]  # the config key of its per-instance setting: l1, k or l0
     column: ClassVar[str]  # the setting's name in metrics.json and figures (SAELens's)
     formula: ClassVar[str] = ""
+    # whether sae_fused.py's kernel computes it; never inherited (see `register`): a subclass
+    # that changes the arithmetic is an SAE the kernel does not compute
+    fused: ClassVar[bool] = False
 
     def shapes(self, instances: int, d_in: int, latents: int) -> dict[str, tuple[int, ...]]:
         return {
@@ -102,14 +109,31 @@ class SAEKind:
 SAE_KINDS: dict[str, SAEKind] = {}
 
 
+# a kind's setting (the SAEConfig key) and the column it is reported under
+SETTING_COLUMNS = {"l1": "l1_coefficient", "k": "k", "l0": "l0_coefficient"}
+
+
 def register(cls: type[SAEKind]) -> type[SAEKind]:
-    SAE_KINDS[cls.name] = cls()
+    """Add an SAE kind to the table every part of the package reads; it runs on the fused
+    engine only where its own class says so."""
+    if not (isinstance(cls, type) and issubclass(cls, SAEKind)):
+        raise ConfigError(f"register_sae: expected a subclass of superposition.saes.SAEKind, got {cls!r}")
+    name = cls.__dict__.get("name")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"register_sae: {cls.__name__} needs a `name` of its own, the string configs give as `kind`")
+    if name in SAE_KINDS:
+        raise ConfigError(f"register_sae: an SAE kind named {name!r} is already registered; give {cls.__name__} another name")
+    if SETTING_COLUMNS.get(getattr(cls, "setting", None)) != getattr(cls, "column", None):
+        raise ConfigError(f"register_sae: {cls.__name__}'s setting and column must be one of {SETTING_COLUMNS}")
+    if "fused" not in cls.__dict__:
+        cls.fused = False
+    SAE_KINDS[name] = cls()
     return cls
 
 
 @register
 class ReLU(SAEKind):
-    name, setting, column, formula = "relu", "l1", "l1_coefficient", "ReLU(pre), L1 penalty"
+    name, setting, column, formula, fused = "relu", "l1", "l1_coefficient", "ReLU(pre), L1 penalty", True
 
     def activate(self, params, pre, setting):
         return torch.relu(pre)
@@ -120,7 +144,7 @@ class ReLU(SAEKind):
 
 @register
 class TopK(SAEKind):
-    name, setting, column, formula = "topk", "k", "k", "ReLU(TopK(pre)), AuxK loss"
+    name, setting, column, formula, fused = "topk", "k", "k", "ReLU(TopK(pre)), AuxK loss", True
 
     def activate(self, params, pre, setting):
         return _top(pre, setting.long())
@@ -182,7 +206,7 @@ class _Step(torch.autograd.Function):
 
 @register
 class JumpReLU(SAEKind):
-    name, setting, column, formula = "jumprelu", "l0", "l0_coefficient", "pre H(pre − θ), L0 penalty"
+    name, setting, column, formula, fused = "jumprelu", "l0", "l0_coefficient", "pre H(pre − θ), L0 penalty", True
 
     def shapes(self, instances, d_in, latents):
         return {**super().shapes(instances, d_in, latents), "threshold": (instances, latents)}

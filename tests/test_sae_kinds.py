@@ -1,0 +1,64 @@
+"""An SAE kind is one class: BatchTopK (Bussmann et al., 2024), registered from this file
+alone, trains, scores, saves and loads; the fused engine declines it with its reason."""
+
+import pytest
+import torch
+
+import superposition as sp
+from superposition.saes import SAE_KINDS, SAEKind, TopK
+
+
+class BatchTopK(SAEKind):
+    """ReLU of the k x batch largest pre-activations of the whole batch, per instance: a row
+    may use more latents than k, and another fewer."""
+
+    name, setting, column, formula = "test-batchtopk", "k", "k", "ReLU(BatchTopK(pre))"
+
+    def activate(self, params, pre, setting):
+        inst, batch, latents = pre.shape
+        flat = pre.reshape(inst, batch * latents)
+        keep = (setting.long() * batch).clamp_max(batch * latents)
+        values, index = flat.topk(int(keep.max()), dim=-1)
+        rank = torch.arange(values.shape[-1], device=pre.device)
+        values = torch.where(rank < keep.view(-1, 1), torch.relu(values), 0.0)
+        return torch.zeros_like(flat).scatter(-1, index, values).reshape(pre.shape)
+
+
+@pytest.fixture
+def registered():
+    sp.register_sae(BatchTopK)
+    yield
+    SAE_KINDS.pop("test-batchtopk")
+
+
+def test_a_kind_registered_here_trains_on_the_reference_engine_and_round_trips(registered, tmp_path):
+    keys = {"data": "dictionary", "features": 5, "dims": 2, "density": 0.1, "steps": 1500, "device": "cpu"}
+    sae = sp.train_sae(kind="test-batchtopk", k=[1, 2], progress=False, **keys)
+    assert sae.metrics["engine"] == "reference"  # auto: the fused kernel does not compute it
+    h = torch.randn(2, 64, 2)
+    a = sae.encode(h)
+    assert ((a > 0).sum(dim=(1, 2)) <= torch.tensor([64, 128])).all()  # k x batch over the batch
+    assert ((a > 0).sum(-1).max(-1).values > torch.tensor([1, 2])).any()  # not k per row
+    assert [row["k"] for row in sae.metrics["instances"]] == [1, 2]
+    assert min(row["recovered"] for row in sae.metrics["instances"]) >= 4
+    back = sp.load_sae(sae.save(tmp_path / "s", figures=False))
+    assert torch.equal(back.params["W_dec"], sae.params["W_dec"])
+    with pytest.raises(sp.ConfigError, match="^engine: the fused engine does not run the test-batchtopk SAE"):
+        sp.train_sae(kind="test-batchtopk", k=1, engine="fused", progress=False, **keys)
+
+
+def test_register_sae_refuses_a_taken_name_a_non_kind_and_a_setting_of_its_own():
+    class Shadow(TopK):
+        name = "topk"
+
+    class Fresh(SAEKind):
+        name, setting, column = "test-fresh", "alpha", "alpha"
+
+    with pytest.raises(sp.ConfigError, match="'topk' is already registered"):
+        sp.register_sae(Shadow)
+    with pytest.raises(sp.ConfigError, match="expected a subclass of superposition.saes.SAEKind"):
+        sp.register_sae(TopK())
+    with pytest.raises(sp.ConfigError, match="setting and column must be one of"):
+        sp.register_sae(Fresh)
+    assert type(SAE_KINDS["topk"]) is TopK and "test-fresh" not in SAE_KINDS
+    assert all(kind.fused for kind in SAE_KINDS.values())  # the built-ins say so themselves
