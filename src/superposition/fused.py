@@ -37,8 +37,11 @@ import numpy as np
 from numba import njit, prange
 
 # The kernel takes no strings: the model is three flags (tied, hidden ReLU, output ReLU).
-DATA_CODES = {"paper": 0, "seed": 1, "signed": 2}
-SET_MODES = {"none": 0, "correlated": 1, "anticorrelated": 2}
+# the data kinds and set modes, as the integers the kernels switch on (numba takes no strings)
+PAPER, SEED, SIGNED = 0, 1, 2
+INDEPENDENT, CORRELATED, ANTICORRELATED = 0, 1, 2
+DATA_CODES = {"paper": PAPER, "seed": SEED, "signed": SIGNED}
+SET_MODES = {"none": INDEPENDENT, "correlated": CORRELATED, "anticorrelated": ANTICORRELATED}
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -85,19 +88,19 @@ def _draw_rows(X, p, key, data_code, set_mode, set_size, total, first):
     """Rows first … first + batch of a draw of `total` rows into X (feat, batch): element
     (f, r) of that draw has counter f * total + r, so a large draw can be made in blocks."""
     feat, batch = X.shape
-    if set_mode != 0:
-        _draw_sets(X, p, key, data_code, set_mode == 2, set_size, total, first)
+    if set_mode != INDEPENDENT:
+        _draw_sets(X, p, key, data_code, set_mode == ANTICORRELATED, set_size, total, first)
         return
     for f in range(feat):
         row = X[f]
         pf = p[f]
         inv = np.float32(1.0) / pf
         base = f * total + first
-        if data_code == 0:
+        if data_code == PAPER:
             for r in range(batch):
                 u = _uniform(key, base + r)
                 row[r] = u * inv if u < pf else np.float32(0.0)
-        elif data_code == 2:
+        elif data_code == SIGNED:
             for r in range(batch):
                 u = _uniform(key, base + r)
                 row[r] = np.float32(2.0) * u * inv - np.float32(1.0) if u < pf else np.float32(0.0)
@@ -105,7 +108,7 @@ def _draw_rows(X, p, key, data_code, set_mode, set_size, total, first):
             for r in range(batch):
                 u = _uniform(key, base + r)
                 row[r] = u if u <= pf else np.float32(0.0)
-    if data_code == 1:
+    if data_code == SEED:
         _unit_columns(X)
 
 
@@ -145,7 +148,7 @@ def _draw_sets(X, p, key, data_code, anticorrelated, set_size, total, first):
             for r in range(batch):
                 v = _uniform(key, shared + r)
                 u = _uniform(key, f * total + first + r)
-                value = np.float32(2.0) * u - np.float32(1.0) if data_code == 2 else u
+                value = np.float32(2.0) * u - np.float32(1.0) if data_code == SIGNED else u
                 present = (low <= v and v < low + pf) if anticorrelated else v < pf
                 row[r] = value if present else np.float32(0.0)
             if anticorrelated:
@@ -415,9 +418,9 @@ def thread_limit(threads: int) -> Iterator[None]:
 def empty_share(stream: Stream) -> np.ndarray:
     """Expected share of each instance's rows with every feature absent, (inst,)."""
     probs = stream.probs.astype(np.float64)
-    if stream.set_mode != 0:  # one presence draw per set: correlated, the densest member; anticorrelated, any
+    if stream.set_mode != INDEPENDENT:  # one presence draw per set: correlated, the densest member; anticorrelated, any
         sets = probs.reshape(len(probs), -1, stream.set_size)
-        probs = np.minimum(sets.max(-1) if stream.set_mode == 1 else sets.sum(-1), 1.0)
+        probs = np.minimum(sets.max(-1) if stream.set_mode == CORRELATED else sets.sum(-1), 1.0)
     return np.prod(1 - probs, axis=-1)
 
 

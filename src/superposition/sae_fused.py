@@ -38,7 +38,9 @@ from numba import njit, prange
 
 from .fused import _FASTMATH, _adam, _draw, _unit_columns, step_key
 
-KIND_CODES = {"relu": 0, "topk": 1, "jumprelu": 2}
+# the kinds the kernel computes, as the integers it switches on (numba takes no strings)
+RELU, TOPK, JUMPRELU = 0, 1, 2
+KIND_CODES = {"relu": RELU, "topk": TOPK, "jumprelu": JUMPRELU}
 ROW_UNITS = 4
 ROW_BLOCK = 16  # rows whose pre-activations are computed together (W_enc read once per block)
 
@@ -160,14 +162,14 @@ def _block(W_dec, theta, rows, weight, PRE, C, present, xs, counts, batch, rule,
         w = weight[b]
         scale = np.float32(2.0 / (batch * d)) * w
         n = 0
-        if kind == 1:
+        if kind == TOPK:
             for t in range(_select(PRE, b, int(setting), everyone, chosen)):
                 j = chosen[t]
                 if PRE[b, j] > 0:
                     active[n] = j
                     values[n] = PRE[b, j]
                     n += 1
-        elif kind == 2:
+        elif kind == JUMPRELU:
             for j in range(latents):
                 if PRE[b, j] > theta[j]:
                     active[n] = j
@@ -192,11 +194,11 @@ def _block(W_dec, theta, rows, weight, PRE, C, present, xs, counts, batch, rule,
             gb_dec[k] += g[k]
         loss += w * square / d
         penalty = np.float32(0.0)
-        if kind == 0:
+        if kind == RELU:
             penalty = np.float32(setting / batch) * w
             for t in range(n):
                 loss += w * setting * values[t]
-        elif kind == 2:
+        elif kind == JUMPRELU:
             loss += w * setting * np.float32(n)
         # dL/dpre of each latent that gets one, applied to the encoder below
         m = 0
@@ -211,7 +213,7 @@ def _block(W_dec, theta, rows, weight, PRE, C, present, xs, counts, batch, rule,
             touched[m] = j
             dpres[m] = dot + penalty
             m += 1
-        if kind == 2:  # the threshold's straight-through estimators, for pre near θ
+        if kind == JUMPRELU:  # the threshold's straight-through estimators, for pre near θ
             half = np.float32(rule.bandwidth / 2)
             inv = np.float32(1.0 / rule.bandwidth)
             for j in range(latents):
@@ -220,7 +222,7 @@ def _block(W_dec, theta, rows, weight, PRE, C, present, xs, counts, batch, rule,
                     for k in range(d):
                         dot += g[k] * W_dec[j, k]
                     gtheta[j] -= theta[j] * inv * dot + w * setting * inv / batch
-        if kind == 1 and any_dead:  # AuxK: the dead latents' largest reconstruct the residual
+        if kind == TOPK and any_dead:  # AuxK: the dead latents' largest reconstruct the residual
             n = _select(PRE, b, rule.k_aux, dead, chosen)
             aux_weight = np.float32(rule.aux_weight)
             for k in range(d):
@@ -393,7 +395,7 @@ def _columns(W_enc, b_enc, W_dec, b_dec, theta, F, X, first, last, batch, rule, 
     gW_encT, gb_enc, gW_dec, gb_dec, gtheta, fired = grads
     feat = X.shape[0]
     d, latents = W_enc.shape
-    relu = rule.kind == 0
+    relu = rule.kind == RELU
     span = last - first
     for r in range(span):
         largest[r] = 0
@@ -603,7 +605,7 @@ def _update(weights, moments, rule, i, step, lr, grads, gW_enc, last_fired):
     _adam(b_enc[i], gb_enc, mb_enc[i], vb_enc[i], hyper)
     _adam(W_dec[i].reshape(-1), gW_dec.reshape(-1), mW_dec[i].reshape(-1), vW_dec[i].reshape(-1), hyper)
     _adam(b_dec[i], gb_dec, mb_dec[i], vb_dec[i], hyper)
-    if rule.kind == 2:
+    if rule.kind == JUMPRELU:
         _adam(theta[i], gtheta, mtheta[i], vtheta[i], hyper)
         for j in range(latents):
             theta[i, j] = max(theta[i, j], np.float32(0.0))
