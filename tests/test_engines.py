@@ -44,11 +44,16 @@ def test_an_engine_named_that_cannot_run_the_job_gives_its_own_reason(job, engin
         engine_of(job.model_copy(update={"engine": engine}), device)
 
 
-def test_an_engine_that_runs_on_the_cpu_only_settles_device_auto_there():
-    # on a machine with a GPU too: asking for the fused engine is asking for the CPU
+def test_an_engine_that_runs_on_the_cpu_only_settles_device_auto_there(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a machine with a GPU
+    assert device_of(SAE) == "cuda" and device_of(TIED) == "cuda"
+    # asking for the fused engine is asking for the CPU
     assert device_of(SAE.model_copy(update={"engine": "fused"})) == "cpu"
     assert settle(TIED.model_copy(update={"engine": "fused"})).device == "cpu"
     assert settle(TIED.model_copy(update={"engine": "reference", "device": "cpu"})).engine == "reference"
+    assert settle(TIED).engine == "compiled" and settle(SAE).engine == "reference"
 
 
 def test_the_sae_command_records_the_engine_that_ran(cli, tmp_path):

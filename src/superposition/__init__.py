@@ -92,7 +92,7 @@ def sample(config: Config, steps: Iterable[int] = (0,)) -> Tensor:
     require_memory(
         4 * config.instances * config.features * config.batch_size * (2 * len(steps) + 3), "steps",
         "these batches need", f"{len(steps)} steps x {config.instances} instances x batches of {config.batch_size} x {config.features}",
-        "ask for fewer steps at a time",
+        "ask for fewer steps at a time, or use a smaller batch_size",
     )  # fmt: skip
     probs = data.feature_probability(config)
     instances = torch.arange(config.instances)

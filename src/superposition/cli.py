@@ -380,10 +380,10 @@ def report_command(
 
 
 def _print_metrics(config, metrics: dict[str, Any]) -> None:
-    from .labels import FINITE_LEGEND, METRIC_LEGEND, describe, metric_rows
+    from .labels import describe, metric_legend, metric_rows
 
     _print_rows(metric_rows(config, metrics), title=describe(config))
-    _console().print(METRIC_LEGEND + (" " + FINITE_LEGEND if config.dataset_size else ""), style="dim")
+    _console().print(metric_legend(config), style="dim")
 
 
 def _print_rows(rows: list[dict[str, Any]], title: str | None = None) -> None:

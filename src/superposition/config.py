@@ -40,17 +40,25 @@ MIN_PROBABILITY = 2.0**-24
 SEED_SPARSITIES = (0.0, 0.7, 0.9, 0.99, 0.999)
 
 
-def plain(value: Any) -> Any:
+def plain(value: Any, depth: int = 0) -> Any:
     """A notebook's values as the plain Python a TOML file gives: numpy arrays and scalars,
-    torch tensors, tuples and ranges become lists, ints, floats and bools."""
+    torch tensors, tuples and ranges become lists, ints, floats and bools. Below the depth
+    of [instance][feature] lists values are left as they are, for validation to refuse."""
+    if depth > 3:
+        return value
     if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
+        return {k: plain(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list) and all(type(v) in (int, float, str) for v in value):
         return value  # the common case, and the long lists of feature_probability
+    if isinstance(value, (range, tuple)) and len(value) > MAX_VALUES:
+        raise ConfigError(f"config: a sequence of {len(value):,} values is more than {MAX_VALUES:,}; split the work into several runs")
     if isinstance(value, (list, tuple, range)):
-        return [plain(v) for v in value]
+        return [plain(v, depth + 1) for v in value]
     if type(value).__module__.split(".")[0] in ("numpy", "torch") and callable(getattr(value, "tolist", None)):
-        return plain(value.tolist())
+        size = math.prod(getattr(value, "shape", ()))
+        if size > MAX_VALUES:
+            raise ConfigError(f"config: an array of {size:,} values is more than {MAX_VALUES:,}; split the work into several runs")
+        return plain(value.tolist(), depth)
     return value
 
 

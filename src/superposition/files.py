@@ -319,28 +319,37 @@ def atomic_dir(path: Path, kind: str, owned: bool = False, inputs: Iterable[Path
     """
     absolute = check_output_dir(path, kind, owned, inputs)
     parent = absolute.parent
+    created = [p for p in (parent, *parent.parents) if not p.exists()]  # deepest first
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ConfigError(f"out: cannot create {parent} ({error.strerror})") from None
-    with lock(parent / f".{absolute.name}.lock", str(path)):
-        check_output_dir(path, kind, owned, inputs)  # again, now that no other writer can change it
-        name = glob.escape(absolute.name)  # `x[1]` must not match `.x1.partial-*` of another writer
-        for stale in (*parent.glob(f".{name}.partial-*"), *parent.glob(f".{name}.old-*")):
-            shutil.rmtree(stale, ignore_errors=True)
-        try:
-            staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{absolute.name}.partial-"))
-            os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700; others may read our outputs
-        except OSError as error:
-            raise ConfigError(f"out: cannot write in {parent} ({error.strerror})") from None
-        try:
-            yield staging
-            if kind_of(staging) != kind:
-                raise RuntimeError(f"{staging} was not sealed as a {kind} directory; nothing published")
-            _publish(staging, absolute)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+    published = False
+    try:
+        with lock(parent / f".{absolute.name}.lock", str(path)):
+            check_output_dir(path, kind, owned, inputs)  # again, now that no other writer can change it
+            name = glob.escape(absolute.name)  # `x[1]` must not match `.x1.partial-*` of another writer
+            for stale in (*parent.glob(f".{name}.partial-*"), *parent.glob(f".{name}.old-*")):
+                shutil.rmtree(stale, ignore_errors=True)
+            try:
+                staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{absolute.name}.partial-"))
+                os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700; others may read our outputs
+            except OSError as error:
+                raise ConfigError(f"out: cannot write in {parent} ({error.strerror})") from None
+            try:
+                yield staging
+                if kind_of(staging) != kind:
+                    raise RuntimeError(f"{staging} was not sealed as a {kind} directory; nothing published")
+                _publish(staging, absolute)
+                published = True
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+    finally:
+        if not published:  # nothing written: not even the directories made to hold it
+            for directory in created:
+                with contextlib.suppress(OSError):
+                    directory.rmdir()
 
 
 def _publish(staging: Path, path: Path) -> None:

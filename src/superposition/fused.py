@@ -28,6 +28,8 @@ u < p says present, and then u / p is uniform on [0, 1) (signed data: 2u/p − 1
 from __future__ import annotations
 
 import contextlib
+import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -372,35 +374,60 @@ class Optimiser(NamedTuple):
     decoupled: bool  # AdamW; else Adam with the decay as an L2 gradient
 
 
+# free_cores watches the cores this long (five of the kernel's 10 ms ticks), and trusts
+# what it saw for a while: a busy process holds its core for seconds, not milliseconds
+WATCH_SECONDS, TRUST_SECONDS = 0.05, 2.0
+_seen: list[tuple[float, int]] = []  # (when, busy cores): the last look
+
+
 def free_cores(cores: int) -> int:
     """Of `cores`, those no other process is running on now, at least 1.
 
     A kernel's threads meet in parallel regions (an SAE of few instances every step), and
     a region waits for its slowest thread: one that shares its core with another process
-    waits for its turn, so beside a busy process two threads ran a small SAE 1.2-3x slower
-    than one (benchmarks/loaded_threads.py). /proc/loadavg counts the tasks running at this
-    instant, less those of this process (numba's threads spin a while after a region); the
-    fewest of a few reads, so a passing task is not counted. Where /proc cannot be read,
-    every core is taken to be free.
+    waits for its turn, so beside a busy process two threads ran SAEs 1.1-129x slower than
+    one (benchmarks/loaded_threads.py). The cores this process may run on are watched for
+    WATCH_SECONDS (/proc/stat), less the time this process's own threads ran on them
+    (numba's spin a while after a region); each core's worth of the rest is a core another
+    process holds. Where /proc cannot be read, every core is taken to be free.
     """
+    if cores == 1:
+        return 1
+    allowed = _allowed_cpus()
+    now = time.monotonic()
+    if not _seen or now - _seen[0][0] > TRUST_SECONDS:
+        try:
+            start = _busy_ticks(allowed) - _own_ticks()
+            time.sleep(WATCH_SECONDS)
+            ticks = _busy_ticks(allowed) - _own_ticks() - start
+        except (OSError, ValueError, IndexError):
+            return cores
+        _seen[:] = [(now, round(ticks / (os.sysconf("SC_CLK_TCK") * WATCH_SECONDS)))]
+    return max(1, min(cores, len(allowed) - _seen[0][1]))
+
+
+def _allowed_cpus() -> set[int]:
     try:
-        others = min(_running_tasks() - _running_threads_here() for _ in range(5))
-    except (OSError, ValueError, IndexError):
-        return cores
-    return max(1, min(cores, cores - others))
+        return os.sched_getaffinity(0)
+    except AttributeError:  # macOS
+        return set(range(os.cpu_count() or 1))
 
 
-def _running_tasks() -> int:
-    return int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
+def _busy_ticks(cpus: set[int]) -> int:
+    """Ticks these CPUs have spent since boot on anything but idling and waiting for I/O."""
+    total = 0
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *fields = line.split()
+        if name[:3] == "cpu" and name[3:].isdigit() and int(name[3:]) in cpus:
+            user, nice, system, _, _, irq, softirq, steal = map(int, fields[:8])
+            total += user + nice + system + irq + softirq + steal
+    return total
 
 
-def _running_threads_here() -> int:
-    running = 0
-    for stat in Path("/proc/self/task").glob("*/stat"):
-        with contextlib.suppress(OSError):
-            text = stat.read_text()
-            running += text[text.rindex(")") + 2] == "R"  # the state follows the command's name
-    return running
+def _own_ticks() -> int:
+    """Ticks this process's threads have run since it started, in user and system mode."""
+    fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime and stime, fields 14 and 15 of proc(5)
 
 
 @contextlib.contextmanager

@@ -82,20 +82,29 @@ def sae_stem(config) -> str:
     return f"sae-{config.kind}-{config.latents}-on-{config.features}x{config.dims}"
 
 
-# Every column of a run's table, said once beneath it (the command line and the report).
-METRIC_LEGEND = (
-    "1-S: the probability that a feature is present in an example (S is the sparsity). "
-    "loss: importance-weighted squared error on a fixed evaluation batch. "
-    "repr: features represented, ‖W_i‖ > 0.5. diag: features whose own output weight "
-    "(W Wᵀ)_ii exceeds 0.5, the seed's count. D*: hidden dimensions per feature, m / ‖W‖_F² (1/2 for "
-    "antipodal pairs, 2/5 for a pentagon). superpos: superposition Σ_{j≠i} (Ŵ_i·W_j)², averaged over "
-    "features; 0 when every feature has a direction of its own."
-)
-FINITE_LEGEND = "T: examples in the training set. train, test: the loss on that set, and on a fresh test set."
+# What each column of a run's table means, said once beneath it (the command line and the report)
+COLUMN_MEANINGS = {
+    "1-S": "the probability that a feature is present in an example (S is the sparsity)",
+    "loss": "importance-weighted squared error on a fixed evaluation batch",
+    "repr": "features represented, ‖W_i‖ > 0.5",
+    "diag": "features whose own output weight (W Wᵀ)_ii exceeds 0.5, the seed's count",
+    "D*": "hidden dimensions per feature, m / ‖W‖_F² (1/2 for antipodal pairs, 2/5 for a pentagon)",
+    "superpos": "superposition Σ_{j≠i} (Ŵ_i·W_j)², averaged over features; 0 when every feature has a direction of its own",
+    "T": "examples in the training set",
+    "train": "importance-weighted squared error on the training set",
+    "test": "the same on a fresh test set",
+}
+
+
+def metric_legend(config: Config) -> str:
+    """What every column of `metric_rows` means, for this config's table."""
+    columns = [c for c in COLUMN_MEANINGS if c != ("loss" if config.dataset_size else "T")]
+    columns = [c for c in columns if config.dataset_size or c not in ("train", "test")]
+    return " ".join(f"{c}: {COLUMN_MEANINGS[c]}." for c in columns)
 
 
 def metric_rows(config: Config, metrics: dict) -> list[dict[str, float | int | str]]:
-    """One row per instance: the numbers a run's table shows (see METRIC_LEGEND)."""
+    """One row per instance: the numbers a run's table shows (see COLUMN_MEANINGS)."""
     rows = []
     for k, m in enumerate(metrics["instances"]):
         probs = m["feature_probability"]

@@ -135,12 +135,17 @@ def register(cls: type[Kind]) -> type[Kind]:
     name = cls.__dict__.get("name")
     if not isinstance(name, str) or not name:
         raise ConfigError(f"register: {cls.__name__} needs a `name` of its own, the string configs give as `model`")
-    if name in KINDS:
+    if name in KINDS and not _same_class(type(KINDS[name]), cls):  # the same class again: a notebook cell run twice
         raise ConfigError(f"register: a kind named {name!r} is already registered; give {cls.__name__} another name")
     if "fused" not in cls.__dict__:
         cls.fused = None
     KINDS[name] = cls()
     return cls
+
+
+def _same_class(a: type, b: type) -> bool:
+    """The same class, or the same definition run again (a notebook cell)."""
+    return (a.__module__, a.__qualname__) == (b.__module__, b.__qualname__)
 
 
 def kind(name: str) -> Kind:

@@ -104,14 +104,14 @@ def _table(rows: list[dict[str, Any]], limit: int | None = None) -> str:
 
 
 def _run(directory: Path) -> str:
-    from .labels import FINITE_LEGEND, METRIC_LEGEND, describe, metric_rows
+    from .labels import describe, metric_legend, metric_rows
     from .models import KINDS
     from .plots import figure
     from .runs import load_run
 
     run = load_run(directory)
     rows = metric_rows(run.config, run.metrics)
-    legend = METRIC_LEGEND + (" " + FINITE_LEGEND if run.config.dataset_size else "")
+    legend = metric_legend(run.config)
     names = KINDS[run.config.model].figures + (("polygon",) if run.config.hidden == 2 else ())
     figures = "".join(_figure(figure(name, run.config, run.params), name) for name in names)
     return (

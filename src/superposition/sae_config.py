@@ -163,7 +163,8 @@ def resolve_sae(raw: dict[str, Any], run: Run | None = None) -> SAEConfig:
             raise ConfigError(f"instances: must be a whole number from 1 to {MAX_SIZE}, got {instances!r}")
         source = {"source": "dictionary", "source_instances": instances}
         r2 = 1.0
-        active = density * keys["features"] if isinstance(keys["features"], int) else 1.0
+        features = keys["features"]
+        active = density * features if isinstance(features, int) and 0 < features <= MAX_SIZE else 1.0
     keys = {**source, **keys}
     own = SAE_KINDS[kind].setting
     for key in SETTINGS:

@@ -156,7 +156,7 @@ def measure(result: SAEResult, run=None) -> SAE:
     problem = divergence(result.params, [row["loss"] for row in rows])
     if problem:
         raise Diverged(problem)
-    blown = [i for i in range(len(rows)) if error[i] > DIVERGED_ERROR * spread[i]]
+    blown = [i for i in range(len(rows)) if 0 < DIVERGED_ERROR * spread[i] < error[i]]  # an all-zero batch has no scale
     if blown:
         raise Diverged(
             f"the reconstruction error of {len(blown)} SAE(s) {blown[:10]} is over {DIVERGED_ERROR:,.0f} times "

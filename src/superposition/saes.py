@@ -121,9 +121,11 @@ def register(cls: type[SAEKind]) -> type[SAEKind]:
     name = cls.__dict__.get("name")
     if not isinstance(name, str) or not name:
         raise ConfigError(f"register_sae: {cls.__name__} needs a `name` of its own, the string configs give as `kind`")
-    if name in SAE_KINDS:
+    taken = SAE_KINDS.get(name)
+    if taken is not None and (type(taken).__module__, type(taken).__qualname__) != (cls.__module__, cls.__qualname__):
         raise ConfigError(f"register_sae: an SAE kind named {name!r} is already registered; give {cls.__name__} another name")
-    if SETTING_COLUMNS.get(getattr(cls, "setting", None)) != getattr(cls, "column", None):
+    setting = getattr(cls, "setting", None)
+    if setting not in SETTING_COLUMNS or SETTING_COLUMNS[setting] != getattr(cls, "column", None):
         raise ConfigError(f"register_sae: {cls.__name__}'s setting and column must be one of {SETTING_COLUMNS}")
     if "fused" not in cls.__dict__:
         cls.fused = False

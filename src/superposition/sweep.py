@@ -447,7 +447,7 @@ def load_sweep(path: str | os.PathLike[str]):
     if not (path / RESULTS).is_file():
         raise ConfigError(f"sweep: {path} has no {RESULTS}; run `superposition sweep SPEC --out {path}`")
     try:
-        table = pandas.read_csv(path / RESULTS)
+        table = pandas.read_csv(path / RESULTS, dtype={"shard": str})  # a key may look like a number
     except (ValueError, UnicodeDecodeError, pandas.errors.ParserError, pandas.errors.EmptyDataError) as error:
         raise ConfigError(f"sweep: {path}/{RESULTS} is not a readable CSV ({str(error).splitlines()[0]})") from None
     scores = ("mmcs", "l0") if "mmcs" in table.columns else ("represented", "dimensions_per_feature")

@@ -231,10 +231,14 @@ def _fit(run: Stepper, config: Config, instances: int, reporter: _Progress) -> t
     """Run `config.steps` steps in chunks, reporting progress and checking early stop between them."""
     history = torch.empty(config.steps, instances)
     engine = f"{config.engine}-dataset" if config.dataset_size and config.engine == "fused" else config.engine
+    if engine != "compiled":
+        with reporter.compiling(engine):
+            run(0, 0)  # a numba kernel loads, or compiles, here: before the bar counts any step
     done = 0
     while done < config.steps:
         count = min(CHUNK, config.steps - done)
-        with reporter.compiling(engine) if done == 0 else contextlib.nullcontext():
+        # torch.compile compiles in the first call that runs a step
+        with reporter.compiling(engine) if done == 0 and engine == "compiled" else contextlib.nullcontext():
             history[done : done + count] = run(done, count)
         done += count
         reporter.advance(done, history[done - 1])
@@ -404,10 +408,10 @@ def _converged(history: Float[Tensor, "steps inst"], tol: float) -> bool:
 # after it, torch.compile's graphs per process), and about how long that took on a cold
 # cache on 2 cores (docs/performance.md)
 FIRST_COMPILE = {
-    "fused": ("the training kernel", 20),
-    "fused-dataset": ("the finite-data training kernel", 40),
-    "compiled": ("the training step with torch.compile", 15),
-    "sae-fused": ("the SAE training kernel", 55),
+    "fused": "compiling the training kernel (first run on this machine only, about 20 s on 2 cores)",
+    "fused-dataset": "compiling the finite-data training kernel (first run on this machine only, about 40 s on 2 cores)",
+    "compiled": "compiling the training step with torch.compile (in every new process: about 15 s on 2 cores, 6 s from Inductor's cache)",
+    "sae-fused": "compiling the SAE training kernel (first run on this machine only, about 55 s on 2 cores)",
 }
 COMPILE_NOTICE_AFTER = 2.0  # seconds: a kernel loaded from the cache takes well under this
 
@@ -450,9 +454,7 @@ class LossBar:
         if not self.enabled or engine not in FIRST_COMPILE:
             yield
             return
-        what, seconds = FIRST_COMPILE[engine]
-        text = f"compiling {what} (first run on this machine only, about {seconds} s on 2 cores)"
-        notice = threading.Timer(COMPILE_NOTICE_AFTER, self.bar.console.print, (text,), {"style": "dim"})
+        notice = threading.Timer(COMPILE_NOTICE_AFTER, self.bar.console.print, (FIRST_COMPILE[engine],), {"style": "dim"})
         notice.daemon = True
         notice.start()
         try:
