@@ -64,6 +64,45 @@ def batch_major(kind: str, dims: int, latents: int) -> bool:
     return kind != "topk" and dims * latents <= COLUMNS_WIDTH
 
 
+class RowScratch(NamedTuple):
+    """One unit's buffers for `_rows`, row by row; P and Q are empty unless factored, idx and
+    val unless row by row."""
+
+    C: np.ndarray  # (ROW_BLOCK, d): a block's rows of c = x F − b_dec
+    PRE: np.ndarray  # (ROW_BLOCK, latents): their pre-activations
+    present: np.ndarray  # (ROW_BLOCK, feat): each row's present features
+    xs: np.ndarray  # (ROW_BLOCK, feat): and their values
+    counts: np.ndarray  # (ROW_BLOCK,): how many
+    weight: np.ndarray  # (ROW_BLOCK,): how many times each row counts
+    active: np.ndarray  # (latents,): the latents that fire on a row
+    values: np.ndarray  # (latents,): and their activations
+    chosen: np.ndarray  # (latents,): TopK's (and AuxK's) selection
+    e: np.ndarray  # (d,): a row's reconstruction error
+    g: np.ndarray  # (d,): its gradient
+    touched: np.ndarray  # (2 latents,): the latents whose pre-activation has a gradient
+    dpres: np.ndarray  # (2 latents,): and that gradient
+    P: np.ndarray  # (feat, latents): F W_enc
+    base: np.ndarray  # (latents,): b_enc − b_dec W_enc
+    Q: np.ndarray  # (feat, latents): the gradient of P
+    start: np.ndarray  # (batch + 1,): where each row's present features start in idx
+    fill: np.ndarray  # (batch,): how far each row's are written
+    idx: np.ndarray  # (feat x batch,): the present features of every row
+    val: np.ndarray  # (feat x batch,): their values
+
+
+class ColumnScratch(NamedTuple):
+    """One unit's buffers for `_columns`, batch-major: empty unless it runs."""
+
+    keep: np.ndarray  # (batch + 1,): the non-empty rows
+    largest: np.ndarray  # (batch + 1,)
+    wt: np.ndarray  # (batch + 1,): how many times each counts
+    Xc: np.ndarray  # (feat, batch + 1): their features, column by column
+    C: np.ndarray  # (d, batch + 1)
+    PRE: np.ndarray  # (latents, batch + 1)
+    A: np.ndarray  # (latents, batch + 1): the activations
+    G: np.ndarray  # (d, batch + 1): the error's gradient
+
+
 class Weights(NamedTuple):
     W_enc: np.ndarray  # (inst, d, latents)
     b_enc: np.ndarray  # (inst, latents)
@@ -500,7 +539,7 @@ def _columns(W_enc, b_enc, W_dec, b_dec, theta, F, X, first, last, batch, rule, 
 
 @njit(inline="always")
 def _buffers(feat, d, latents, batch, factored, columns):
-    """Per-unit scratch: X; _rows' C, PRE, present, xs, counts, weight, active, values, chosen,
+    """Per-unit scratch: X (feat, batch), a RowScratch and a ColumnScratch: _rows' C, PRE, present, xs, counts, weight, active, values, chosen,
     e, g, touched, dpres, P, base, Q, start, fill, idx, val (idx and val, feat x batch, are
     empty if `columns`; the rest is small); and _columns' keep, largest, wt, Xc, C, PRE, A, G
     (empty unless `columns`)."""
@@ -509,7 +548,7 @@ def _buffers(feat, d, latents, batch, factored, columns):
     entries = 0 if columns else feat * batch
     return (
         np.empty((feat, batch), np.float32),
-        (
+        RowScratch(
             np.empty((ROW_BLOCK, d), np.float32),
             np.empty((ROW_BLOCK, latents), np.float32),
             np.empty((ROW_BLOCK, feat), np.int64),
@@ -531,7 +570,7 @@ def _buffers(feat, d, latents, batch, factored, columns):
             np.empty(entries, np.int32),
             np.empty(entries, np.float32),
         ),
-        (
+        ColumnScratch(
             np.empty(cols, np.int64),
             np.empty(cols, np.float32),
             np.empty(cols, np.float32),
@@ -622,7 +661,9 @@ def _update(weights, moments, rule, i, step, lr, grads, gW_enc, last_fired):
 
 @njit(inline="always")
 def _gradients(d, latents):
-    """gW_encT, gb_enc, gW_dec, gb_dec, gtheta, fired."""
+    """gW_encT (dW_enc transposed), gb_enc, gW_dec, gb_dec, gtheta, and which latents fired: a
+    plain tuple, as train_steps builds one in a prange, where numba's parfor pass fails on a
+    NamedTuple."""
     return (
         np.zeros((latents, d), np.float32),
         np.zeros(latents, np.float32),
