@@ -33,7 +33,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .errors import ConfigError
+from .registry import admit, own
 
 Params = dict[str, Tensor]
 
@@ -130,22 +130,10 @@ KINDS: dict[str, Kind] = {}
 def register(cls: type[Kind]) -> type[Kind]:
     """Add a kind to the table every part of the package reads. A kind runs on the fused
     engine only where its own class says so: `fused` is not inherited."""
-    if not (isinstance(cls, type) and issubclass(cls, Kind)):
-        raise ConfigError(f"register: expected a subclass of superposition.models.Kind, got {cls!r}")
-    name = cls.__dict__.get("name")
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"register: {cls.__name__} needs a `name` of its own, the string configs give as `model`")
-    if name in KINDS and not _same_class(type(KINDS[name]), cls):  # the same class again: a notebook cell run twice
-        raise ConfigError(f"register: a kind named {name!r} is already registered; give {cls.__name__} another name")
-    if "fused" not in cls.__dict__:
-        cls.fused = None
+    name = admit(KINDS, cls, Kind, "register", "model")
+    own(cls, "fused", None)
     KINDS[name] = cls()
     return cls
-
-
-def _same_class(a: type, b: type) -> bool:
-    """The same class, or the same definition run again (a notebook cell)."""
-    return (a.__module__, a.__qualname__) == (b.__module__, b.__qualname__)
 
 
 def kind(name: str) -> Kind:

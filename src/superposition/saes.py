@@ -36,6 +36,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from .errors import ConfigError
+from .registry import admit, own
 
 Params = dict[str, Tensor]
 
@@ -116,19 +117,11 @@ SETTING_COLUMNS = {"l1": "l1_coefficient", "k": "k", "l0": "l0_coefficient"}
 def register(cls: type[SAEKind]) -> type[SAEKind]:
     """Add an SAE kind to the table every part of the package reads; it runs on the fused
     engine only where its own class says so."""
-    if not (isinstance(cls, type) and issubclass(cls, SAEKind)):
-        raise ConfigError(f"register_sae: expected a subclass of superposition.saes.SAEKind, got {cls!r}")
-    name = cls.__dict__.get("name")
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"register_sae: {cls.__name__} needs a `name` of its own, the string configs give as `kind`")
-    taken = SAE_KINDS.get(name)
-    if taken is not None and (type(taken).__module__, type(taken).__qualname__) != (cls.__module__, cls.__qualname__):
-        raise ConfigError(f"register_sae: an SAE kind named {name!r} is already registered; give {cls.__name__} another name")
+    name = admit(SAE_KINDS, cls, SAEKind, "register_sae", "kind")
     setting = getattr(cls, "setting", None)
     if setting not in SETTING_COLUMNS or SETTING_COLUMNS[setting] != getattr(cls, "column", None):
         raise ConfigError(f"register_sae: {cls.__name__}'s setting and column must be one of {SETTING_COLUMNS}")
-    if "fused" not in cls.__dict__:
-        cls.fused = False
+    own(cls, "fused", False)
     SAE_KINDS[name] = cls()
     return cls
 
