@@ -50,7 +50,7 @@ def main() -> None:
     feat, hid, batch, steps = s["features"], s["hidden"], s["batch_size"], s["steps"]
     runs = len(seed.MODELS) * len(seed.PROCEDURES) * seed.REPLICATES  # instance-runs per sparsity
     densities = np.array([1 - x for x in s["sparsity"]], np.float32)
-    stream = fused.Stream(densities[:, None].repeat(feat, 1), 0, 0, fused.DATA_CODES["seed"], 0, 1, batch, False)
+    stream = fused.Stream(densities[:, None].repeat(feat, 1), 0, 0, fused.SEED, 0, 1, batch, False)
     empty = fused.empty_share(stream)
     rows = np.where(empty >= fused.EMPTY_ROWS, 1 - empty, 1.0)  # share of each step's rows trained
     macs = runs * steps * 5 * feat * hid * batch * rows.sum()
@@ -61,7 +61,7 @@ def main() -> None:
     x, w = torch.rand(25, batch, feat), torch.randn(25, feat, hid)
     bmm = 25 * batch * feat * hid / per_call(lambda: torch.bmm(x, w), 2000)
     probs = np.full(feat, 0.3, np.float32)
-    draw = per_call(lambda: draw_steps(probs, batch, 2_000, fused.DATA_CODES["paper"]), 5) / (2_000 * feat * batch)
+    draw = per_call(lambda: draw_steps(probs, batch, 2_000, fused.PAPER), 5) / (2_000 * feat * batch)
     started = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import superposition.cli, superposition.experiments.seed"], check=True)
     imports = time.perf_counter() - started

@@ -3,16 +3,19 @@ import math
 import pytest
 import torch
 
-from superposition.data import sample
+import superposition as sp
+from superposition import data
 
 
-def _probs(values, features):
-    return torch.tensor([[p] * features for p in values])
+def sample(kind, densities, features, rows, seed, step=0):
+    """`rows` examples per density, drawn as training draws them at `step`."""
+    config = sp.Config(features=features, hidden=2, sparsity=[1 - p for p in densities], data=kind, seed=seed)
+    return data.batch(config, data.feature_probability(config), torch.arange(len(densities)), step, rows)
 
 
 @pytest.mark.parametrize("p", [1.0, 0.3, 0.05])
 def test_paper_density_and_mean(p):
-    x = sample("paper", _probs([p], 50), 20_000, torch.Generator().manual_seed(0))
+    x = sample("paper", [p], 50, 20_000, 0)
     assert x.shape == (1, 20_000, 50)
     present = x > 0
     n = present.numel()
@@ -25,7 +28,7 @@ def test_paper_density_and_mean(p):
 
 
 def test_paper_each_instance_has_its_own_density():
-    x = sample("paper", _probs([0.9, 0.1], 20), 20_000, torch.Generator().manual_seed(1))
+    x = sample("paper", [0.9, 0.1], 20, 20_000, 1)
     density = (x > 0).float().mean(dim=(1, 2))
     assert density[0].item() == pytest.approx(0.9, abs=0.01)
     assert density[1].item() == pytest.approx(0.1, abs=0.01)
@@ -33,13 +36,13 @@ def test_paper_each_instance_has_its_own_density():
 
 def test_paper_presence_independent_of_value():
     # The seed's coupled draw would make present values < p; the paper's must not.
-    x = sample("paper", _probs([0.2], 20), 20_000, torch.Generator().manual_seed(2))
+    x = sample("paper", [0.2], 20, 20_000, 2)
     assert (x[x > 0] > 0.2).float().mean().item() == pytest.approx(0.8, abs=0.01)
 
 
 @pytest.mark.parametrize("p", [1.0, 0.3, 0.01])
 def test_seed_rows_are_unit_or_zero(p):
-    x = sample("seed", _probs([p], 20), 10_000, torch.Generator().manual_seed(3))
+    x = sample("seed", [p], 20, 10_000, 3)
     norms = x.norm(dim=-1)
     nonzero = norms > 0
     assert torch.allclose(norms[nonzero], torch.ones_like(norms[nonzero]), atol=1e-5)
@@ -49,14 +52,15 @@ def test_seed_rows_are_unit_or_zero(p):
 
 def test_seed_density():
     p = 0.3
-    x = sample("seed", _probs([p], 20), 20_000, torch.Generator().manual_seed(4))
+    x = sample("seed", [p], 20, 20_000, 4)
     assert (x > 0).float().mean().item() == pytest.approx(p, abs=0.005)
 
 
-def test_same_generator_seed_same_batch():
-    a = sample("paper", _probs([0.5], 5), 64, torch.Generator().manual_seed(7))
-    b = sample("paper", _probs([0.5], 5), 64, torch.Generator().manual_seed(7))
-    assert torch.equal(a, b)
+def test_same_seed_and_step_same_batch():
+    a = sample("paper", [0.5], 5, 64, 7)
+    assert torch.equal(a, sample("paper", [0.5], 5, 64, 7))
+    assert not torch.equal(a, sample("paper", [0.5], 5, 64, 7, step=1))
+    assert not torch.equal(a, sample("paper", [0.5], 5, 64, 8))
 
 
 @pytest.mark.parametrize(
@@ -83,6 +87,6 @@ def test_the_torch_stream_is_the_kernels_bit_for_bit(keys):
         for i in range(3):
             kernel = fused.sample(
                 probs[i].numpy(), config.seed, i + 4, step, config.batch_size,
-                fused.DATA_CODES[config.data], fused.SET_MODES[config.correlation], config.set_size,
+                *data.GENERATORS[config.data].kernel_draw(config),
             )  # fmt: skip
             np.testing.assert_array_equal(x[i].numpy().T, kernel)

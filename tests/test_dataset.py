@@ -42,7 +42,7 @@ def test_training_set_is_the_streams_batch_and_depends_on_the_seed(keys):
         norms = drawn.dense().norm(dim=-1)
         assert torch.allclose(norms[norms > 0], torch.ones(1), atol=1e-6)
         assert torch.equal(norms == 0, drawn.dense().abs().sum(-1) == 0)  # an all-zero example stays zero
-        assert (norms == 0).any() or config.correlation != "none"
+        assert (norms == 0).any() or config.data_options["correlation"] != "none"
 
 
 def test_minibatches_cover_every_example_once_per_epoch():

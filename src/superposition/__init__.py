@@ -163,6 +163,13 @@ def register_sae(kind: type) -> type:
     return _register(kind)
 
 
+def register_data(generator: type) -> type:
+    """Register a data generator (a subclass of superposition.data.Generator) under its `name`."""
+    from .data import register_data as _register
+
+    return _register(generator)
+
+
 def __getattr__(name: str) -> Any:
     if name in ("Run", "Kind", "KINDS", "SAE"):
         from . import models, runs, sae_runs
@@ -173,5 +180,5 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Config", "ConfigError", "Kind", "KINDS", "Run", "SAE", "__version__",
-    "load_run", "load_sae", "load_sweep", "register", "register_sae", "sample", "train", "train_sae",
+    "load_run", "load_sae", "load_sweep", "register", "register_data", "register_sae", "sample", "train", "train_sae",
 ]  # fmt: skip

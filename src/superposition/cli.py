@@ -22,8 +22,6 @@ from .experiments import PRESETS
 from .config import (
     Activation,
     ConfigError,
-    Correlation,
-    DataKind,
     Device,
     Engine,
     Optimizer,
@@ -52,6 +50,24 @@ def _numbers(name: str, text: str | None, cast: type = float) -> list[Any] | Non
         raise ConfigError(f"{name}: {text!r} is not a comma-separated list of {what}, e.g. {example}") from None
 
 
+def _options(given: list[str]) -> dict[str, Any]:
+    """--data-option KEY=VALUE flags as keys; a value is read as TOML reads it (2, 0.5, true),
+    else kept as text (correlated)."""
+    import tomllib
+
+    keys: dict[str, Any] = {}
+    for option in given:
+        key, equals, text = option.partition("=")
+        if not equals or not key.strip():
+            raise ConfigError(f"data-option: {option!r} is not KEY=VALUE, e.g. --data-option set_size=2")
+        try:
+            value = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()
+        keys[key.strip()] = value
+    return keys
+
+
 def _progress(quiet: bool) -> bool:
     return not quiet and sys.stderr.isatty()
 
@@ -74,10 +90,9 @@ def train(
     sparsity: Annotated[str | None, typer.Option(help="Comma-separated sparsities S in [0, 1), one instance each.")] = None,
     importance_decay: Annotated[float | None, typer.Option(help="Importance of feature i is R**i.")] = None,
     importance: Annotated[str | None, typer.Option(help="Explicit comma-separated importance per feature.")] = None,
-    data: Annotated[str | None, typer.Option(help=_choices(DataKind))] = None,
+    data: Annotated[str | None, typer.Option(help="The data generator (paper by default); `superposition kinds` lists them with their options.")] = None,
+    data_option: Annotated[list[str] | None, typer.Option(help="KEY=VALUE: an option of the data generator, e.g. correlation=anticorrelated, set_size=2 (repeat for more).")] = None,
     target: Annotated[str | None, typer.Option(help=f"{_choices(Target)}: reproduce x, or |x| (with --data signed).")] = None,
-    correlation: Annotated[str | None, typer.Option(help=f"{_choices(Correlation)}: features in sets of --set-size.")] = None,
-    set_size: Annotated[int | None, typer.Option(help="Features per correlated or anticorrelated set.")] = None,
     steps: Annotated[int | None, typer.Option()] = None,
     batch_size: Annotated[int | None, typer.Option()] = None,
     lr: Annotated[float | None, typer.Option()] = None,
@@ -112,9 +127,8 @@ def train(
         "importance_decay": importance_decay,
         "importance": _numbers("importance", importance),
         "data": data,
+        **_options(data_option or []),
         "target": target,
-        "correlation": correlation,
-        "set_size": set_size,
         "steps": steps,
         "batch_size": batch_size,
         "lr": lr,
@@ -249,9 +263,11 @@ def _print_sae(trained) -> None:
 
 @app.command()
 def kinds() -> None:
-    """List the registered model kinds: what each computes, its engines and figures."""
+    """List the registered model kinds (what each computes, its engines and figures) and data
+    generators (their options and defaults)."""
     from rich.table import Table
 
+    from .data import GENERATORS
     from .models import KINDS
 
     table = Table()
@@ -261,6 +277,13 @@ def kinds() -> None:
         implies = ", ".join(f"{k} = {v}" for k, v in kind.defaults.items())
         table.add_row(name, kind.formula, implies, "yes" if kind.fused else "no", ", ".join(kind.figures))
     _console().print(table)
+    data = Table()
+    for column in ("data", "options (--data-option KEY=VALUE; default)", "fused engine"):
+        data.add_column(column)
+    for name, generator in GENERATORS.items():
+        options = "; ".join(f"{key}: {field.description} ({field.default!r})" for key, field in generator.Options.model_fields.items())
+        data.add_row(name, options or "none", "yes" if generator.kernel is not None else "no")
+    _console().print(data)
 
 
 @app.command()
@@ -305,7 +328,7 @@ def reproduce(
     out: Annotated[Path, typer.Option(help="Output directory.")],
     quick: Annotated[bool, typer.Option(help="A small, fast version (for tests).")] = False,
     seeds: Annotated[int | None, typer.Option(help="Train K copies per setting, keep the lowest loss (default: the preset's).")] = None,
-    data: Annotated[str | None, typer.Option(help=f"{_choices(DataKind)} (default: the preset's).")] = None,
+    data: Annotated[str | None, typer.Option(help="A data generator (default: the preset's); `superposition kinds` lists them.")] = None,
     warm_start: Annotated[bool, typer.Option(help="Train sparsities in sequence from the previous weights.")] = False,
     steps: Annotated[int | None, typer.Option(help="Override the preset's number of steps.")] = None,
     seed: Annotated[int | None, typer.Option()] = None,

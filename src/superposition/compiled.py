@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from .dataset import Sparse
 
 # The config fields a compiled step is specialised on; everything else is a tensor input.
-GRAPH_FIELDS = ("model", "activation", "hidden_activation", "target", "data", "correlation", "set_size", "normalize", "optimizer")
+GRAPH_FIELDS = ("model", "activation", "hidden_activation", "target", "data", "data_options", "normalize", "optimizer")
 _STEPS: dict[tuple, Callable] = {}
 
 
@@ -61,10 +61,15 @@ def backend() -> str:
 
 def _compiled_step(config: Config, source: str) -> Callable:
     """The compiled step for this config's graph fields and batch source, built once."""
-    key = (*(getattr(config, name) for name in GRAPH_FIELDS), source, backend())
+    key = (*(_hashable(getattr(config, name)) for name in GRAPH_FIELDS), source, backend())
     if key not in _STEPS:
         _STEPS[key] = torch.compile(_own_code(_step_function(config, source), len(_STEPS)), backend=key[-1], fullgraph=True)
     return _STEPS[key]
+
+
+def _hashable(value: object) -> object:
+    """A field's value as a key: a generator's options dict as its sorted items."""
+    return tuple(sorted(value.items())) if isinstance(value, dict) else value
 
 
 def _own_code(function: Callable, number: int) -> Callable:
@@ -83,6 +88,7 @@ def _step_function(spec: Config, source: str) -> Callable:
 
     beta1, beta2 = BETAS
     decoupled = spec.optimizer == "adamw"
+    draw = data.drawer(spec)
 
     def loss_of(params: Params, x: Float[Tensor, "inst batch feat"], importance: Float[Tensor, "inst feat"]):
         per_instance = loss_per_instance(forward(params, x, spec), x, importance, spec)
@@ -101,7 +107,7 @@ def _step_function(spec: Config, source: str) -> Callable:
     ) -> None:
         if source == "fresh":
             probs, keys, counter = batch
-            x = data.draw(spec, probs, data.at_step(keys, step), counter.shape[1], counter)
+            x = draw(probs, data.at_step(keys, step), counter.shape[1], counter)
         elif source == "set":
             x = batch[0]
         else:

@@ -14,30 +14,29 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .errors import ConfigError
+from .limits import MAX_SIZE, MAX_VALUES, MIN_PROBABILITY
 
 Activation = Literal["relu", "linear"]
-DataKind = Literal["paper", "seed", "signed"]
 Target = Literal["identity", "abs"]
-Correlation = Literal["none", "correlated", "anticorrelated"]
 Optimizer = Literal["adam", "adamw"]
 Schedule = Literal["constant", "linear", "cosine"]
 Device = Literal["auto", "cpu", "cuda"]
 Engine = Literal["auto", "fused", "compiled", "reference"]
 
-# Sizes are indices in the fused engine: beyond this they overflow long before memory runs out.
-MAX_SIZE = 2**31 - 1
-# feature_probability and importance are [instance][feature] lists: this many values at most
-MAX_VALUES = 20_000_000
-
-# The rarest a feature can be: the data stream compares 24-bit uniforms with p, so any
-# smaller p would be drawn at this probability all the same.
-MIN_PROBABILITY = 2.0**-24
-
 # The seed's sweep: also the default instances of `superposition train`.
 SEED_SPARSITIES = (0.0, 0.7, 0.9, 0.99, 0.999)
+
+
+def generators() -> Any:
+    """The data package, whose GENERATORS a config's `data` names. Loaded when a config is
+    first validated, not with this module: the command line's --help reads this module and
+    must not wait for torch."""
+    from . import data
+
+    return data
 
 
 def plain(value: Any, depth: int = 0) -> Any:
@@ -85,11 +84,10 @@ class Config(BaseModel):
     hidden: int = Field(5, gt=0, le=MAX_SIZE)
     feature_probability: list[list[float]]  # [instance][feature], each in (0, 1]
     importance: list[list[float]]  # [instance][feature], each >= 0
-    data: DataKind = "paper"
+    data: str = "paper"  # a generator registered in data.GENERATORS
+    # the generator's own keys (its Options), every default filled in
+    data_options: dict[str, Any] = Field(default_factory=dict, validate_default=True)
     target: Target = "identity"  # what x' should reproduce: x itself, or |x| (computation)
-    # features in consecutive sets of set_size: one presence draw per set and row
-    correlation: Correlation = "none"
-    set_size: int = Field(1, gt=0, le=MAX_SIZE)
     optimizer: Optimizer = "adamw"
     weight_decay: float = Field(0.01, ge=0)
     lr: float = Field(1e-3, gt=0)
@@ -114,6 +112,22 @@ class Config(BaseModel):
     # None: a fresh batch every step
     dataset_size: int | None = Field(None, gt=0, le=MAX_SIZE)
     normalize: bool = False  # scale every example to unit norm (Henighan et al., 2023)
+
+    @field_validator("data")
+    @classmethod
+    def _registered(cls, data: str) -> str:
+        if data not in generators().GENERATORS:
+            raise ValueError(
+                f"unknown generator {data!r}; registered: {', '.join(generators().GENERATORS)} (a generator registered with "
+                "sp.register_data exists only in the Python process that registered it, never on the command line)"
+            )
+        return data
+
+    @field_validator("data_options")
+    @classmethod
+    def _options(cls, given: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        generator = generators().GENERATORS.get(info.data.get("data", ""))
+        return generator.validate(given) if generator else given
 
     @model_validator(mode="after")
     def _check_shapes(self) -> Config:
@@ -153,26 +167,13 @@ class Config(BaseModel):
                 "with sp.register exists only in the Python process that registered it, never on the command line)"
             )
         KINDS[self.model].check(self)
-        if self.correlation != "none":
-            if self.features % self.set_size:
-                raise ValueError(f"set_size: {self.set_size} does not divide features ({self.features}) into sets")
-            if self.data == "seed":
-                raise ValueError("correlation: sets of features work with paper or signed data, not seed")
-        if self.correlation == "anticorrelated":
-            for row in self.feature_probability:
-                for first in range(0, self.features, self.set_size):
-                    if sum(row[first : first + self.set_size]) > 1 + 1e-9:
-                        raise ValueError(
-                            "feature_probability: an anticorrelated set's probabilities add up to more than 1"
-                        )
+        generators().GENERATORS[self.data].check(self)
         if len(self.feature_probability) % self.replicates:
             raise ValueError(
                 f"replicates: {self.replicates} does not divide the {len(self.feature_probability)} instances into groups"
             )
         if self.restarts > 1 and self.warm_start:
             raise ValueError("restarts: warm start trains one chain of instances; use restarts = 1 with it")
-        if self.normalize and self.data == "seed":
-            raise ValueError("normalize: seed data is already scaled to unit norm; drop normalize")
         if self.warmup >= self.steps:
             raise ValueError(f"warmup: {self.warmup} must be smaller than steps ({self.steps})")
         return self
@@ -201,9 +202,22 @@ class Config(BaseModel):
         )
 
 
-# Keys a user may give besides Config's own fields.
+# Keys a user may give besides Config's own fields and the generators' options.
 CONVENIENCE_KEYS = {"sparsity", "importance_decay"}
 USER_KEYS = set(Config.model_fields) | CONVENIENCE_KEYS
+
+
+def user_keys() -> set[str]:
+    """Every key a config may hold: its fields, the convenience keys, and the options of
+    every generator registered so far."""
+    return USER_KEYS | set(generators().option_keys())
+
+
+def whole_number_keys() -> set[str]:
+    """The keys whose values are whole numbers (a sweep's axis of them stays integer)."""
+    options = {k: f for g in generators().GENERATORS.values() for k, f in g.Options.model_fields.items()}
+    fields = {**Config.model_fields, **options}
+    return {name for name, field in fields.items() if field.annotation in (int, "int")}
 
 
 def normalise_key(key: Any, known: set[str], where: str = "") -> str:
@@ -214,7 +228,8 @@ def normalise_key(key: Any, known: set[str], where: str = "") -> str:
     return name
 
 
-def normalise_keys(raw: dict[str, Any], known: set[str] = USER_KEYS, where: str = "") -> dict[str, Any]:
+def normalise_keys(raw: dict[str, Any], known: set[str] | None = None, where: str = "") -> dict[str, Any]:
+    known = user_keys() if known is None else known
     out: dict[str, Any] = {}
     for key, value in raw.items():
         name = normalise_key(key, known, where)
@@ -255,7 +270,7 @@ def _expand(raw: dict[str, Any]) -> dict[str, Any]:
     """User keys as Config's fields: `sparsity` and `importance_decay` become full
     [instance][feature] lists, a flat list applies to every instance, and the model
     kind fills in the keys it implies."""
-    keys = normalise_keys(raw)
+    keys = _gather_options(normalise_keys(raw))
     features = keys.get("features", Config.model_fields["features"].default)
     if not isinstance(features, int) or isinstance(features, bool) or not 0 < features <= MAX_SIZE:
         raise ConfigError(f"features: must be a whole number from 1 to {MAX_SIZE}, got {features!r}")
@@ -309,11 +324,27 @@ def _expand(raw: dict[str, Any]) -> dict[str, Any]:
     return {**keys, "feature_probability": probs, "importance": importance}
 
 
+def _gather_options(keys: dict[str, Any]) -> dict[str, Any]:
+    """The generator's options given as top-level keys (`correlation = "correlated"`), moved
+    into `data_options`; an option of another generator is refused."""
+    declared = generators().option_keys()
+    given = {key: keys.pop(key) for key in list(keys) if key in declared and key not in Config.model_fields}
+    if not given:
+        return keys
+    if "data_options" in keys:
+        raise ConfigError(f"{next(iter(given))}: give the data's options either as keys of their own or in data_options, not both")
+    data = keys.get("data", Config.model_fields["data"].default)
+    for key in given:
+        if data not in declared[key]:
+            raise ConfigError(f"{key}: an option of {' and '.join(declared[key])} data, not of {data!r}; drop it or set data")
+    return {**keys, "data_options": given}
+
+
 def _one_line(error: ValidationError) -> str:
     first = error.errors()[0]
     where = ".".join(str(part) for part in first["loc"] if not isinstance(part, int))
     message = first["msg"].removeprefix("Value error, ")
-    if not where:
+    if not where or where == "data_options":  # a generator's option names itself
         return message
     value = first.get("input")
     shown = "" if isinstance(value, (dict, list)) else f" (got {value!r})"

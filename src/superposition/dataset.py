@@ -1,10 +1,11 @@
 """Finite training sets (Henighan et al., 2023): T examples per instance, drawn once.
 
 With `dataset_size = T`, instance i's training set is the batch of T rows that the
-counter stream of data.py draws for (seed, i) at DATASET_STEP, a step no training run
+counter stream draws for (seed, i) at data.DATASET_STEP, a step no training run
 reaches: `data.batch(config, probs, instances, DATASET_STEP, rows=T)` returns it too,
 scaled to unit norm when `normalize` (an all-zero example stays zero). Its test set is
-the stream's batch of eval_batch_size rows at TEST_STEP. Both are held as compressed
+the evaluation batch of every run, the eval_batch_size rows at data.EVAL_STEP. The
+kernels' draw makes them where the generator has one, torch's otherwise. Both are held as compressed
 sparse rows (`Sparse`): at S = 0.999, ~10 of 10,000 features are present per example,
 so the paper's largest sets take megabytes, not gigabytes.
 
@@ -25,11 +26,11 @@ from jaxtyping import Float
 from numba import njit
 from torch import Tensor
 
+from . import data
 from .config import Config
-from .fused import _GOLDEN, DATA_CODES, SET_MODES, _draw_rows, _mix, _unit_columns, step_key
+from .data import DATASET_STEP, EVAL_STEP, GENERATORS, SHUFFLE_STEP
+from .fused import _GOLDEN, _draw_rows, _mix, _unit_columns, step_key
 
-# Steps of the counter stream that training never reaches (steps are < 2**31).
-DATASET_STEP, TEST_STEP, SHUFFLE_STEP = 2**40, 2**40 + 1, 2**41
 BLOCK = 64  # rows drawn at once: feat x BLOCK floats of scratch
 CHUNK_VALUES = 2**24  # dense values at once where a set is evaluated in chunks of rows
 
@@ -100,15 +101,15 @@ class Sparse(NamedTuple):
 def draw(config: Config, step: int, rows: int, sources: list[int] | None = None) -> Sparse:
     """`rows` examples of every instance from the counter stream at `step` (see above);
     instance i draws the stream of instance sources[i] (default: i itself)."""
-    probs = np.asarray(config.feature_probability, np.float32)
     sources = list(range(config.instances)) if sources is None else sources
+    kernel = GENERATORS[config.data].kernel_draw(config)
+    if kernel is None:
+        return _sparse(data.batch(config, data.feature_probability(config), torch.tensor(sources), step, rows))
+    probs = np.asarray(config.feature_probability, np.float32)
     parts = [
-        _draw_sparse(
-            probs[i], _key(config.seed, source, step), rows,
-            DATA_CODES[config.data], SET_MODES[config.correlation], config.set_size, config.normalize,
-        )
+        _draw_sparse(probs[i], _key(config.seed, source, step), rows, *kernel, config.normalize)
         for i, source in enumerate(sources)
-    ]  # fmt: skip
+    ]
     offsets = np.cumsum([0] + [len(cols) for _, cols, _ in parts])
     row_ptr = np.stack([ptr + offset for (ptr, _, _), offset in zip(parts, offsets)])
     cols = np.concatenate([c for _, c, _ in parts]) if parts else np.zeros(0, np.int32)
@@ -116,22 +117,33 @@ def draw(config: Config, step: int, rows: int, sources: list[int] | None = None)
     return Sparse(row_ptr, cols, values, config.features)
 
 
+def _sparse(x: Float[Tensor, "inst rows feat"]) -> Sparse:
+    """A dense draw as compressed sparse rows."""
+    inst, rows, feat = x.shape
+    present = x != 0
+    ends = present.sum(-1).reshape(-1).cumsum(0)  # every example's end offset, instance after instance
+    starts = torch.cat([ends.new_zeros(1), ends])[:-1].view(inst, rows)[:, :1]
+    row_ptr = torch.cat([starts, ends.view(inst, rows)], dim=1)
+    cols = present.nonzero()[:, 2].int()
+    return Sparse(row_ptr.numpy(), cols.numpy(), x[present].numpy(), feat)
+
+
 def training_set(config: Config, sources: list[int] | None = None) -> Sparse:
     return draw(config, DATASET_STEP, config.dataset_size, sources)
 
 
 def test_set(config: Config) -> Sparse:
-    """The stream's rows at TEST_STEP; drawn once per process for each stream and size (the
+    """The evaluation batch, the stream's rows at EVAL_STEP; drawn once per process for each stream and size (the
     paper-size presets' runs share one: 10,000 rows of 10,000 features, ~1 s to draw)."""
     key = (config.seed, config.instances, config.eval_batch_size, config.model_dump_json(include=_STREAM))
     if key not in _TEST_SETS:
         _TEST_SETS.clear()  # one at a time: a preset's runs come in order
-        _TEST_SETS[key] = draw(config, TEST_STEP, config.eval_batch_size)
+        _TEST_SETS[key] = draw(config, EVAL_STEP, config.eval_batch_size)
     return _TEST_SETS[key]
 
 
 # every key `draw` reads, besides the seed and the rows
-_STREAM = {"features", "sparsity", "feature_probability", "data", "correlation", "set_size", "normalize"}
+_STREAM = {"features", "sparsity", "feature_probability", "data", "data_options", "normalize"}
 _TEST_SETS: dict[tuple, Sparse] = {}
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 
 from .config import Config
+from .data import GENERATORS
 from .errors import ConfigError
 from .models import KINDS
 from .saes import SAE_KINDS
@@ -35,16 +36,21 @@ class Engine:
     name: ClassVar[str]
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
 
-    def supports(self, job: Job, device: str) -> str | None:
-        """None where this engine trains `job` on `device`; otherwise why not, and what to use."""
+    def supports(self, job: Job, device: str, data: Config | None = None) -> str | None:
+        """None where this engine trains `job` on `device`; otherwise why not, and what to use.
+        `data`: the config whose generator draws the data (an SAE's source; a toy model's own)."""
         return None
 
 
 class Fused(Engine):
     name, devices = "fused", ("cpu",)
 
-    def supports(self, job: Job, device: str) -> str | None:
+    def supports(self, job: Job, device: str, data: Config | None = None) -> str | None:
         toy = isinstance(job, Config)
+        data = job if toy else data
+        if data is not None and GENERATORS[data.data].kernel_draw(data) is None:
+            drawn = ", ".join(name for name, g in GENERATORS.items() if g.kernel is not None)
+            return f"the fused engine's kernels have no draw of {data.data} data (they draw {drawn}); use --engine {'compiled' if toy else 'reference'}"
         if toy and KINDS[job.model].fused is None:
             return f"the fused engine does not run the {job.model} model; use --engine reference"
         if not toy and not SAE_KINDS[job.kind].fused:
@@ -60,7 +66,7 @@ class Fused(Engine):
 class Compiled(Engine):
     name = "compiled"
 
-    def supports(self, job: Job, device: str) -> str | None:
+    def supports(self, job: Job, device: str, data: Config | None = None) -> str | None:
         if not isinstance(job, Config):
             return "SAEs have no compiled (torch.compile) engine yet; use --engine fused on the CPU, --engine reference on any device, or leave it auto"
         return None
@@ -87,15 +93,15 @@ def device_of(job: Job) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def engine_of(job: Job, device: str) -> str:
+def engine_of(job: Job, device: str, data: Config | None = None) -> str:
     """The engine that trains `job` on `device`: the one asked for, if it can; for `auto`, the
-    first of PREFERENCE[device] that can."""
+    first of PREFERENCE[device] that can. `data`: an SAE's source config, where known."""
     if job.engine != "auto":
-        reason = ENGINES[job.engine].supports(job, device)
+        reason = ENGINES[job.engine].supports(job, device, data)
         if reason:
             raise ConfigError(f"engine: {reason}")
         return job.engine
-    return next(name for name in PREFERENCE[device] if ENGINES[name].supports(job, device) is None)
+    return next(name for name in PREFERENCE[device] if ENGINES[name].supports(job, device, data) is None)
 
 
 def settle(job: Job) -> Job:

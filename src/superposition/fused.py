@@ -38,12 +38,9 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-# The kernel takes no strings: the model is three flags (tied, hidden ReLU, output ReLU).
-# the data kinds and set modes, as the integers the kernels switch on (numba takes no strings)
-PAPER, SEED, SIGNED = 0, 1, 2
-INDEPENDENT, CORRELATED, ANTICORRELATED = 0, 1, 2
-DATA_CODES = {"paper": PAPER, "seed": SEED, "signed": SIGNED}
-SET_MODES = {"none": INDEPENDENT, "correlated": CORRELATED, "anticorrelated": ANTICORRELATED}
+# The kernel takes no strings: the model is flags (tied, hidden ReLU, output ReLU), the
+# data the integers of a generator's KernelDraw.
+from .data.generator import ANTICORRELATED, CORRELATED, INDEPENDENT, PAPER, SEED, SIGNED, KernelDraw
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -349,8 +346,8 @@ class Stream(NamedTuple):
     probs: np.ndarray  # (inst, feat)
     seed: int
     first_instance: int  # global index of instance 0 here, which keys its stream
-    data_code: int  # DATA_CODES
-    set_mode: int  # SET_MODES
+    data_code: int  # KernelDraw.code
+    set_mode: int  # KernelDraw.set_mode
     set_size: int
     batch: int
     normalize: bool  # every example scaled to unit norm

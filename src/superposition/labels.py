@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import Config
+from .data import GENERATORS
 from .models import KINDS
 
 
@@ -36,9 +37,7 @@ def describe(config: Config) -> str:
     optimizer = "AdamW" if config.optimizer == "adamw" else "Adam"
     warm = ", warm start" if config.warm_start else ""
     copies = f", {config.replicates} copies of each" if config.replicates > 1 else ""
-    data = f"{config.data} data"
-    if config.correlation != "none":
-        data += f" in {config.correlation} sets of {config.set_size}"
+    data = GENERATORS[config.data].describe(config)
     if config.target == "abs":
         data += ", target |x|"
     if config.normalize:

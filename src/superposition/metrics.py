@@ -35,8 +35,6 @@ if TYPE_CHECKING:
 
 REPRESENTED_NORM = 0.5
 DIAGONAL_CUT = 0.5
-# The evaluation batch comes from its own stream, never the training one.
-EVAL_SEED_OFFSET = 1_000_003
 
 
 def feature_norms(W: Float[Tensor, "inst feat hidden"]) -> Float[Tensor, "inst feat"]:
@@ -69,13 +67,8 @@ def dimensions_per_feature(W: Float[Tensor, "inst feat hidden"]) -> Float[Tensor
 
 
 def eval_loss(config: Config, params: Params) -> Float[Tensor, "inst"]:
-    """Loss on a fixed evaluation batch (same batch for every run of the same config)."""
-    generator = torch.Generator().manual_seed(config.seed + EVAL_SEED_OFFSET)
-    x = data.sample(
-        config.data, data.feature_probability(config), config.eval_batch_size, generator, config.correlation, config.set_size
-    )
-    if config.normalize:
-        x = data.unit_rows(x)
+    """Loss on the fixed evaluation batch (data.EVAL_STEP: the same for every run of the config)."""
+    x = data.evaluation(config)
     with torch.no_grad():
         out = forward(params, x, config)
         return loss_per_instance(out, x, data.importance(config), config)

@@ -117,7 +117,7 @@ class Source(NamedTuple):
     F: np.ndarray  # (sources, feat, d): the true directions
     probs: np.ndarray  # (sources, feat)
     seed: int
-    data_code: int  # fused.DATA_CODES
+    data_code: int  # KernelDraw.code
     set_mode: int
     set_size: int
     batch: int

@@ -41,7 +41,6 @@ from torch import Tensor
 
 from .config import ConfigError
 from .files import CONFIG, atomic_dir, seal, to_json, verify
-from .metrics import EVAL_SEED_OFFSET
 from .recovery import score
 from .sae_config import SAEConfig
 from .sae_training import SAEResult, settings_tensor, source_of, source_run
@@ -53,6 +52,9 @@ WEIGHTS, METRICS, HISTORY = "sae.safetensors", "metrics.json", "history.safetens
 # though its numbers are still finite (Adam at lr 1e6 ends near 1e12)
 DIVERGED_ERROR = 1e3
 SEALED = (CONFIG, WEIGHTS, METRICS, HISTORY)
+
+# The SAEs' evaluation batch: the source's stream under its own seed, never a training one.
+EVAL_SEED_OFFSET = 1_000_003
 
 
 @dataclass

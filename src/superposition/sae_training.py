@@ -31,6 +31,7 @@ from torch import Tensor
 from . import fused
 from .activations import RESAMPLING, SAE_INIT, DictionarySource, RunSource, derived_seed
 from .config import ConfigError
+from .data import GENERATORS
 from .engines import device_of, engine_of
 from .sae_config import SAEConfig
 from .saes import AUXK_WEIGHT, BANDWIDTH, SAE_KINDS, THRESHOLD_INIT, Params, forward, k_aux
@@ -117,8 +118,8 @@ def check_memory(config: SAEConfig) -> None:
 
 def train(config: SAEConfig, run=None, progress: bool = False) -> SAEResult:
     device = device_of(config)
-    engine = engine_of(config, device)
     source = source_of(config, run, device)
+    engine = engine_of(config, device, source.config)
     kind = SAE_KINDS[config.kind]
     n, d, L = config.instances, config.dims, config.latents
     copies = len(config.settings)
@@ -205,10 +206,10 @@ class _Fused:
         self.weights = sae_fused.Weights(arrays["W_enc"], arrays["b_enc"], arrays["W_dec"], arrays["b_dec"], theta)
         self.moment_arrays = tuple(np.zeros_like(w) for w in self.weights for _ in range(2))
         data = source.config
+        draw = GENERATORS[data.data].kernel_draw(data)
         self.source = sae_fused.Source(
-            F=source.features.numpy(), probs=source.probs.numpy(), seed=config.seed,
-            data_code=fused.DATA_CODES[data.data], set_mode=fused.SET_MODES[data.correlation],
-            set_size=data.set_size, batch=config.batch_size, normalize=data.normalize,
+            F=source.features.numpy(), probs=source.probs.numpy(), seed=config.seed, data_code=draw.code,
+            set_mode=draw.set_mode, set_size=draw.set_size, batch=config.batch_size, normalize=data.normalize,
         )  # fmt: skip
         self.setting = settings_tensor(config)
         self.rule = sae_fused.Rule(

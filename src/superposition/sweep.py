@@ -52,7 +52,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from .config import USER_KEYS, Config, ConfigError, normalise_keys, read_config_file, resolve
+from .config import Config, ConfigError, normalise_keys, read_config_file, resolve, user_keys, whole_number_keys
 from .files import (
     KIND_NAMES,
     MARKER,
@@ -72,7 +72,6 @@ SPEC, RESULTS = "spec.json", "results.csv"
 INSTANCE_AXES = ("density", "sparsity", "importance_last")
 # keys an axis may not set: they are per-instance lists, set by the instance axes
 NOT_AXES = {"feature_probability", "importance", "warm_start", "replicates"}
-AXIS_KEYS = (USER_KEYS - NOT_AXES) | set(INSTANCE_AXES)
 
 
 def read_spec(path: Path) -> dict[str, Any]:
@@ -92,14 +91,14 @@ def read_spec(path: Path) -> dict[str, Any]:
 
         spec = read_tables(base, axes)
     else:
-        base = normalise_keys(base, USER_KEYS, "base.")
-        axes = normalise_keys(axes, AXIS_KEYS | NOT_AXES, "axes.")
+        base = normalise_keys(base, user_keys(), "base.")
+        axes = normalise_keys(axes, user_keys() | set(INSTANCE_AXES), "axes.")
         if "density" in axes and "sparsity" in axes:
             raise ConfigError("axes.sparsity: give a density axis or a sparsity axis, not both")
         for name in axes:
             if name in NOT_AXES:
                 raise ConfigError(f"axes.{name}: not an axis; use density, sparsity, importance_last or a config key")
-        whole = {name for name, field in Config.model_fields.items() if field.annotation in (int, "int")}
+        whole = whole_number_keys()
         spec = {"base": base, "axes": {n: axis_values(n, v, n in INSTANCE_AXES, n in whole) for n, v in axes.items()}}
     try:
         to_json(spec)  # spec.json must hold it: TOML dates and times are not config values

@@ -326,13 +326,14 @@ def _fused_stepper(
     from . import fused
 
     weights, moments, model, optimiser = _kernel_state(params, importance, config)
+    draw = data.GENERATORS[config.data].kernel_draw(config)
     stream = fused.Stream(
         probs=probs.numpy(),
         seed=config.seed,
         first_instance=first_instance,
-        data_code=fused.DATA_CODES[config.data],
-        set_mode=fused.SET_MODES[config.correlation],
-        set_size=config.set_size,
+        data_code=draw.code,
+        set_mode=draw.set_mode,
+        set_size=draw.set_size,
         batch=config.batch_size,
         normalize=config.normalize,
     )

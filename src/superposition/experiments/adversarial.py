@@ -22,7 +22,6 @@ from matplotlib.figure import Figure
 from .. import data
 from ..config import Config
 from ..labels import describe
-from ..metrics import EVAL_SEED_OFFSET
 from ..models import Params, forward, gram
 from ..plots import save_figure
 from . import Claim, Options, Outcome, fit
@@ -36,8 +35,7 @@ def vulnerability(config: Config, params: Params, rows: int = 4096) -> torch.Ten
     Only inputs with some feature present count, for the budget as for the mean: at
     S = 0.999 nearly every row is empty, and an attack scaled to them would be ~0.
     """
-    generator = torch.Generator().manual_seed(config.seed + EVAL_SEED_OFFSET)
-    x = data.sample(config.data, data.feature_probability(config), rows, generator)  # (inst, rows, feat)
+    x = data.evaluation(config, rows)  # (inst, rows, feat)
     norms = x.norm(dim=-1)  # (inst, rows)
     present = (norms > 0).float()
     epsilon = BUDGET * (norms * present).sum(-1) / present.sum(-1).clamp_min(1)  # (inst,)

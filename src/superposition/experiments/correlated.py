@@ -134,7 +134,7 @@ def _vectors(W: torch.Tensor, config) -> Figure:
     axes = fig.subplots(1, W.shape[0])
     for ax, w, row in zip(axes, W.numpy(), config.feature_probability):
         for i, (x, y) in enumerate(w):
-            ax.plot([0, x], [0, y], color=f"C{i // config.set_size}", lw=2)
+            ax.plot([0, x], [0, y], color=f"C{i // config.data_options['set_size']}", lw=2)
         ax.set_xlim(-1.3, 1.3)
         ax.set_ylim(-1.3, 1.3)
         ax.set_aspect("equal")
