@@ -105,7 +105,7 @@ class Config(BaseModel):
     replicates: int = Field(1, gt=0, le=MAX_SIZE)
     early_stop: float | None = Field(None, gt=0)
     # train this many independent copies of every instance and keep the one with the
-    # lowest evaluation loss (the paper's "best of several seeds")
+    # lowest training loss over its last steps (the paper's "best of several seeds")
     restarts: int = Field(1, gt=0, le=MAX_SIZE)
     eval_batch_size: int = Field(10_000, gt=0, le=MAX_SIZE)
     # a finite training set of this many examples per instance, drawn once (dataset.py);

@@ -37,7 +37,7 @@ from typing import Any
 from .config import ConfigError
 
 MARKER = "superposition.json"
-FORMAT, FORMAT_VERSION = "superposition", 2
+FORMAT, FORMAT_VERSION = "superposition", 3
 KINDS = ("run", "reproduction", "sweep", "figures", "sae")
 CONFIG = "config.json"  # a run's resolved config
 REPRODUCTION = "reproduction.json"  # the summary of a `reproduce` output
@@ -168,7 +168,7 @@ def verify(directory: Path, kind: str, what: str) -> dict[str, Any]:
     if record is None or record["kind"] != kind:
         version = "" if (Path(directory) / MARKER).exists() else f" (no {MARKER})"
         if not (Path(directory) / MARKER).exists() and (Path(directory) / CONFIG).is_file():
-            version += "; runs written by superposition 0.1 are not read by 0.2, train it again"
+            version += "; runs written by superposition 0.1 are not read by 0.3, train it again"
         raise ConfigError(f"{what}: {directory} is not a {kind} directory written by superposition{version}")
     if record.get("format_version") != FORMAT_VERSION:
         raise ConfigError(

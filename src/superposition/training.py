@@ -36,6 +36,8 @@ from .steps import BETAS, CHUNK, EPS, Stepper, lr_factor, make_optimizer
 if TYPE_CHECKING:
     from .dataset import Sparse
 
+# restarts' copies are judged on the training batches of this last share of their steps
+JUDGED_SHARE = 0.1
 EARLY_STOP_WINDOW = 500
 
 
@@ -200,22 +202,26 @@ def _training_set(config: Config, sources: list[int]) -> Sparse:
 def _best_of_restarts(config: Config, progress: bool) -> TrainResult:
     """Train `restarts` copies of every instance at once; keep each instance's best copy.
 
-    Copies are judged on the evaluation batch of the config as given, so all copies of
-    an instance face the same data; with a finite training set, all copies train on
-    their instance's set and are judged by their loss on it (the paper's choice).
+    All copies of an instance train on its data stream, so they face the same batches.
+    They are judged by their mean training loss over the last JUDGED_SHARE of the steps:
+    at 4,000 steps, 400 batches of 1,024 fresh rows. The evaluation batch's 10,000 rows
+    are too few to tell copies apart where features are rare: at 1-S = 0.01 the n = 3
+    phase diagram's copies were ranked as a 400,000-row evaluation ranks them in 61% of
+    cells, and the diagram agreed with theory on 67% (by 400,000 rows: 81%). With a
+    finite training set, copies are judged by their loss on it (the paper's choice).
     """
     from . import dataset
-    from .metrics import eval_loss
 
     k = config.restarts
     copies = config.subset([i for i in range(config.instances) for _ in range(k)]).model_copy(update={"restarts": 1})
     result = train(copies, progress, sources=[i for i in range(config.instances) for _ in range(k)])
     examples = result.dataset.subset(range(0, config.instances * k, k)) if config.dataset_size else None
 
-    def judge(params: Params) -> Tensor:
-        return dataset.evaluate(config, params, examples) if examples is not None else eval_loss(config, params)
-
-    losses = torch.stack([judge({n: v[r::k] for n, v in result.params.items()}) for r in range(k)])
+    if examples is not None:
+        losses = torch.stack([dataset.evaluate(config, {n: v[r::k] for n, v in result.params.items()}, examples) for r in range(k)])
+    else:
+        judged = result.history[-max(1, round(JUDGED_SHARE * len(result.history))) :].mean(0)  # (instances x copies,)
+        losses = judged.view(config.instances, k).T
     losses = torch.nan_to_num(losses, nan=math.inf)  # a diverged copy never wins (argmin prefers NaN)
     best = losses.argmin(0) + k * torch.arange(config.instances)  # index of each instance's best copy
     return TrainResult(
