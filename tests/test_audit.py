@@ -114,15 +114,26 @@ def test_both_sae_engines_draw_what_the_source_run_draws(data):
         assert torch.allclose(fused.params[name], value, atol=1e-4), name
 
 
-# 3. SAEs have no compiled engine yet: refused, and the engine recorded is the one that ran
+# 3. `sae --engine compiled` runs the compiled engine (on the CPU too) and records it
 
 
-def test_sae_engine_compiled_is_refused_in_one_line(cli, run_dir, tmp_path):
-    code, _, err = cli("sae", run_dir, "--out", tmp_path / "s", "--engine", "compiled", "--quiet")
-    assert code == 2 and "engine: SAEs have no compiled" in err and len(err.strip().splitlines()) == 1
-    assert list(tmp_path.iterdir()) == []
-    with pytest.raises(sp.ConfigError, match="no compiled"):
-        sp.train_sae(run_dir, engine="compiled", progress=False)
+@pytest.mark.parametrize("kind", ["relu", "topk", "jumprelu"])
+def test_sae_engine_compiled_runs_it_and_agrees_with_the_reference(cli, run_dir, tmp_path, kind, monkeypatch):
+    from superposition import sae_training
+
+    traced = []
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda f, **kw: traced.append(f.__name__) or real(f, **kw))
+    sae_training._COMPILED_LOSSES.clear()  # traced again here, where torch.compile is watched
+    keys = ["--kind", kind, "--steps", "150", "--batch-size", "128", "--device", "cpu", "--quiet"]
+    code, _, err = cli("sae", run_dir, "--out", tmp_path / "c", "--engine", "compiled", *keys)
+    assert code == 0, err
+    compiled = sp.load_sae(tmp_path / "c")
+    assert compiled.metrics["engine"] == "compiled" and traced and traced[0].startswith("loss_of")
+    assert cli("sae", run_dir, "--out", tmp_path / "r", "--engine", "reference", *keys)[0] == 0
+    reference = sp.load_sae(tmp_path / "r")
+    for name, tensor in reference.params.items():  # the toy engines' tolerance (test_compiled.py)
+        torch.testing.assert_close(compiled.params[name], tensor, rtol=1e-4, atol=2e-5, msg=name)
 
 
 # 4. a kind runs on the fused engine only where it says so itself

@@ -20,7 +20,7 @@ SAE = resolve_sae({"data": "dictionary", "features": 8, "dims": 2})
         (sp.Config(model="mlp", features=5, hidden=2), "fused", "compiled"),
         (TIED.model_copy(update={"dataset_size": 100}), "fused", "compiled"),
         (TIED.model_copy(update={"dataset_size": 100, "activation": "linear"}), "reference", "compiled"),
-        (SAE, "fused", "reference"),
+        (SAE, "fused", "compiled"),
     ],
 )
 def test_auto_takes_the_first_engine_of_the_device_that_supports_the_job(job, cpu, cuda):
@@ -33,8 +33,7 @@ def test_auto_takes_the_first_engine_of_the_device_that_supports_the_job(job, cp
 @pytest.mark.parametrize(
     ("job", "engine", "device", "reason"),
     [
-        (SAE, "compiled", "cpu", "SAEs have no compiled (torch.compile) engine yet"),
-        (SAE, "fused", "cuda", "the fused engine runs on the CPU; use --engine reference with --device cuda"),
+        (SAE, "fused", "cuda", "the fused engine runs on the CPU; use --engine compiled with --device cuda"),
         (TIED, "fused", "cuda", "the fused engine runs on the CPU; use --engine compiled with --device cuda"),
         (TIED.model_copy(update={"dataset_size": 10, "hidden_activation": "relu"}), "fused", "cpu", "the fused engine trains a finite dataset with a ReLU output"),
     ],
@@ -53,7 +52,7 @@ def test_an_engine_that_runs_on_the_cpu_only_settles_device_auto_there(monkeypat
     assert device_of(SAE.model_copy(update={"engine": "fused"})) == "cpu"
     assert settle(TIED.model_copy(update={"engine": "fused"})).device == "cpu"
     assert settle(TIED.model_copy(update={"engine": "reference", "device": "cpu"})).engine == "reference"
-    assert settle(TIED).engine == "compiled" and settle(SAE).engine == "reference"
+    assert settle(TIED).engine == "compiled" and settle(SAE).engine == "compiled"
 
 
 def test_the_sae_command_records_the_engine_that_ran(cli, tmp_path):

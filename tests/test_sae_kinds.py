@@ -62,3 +62,12 @@ def test_register_sae_refuses_a_taken_name_a_non_kind_and_a_setting_of_its_own()
         sp.register_sae(Fresh)
     assert type(SAE_KINDS["topk"]) is TopK and "test-fresh" not in SAE_KINDS
     assert all(kind.fused for kind in SAE_KINDS.values())  # the built-ins say so themselves
+
+
+def test_a_kind_registered_here_runs_on_the_compiled_engine_as_on_the_reference(registered):
+    keys = {"data": "dictionary", "features": 5, "dims": 2, "density": 0.1, "steps": 200, "device": "cpu", "kind": "test-batchtopk", "k": [1, 2]}
+    compiled = sp.train_sae(engine="compiled", progress=False, **keys)
+    reference = sp.train_sae(engine="reference", progress=False, **keys)
+    assert compiled.metrics["engine"] == "compiled"
+    for name, tensor in reference.params.items():
+        torch.testing.assert_close(compiled.params[name], tensor, rtol=1e-4, atol=2e-5, msg=name)

@@ -63,7 +63,7 @@ def _compiled_step(config: Config, source: str) -> Callable:
     """The compiled step for this config's graph fields and batch source, built once."""
     key = (*(_hashable(getattr(config, name)) for name in GRAPH_FIELDS), source, backend())
     if key not in _STEPS:
-        _STEPS[key] = torch.compile(_own_code(_step_function(config, source), len(_STEPS)), backend=key[-1], fullgraph=True)
+        _STEPS[key] = torch.compile(own_code(_step_function(config, source), len(_STEPS)), backend=key[-1], fullgraph=True)
     return _STEPS[key]
 
 
@@ -72,10 +72,11 @@ def _hashable(value: object) -> object:
     return tuple(sorted(value.items())) if isinstance(value, dict) else value
 
 
-def _own_code(function: Callable, number: int) -> Callable:
+def own_code(function: Callable, number: int) -> Callable:
     """The function with a code object of its own. Dynamo keeps its compiled graphs, and
     counts recompilations against a limit of 8, per code object, and every step function
-    is a closure of the same code: a ninth config would fail."""
+    is a closure of the same code: a ninth config would fail (an SAE's loss: a ninth kind
+    or shape would run uncompiled)."""
     code = function.__code__.replace(co_name=f"{function.__name__}_{number}")
     return types.FunctionType(code, function.__globals__, code.co_name, function.__defaults__, function.__closure__)
 

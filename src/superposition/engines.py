@@ -10,7 +10,8 @@ job. An engine named that cannot run the job is refused with its own reason.
   fused      numba kernels, CPU only: fused.py (toy models), dataset_fused.py (finite
              sets with a ReLU output and a linear hidden layer), sae_fused.py (SAEs);
              model and SAE kinds only where the kind's own class declares `fused`
-  compiled   torch.compile (CUDA graphs on a GPU), toy models and finite sets of every kind
+  compiled   torch.compile, every model and SAE kind, fresh data and finite sets: a toy
+             model's whole step (CUDA graphs on a GPU), an SAE's loss and its gradients
   reference  autograd and torch.optim, everything, on any device
 """
 
@@ -50,7 +51,7 @@ class Fused(Engine):
         data = job if toy else data
         if data is not None and GENERATORS[data.data].kernel_draw(data) is None:
             drawn = ", ".join(name for name, g in GENERATORS.items() if g.kernel is not None)
-            return f"the fused engine's kernels have no draw of {data.data} data (they draw {drawn}); use --engine {'compiled' if toy else 'reference'}"
+            return f"the fused engine's kernels have no draw of {data.data} data (they draw {drawn}); use --engine compiled or reference"
         if toy and KINDS[job.model].fused is None:
             return f"the fused engine does not run the {job.model} model; use --engine reference"
         if not toy and not SAE_KINDS[job.kind].fused:
@@ -59,17 +60,13 @@ class Fused(Engine):
             # its sparse step skips the outputs a ReLU makes zero: a linear output has none
             return "the fused engine trains a finite dataset with a ReLU output and a linear hidden layer; use --engine reference"
         if device != "cpu":
-            return f"the fused engine runs on the CPU; use --engine {'compiled' if toy else 'reference'} with --device cuda"
+            return "the fused engine runs on the CPU; use --engine compiled with --device cuda"
         return None
 
 
 class Compiled(Engine):
     name = "compiled"
 
-    def supports(self, job: Job, device: str, data: Config | None = None) -> str | None:
-        if not isinstance(job, Config):
-            return "SAEs have no compiled (torch.compile) engine yet; use --engine fused on the CPU, --engine reference on any device, or leave it auto"
-        return None
 
 
 class Reference(Engine):

@@ -20,16 +20,19 @@ Dead latents:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numba
 import numpy as np
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from . import fused
 from .activations import RESAMPLING, SAE_INIT, DictionarySource, RunSource, derived_seed
+from .compiled import backend, own_code
 from .config import ConfigError
 from .data import GENERATORS
 from .engines import device_of, engine_of
@@ -133,7 +136,7 @@ def train(config: SAEConfig, run=None, progress: bool = False) -> SAEResult:
     with LossBar("sae", config.steps, progress) as bar:
         started = time.perf_counter()
         with bar.compiling(f"sae-{engine}"):
-            stepper = (_Fused if engine == "fused" else _Reference)(config, params, source)
+            stepper = STEPPERS[engine](config, params, source)
         looping = time.perf_counter()
         while done < config.steps:
             count = min(every - done % every, config.steps - done)
@@ -154,43 +157,73 @@ def train(config: SAEConfig, run=None, progress: bool = False) -> SAEResult:
     return SAEResult(config, params, history, resampled, time.perf_counter() - looping, looping - started, engine)
 
 
+def step_loss(
+    kind, params: Params, h: Float[Tensor, "inst batch d_in"], setting: Float[Tensor, "inst"], dead: Bool[Tensor, "inst latents"]
+) -> tuple[Float[Tensor, "inst"], Bool[Tensor, "inst latents"]]:
+    """Each SAE's loss on the batch h, and which of its latents fired."""
+    pre, a, h_hat = forward(kind, params, h, setting)
+    loss = ((h - h_hat) ** 2).mean(dim=(1, 2)) + kind.sparsity_loss(params, pre, a, setting) + kind.aux_loss(params, h - h_hat, pre, dead)
+    return loss, (a > 0).any(1)
+
+
 class _Reference:
     """Autograd and torch's Adam, on any device."""
 
     def __init__(self, config: SAEConfig, params: Params, source):
         self.config, self.source = config, source
         self.kind = SAE_KINDS[config.kind]
+        self.loss_of = self.loss_function()
         self.params = {k: v.requires_grad_() for k, v in params.items()}
         self.optimizer = torch.optim.Adam(list(self.params.values()), lr=config.lr, betas=BETAS, eps=EPS, foreach=True)
         device = params["W_enc"].device
         self.setting = settings_tensor(config, device)
         self.last_fired = torch.full((config.instances, config.latents), -1, dtype=torch.long, device=device)
 
+    def loss_function(self) -> Callable:
+        """(params, h, setting, dead) -> (loss, fired): `step_loss` of this kind."""
+        return partial(step_loss, self.kind)
+
     def run(self, first: int, count: int) -> Tensor:
-        config, kind, params = self.config, self.kind, self.params
+        config, params = self.config, self.params
         losses = torch.empty(count, config.instances, device=self.setting.device)
         for s in range(count):
             step = first + s
             h = self.source.batch(config.seed, config.batch_size, step).repeat(len(config.settings), 1, 1)
-            pre, a, h_hat = forward(kind, params, h, self.setting)
             dead = (step - self.last_fired) >= DEAD_STEPS
-            loss = (
-                ((h - h_hat) ** 2).mean(dim=(1, 2))
-                + kind.sparsity_loss(params, pre, a, self.setting)
-                + kind.aux_loss(params, h - h_hat, pre, dead)
-            )
+            loss, fired = self.loss_of(params, h, self.setting, dead)
             self.optimizer.zero_grad(set_to_none=True)
             loss.sum().backward()
             self.optimizer.step()
             with torch.no_grad():
-                kind.after_step(params)
-                self.last_fired[(a > 0).any(1)] = step
+                self.kind.after_step(params)
+                self.last_fired[fired] = step
                 losses[s] = loss.detach()
         return losses.cpu()
 
     def moments(self) -> dict[str, tuple[Tensor, Tensor]]:
         state = self.optimizer.state
         return {k: (state[p]["exp_avg"], state[p]["exp_avg_sq"]) for k, p in self.params.items() if p in state}
+
+
+class _Compiled(_Reference):
+    """The reference loop with each step's loss and its gradients compiled by torch.compile
+    (compiled.py's backend): one graph per kind and shape, built once per process. A kind's
+    Python control flow on tensors (TopK's `int(k.max())`) splits its graph rather than
+    failing, so every registered kind runs on it; Adam stays torch's, as in the reference."""
+
+    def loss_function(self) -> Callable:
+        key = (self.kind.name, type(self.kind), backend())
+        if key not in _COMPILED_LOSSES:
+            kind = self.kind
+
+            def loss_of(params, h, setting, dead):
+                return step_loss(kind, params, h, setting, dead)
+
+            _COMPILED_LOSSES[key] = torch.compile(own_code(loss_of, len(_COMPILED_LOSSES)), backend=key[-1])
+        return _COMPILED_LOSSES[key]
+
+
+_COMPILED_LOSSES: dict[tuple, Callable] = {}
 
 
 class _Fused:
@@ -232,6 +265,9 @@ class _Fused:
         names = ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")
         pairs = {n: (torch.from_numpy(self.moment_arrays[2 * k]), torch.from_numpy(self.moment_arrays[2 * k + 1])) for k, n in enumerate(names)}
         return {n: pair for n, pair in pairs.items() if n in self.params}
+
+
+STEPPERS = {"reference": _Reference, "compiled": _Compiled, "fused": _Fused}
 
 
 def _draws(seed: int, step: int, source: int) -> torch.Generator:
