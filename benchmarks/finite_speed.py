@@ -23,7 +23,7 @@ import time
 import torch
 
 import superposition as sp
-from superposition import training
+from superposition.training import loop as training
 
 PROBLEMS = {  # features, sparsity, T, hidden
     "ARENA T=200": (1_000, 0.99, 200, 2),
@@ -47,7 +47,8 @@ def timed(cfg: sp.Config, params: dict) -> tuple[float, dict]:
     """Seconds per step of `cfg` from `params` (a copy is trained)."""
     import numpy as np
 
-    from superposition import data, dataset
+    from superposition import data
+    from superposition.training import dataset
 
     own = {k: v.clone() for k, v in params.items()}
     examples = dataset.training_set(cfg)

@@ -15,7 +15,7 @@ import time
 import numba
 
 import superposition as sp
-from superposition import fused
+from superposition.kernels import fused
 
 JOBS = {
     "pentagon (1 inst, 2 x 10)": {"instances": 1, "features": 5, "dims": 2, "latents": 10, "density": 0.1},

@@ -18,8 +18,8 @@ import time
 import torch
 
 from superposition.config import Config, resolve
-from superposition.steps import CHUNK
-from superposition.training import train
+from superposition.training.steps import CHUNK
+from superposition.training.loop import train
 
 
 def rss_mib() -> float:

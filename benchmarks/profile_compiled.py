@@ -17,9 +17,10 @@ from ours import problem
 from speed import CONFIGS
 from torch.profiler import ProfilerActivity, profile
 
-from superposition import compiled, data
+from superposition.training import compiled
+from superposition import data
 from superposition.models import init_params
-from superposition.steps import CHUNK
+from superposition.training.steps import CHUNK
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ import time
 import numba
 import numpy as np
 
-from superposition import fused
+from superposition.kernels import fused
 
 SHAPES = {"B1": (5, 2), "B2": (20, 5), "B3": (100, 20), "B4": (20, 5)}
 BATCH = 1024

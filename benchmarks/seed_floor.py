@@ -28,7 +28,7 @@ import torch
 from numba import njit
 from profile_fused import per_call
 
-from superposition import fused
+from superposition.kernels import fused
 from superposition.experiments import seed
 
 CORES = 2

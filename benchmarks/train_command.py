@@ -25,7 +25,10 @@ marks = [("start", time.perf_counter())]
 import torch; marks.append(("import torch", time.perf_counter()))
 import numba; marks.append(("import numba", time.perf_counter()))
 import superposition as sp
-from superposition import cli, fused, runs, training; marks.append(("import superposition (cli, kernel, runs)", time.perf_counter()))
+from superposition import cli, runs, kernel, runs)"
+from superposition.kernels import fused
+from superposition.training; marks import append(("import superposition (cli
+from superposition.time import perf_counter()))
 import matplotlib.figure; from superposition import plots; marks.append(("import matplotlib", time.perf_counter()))
 config = sp.Config(device="cpu")
 run = sp.train(config, progress=False); marks.append(("train 10,000 steps x 5 instances and evaluate", time.perf_counter()))

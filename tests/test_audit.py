@@ -79,7 +79,7 @@ def test_the_api_refuses_to_save_over_another_kind(tmp_path, run_dir):
 
 
 def test_a_sweep_refuses_a_run_directory(tmp_path, run_dir):
-    from superposition.sweep import sweep
+    from superposition.sweeps.sweep import sweep
 
     spec = tmp_path / "spec.toml"
     spec.write_text("[base]\nfeatures = 3\nhidden = 2\nsteps = 10\ndevice = 'cpu'\n[axes]\nseed = [0]\n")
@@ -119,7 +119,7 @@ def test_both_sae_engines_draw_what_the_source_run_draws(data):
 
 @pytest.mark.parametrize("kind", ["relu", "topk", "jumprelu"])
 def test_sae_engine_compiled_runs_it_and_agrees_with_the_reference(cli, run_dir, tmp_path, kind, monkeypatch):
-    from superposition import sae_training
+    from superposition.saes import training as sae_training
 
     traced = []
     real = torch.compile
@@ -200,7 +200,7 @@ def test_a_bad_density_is_one_line_naming_density(cli, tmp_path, density):
 
 @pytest.mark.parametrize("where", ["sae", "axes"])
 def test_a_nan_density_in_an_sae_spec_is_refused(tmp_path, where):
-    from superposition.sweep import sweep
+    from superposition.sweeps.sweep import sweep
 
     spec = tmp_path / "spec.toml"
     table = "[sae]\ndata = 'dictionary'\nfeatures = 8\ndims = 3\nsteps = 10\n"
@@ -222,7 +222,7 @@ SWEEP = "[base]\nfeatures = 3\nhidden = 2\nsparsity = 0.5\nsteps = 20\ndevice = 
 
 
 def test_report_names_the_shards_that_are_corrupted_or_gone(cli, tmp_path):
-    from superposition.sweep import sweep
+    from superposition.sweeps.sweep import sweep
 
     spec, out = tmp_path / "spec.toml", tmp_path / "sweep"
     spec.write_text(SWEEP)
@@ -306,7 +306,7 @@ def test_the_api_takes_numpy_values_and_tuples():
     huge = np.broadcast_to(np.float32(0.5), (10**8,))  # 10^8 values, no memory: refused before it is listed
     with pytest.raises(sp.ConfigError, match="^config: an array of 100,000,000 values is more than"):
         sp.Config(features=5, sparsity=huge)
-    from superposition.sae_config import resolve_sae
+    from superposition.saes.config import resolve_sae
 
     keys = {"data": "dictionary", "features": np.int64(8), "dims": np.int64(3), "density": np.float32(0.25)}
     assert resolve_sae({**keys, "l1": np.array([0.1, 0.2]), "instances": np.int64(2)}) == resolve_sae(
@@ -387,7 +387,7 @@ def test_a_diverging_sae_is_training_diverged_with_resampling_on(cli, run_dir, t
 
 
 def test_an_sae_sweep_records_a_diverged_point_and_goes_on(tmp_path, run_dir):
-    from superposition.sweep import sweep
+    from superposition.sweeps.sweep import sweep
 
     spec = tmp_path / "spec.toml"
     spec.write_text(f"[sae]\nrun = '{run_dir}'\nsteps = 200\ndevice = 'cpu'\n[axes]\nlr = [1e-3, 1e6]\n")
@@ -403,7 +403,7 @@ def test_an_sae_sweep_records_a_diverged_point_and_goes_on(tmp_path, run_dir):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_an_sae_sweep_on_a_missing_gpu_leaves_no_directory(tmp_path, run_dir):
-    from superposition.sweep import sweep
+    from superposition.sweeps.sweep import sweep
 
     spec = tmp_path / "spec.toml"
     spec.write_text(f"[sae]\nrun = '{run_dir}'\nsteps = 10\ndevice = 'cuda'\n[axes]\nseed = [0, 1]\n")
@@ -414,7 +414,7 @@ def test_an_sae_sweep_on_a_missing_gpu_leaves_no_directory(tmp_path, run_dir):
 
 def test_an_unreachable_dask_scheduler_leaves_no_directory(cli, tmp_path, monkeypatch):
     pytest.importorskip("distributed")
-    from superposition import sweep
+    from superposition.sweeps import sweep
 
     monkeypatch.setattr(sweep, "CONNECT_SECONDS", 1)
     spec = tmp_path / "spec.toml"
@@ -431,7 +431,7 @@ def test_an_unreachable_dask_scheduler_leaves_no_directory(cli, tmp_path, monkey
 def test_a_slow_first_call_says_it_is_compiling(capsys, monkeypatch):
     import time
 
-    from superposition import training
+    from superposition.training import loop as training
 
     monkeypatch.setattr(training, "COMPILE_NOTICE_AFTER", 0.05)
     with training.LossBar("sae", 10, True) as bar:
@@ -449,7 +449,7 @@ def test_a_slow_first_call_says_it_is_compiling(capsys, monkeypatch):
 
 
 def test_free_cores_counts_what_other_processes_ran(monkeypatch):
-    from superposition import fused
+    from superposition.kernels import fused
 
     monkeypatch.setattr(fused, "_allowed_cpus", lambda: {0, 1, 2, 3})
     readings = iter([1000, 1015])  # the CPUs' busy ticks, before and after the 50 ms watch
@@ -469,7 +469,7 @@ def test_a_core_busy_with_another_process_gets_no_thread(monkeypatch):
     import sys
     import time
 
-    from superposition import fused
+    from superposition.kernels import fused
 
     cores = len(fused._allowed_cpus())
     if cores < 2:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from superposition.config import resolve
-from superposition.training import train
+from superposition.training.loop import train
 
 
 def _both(keys: dict, device: str = "cpu") -> tuple:
@@ -89,7 +89,7 @@ def test_unit_norm_data_compiles_once_for_every_feature_count():
 
 def test_a_set_larger_than_the_gpus_free_memory_is_refused_in_one_line(monkeypatch):
     from superposition.config import ConfigError
-    from superposition.training import check_memory
+    from superposition.training.loop import check_memory
 
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (2 * 2**30, 80 * 2**30))
     config = resolve({"features": 1000, "dataset_size": 1_000_000, "device": "cuda", "engine": "compiled"})

@@ -77,7 +77,8 @@ def test_the_torch_stream_is_the_kernels_bit_for_bit(keys):
     """data.batch (what the reference engine and sp.sample draw) equals fused.sample exactly."""
     import numpy as np
 
-    from superposition import data, fused
+    from superposition import data
+    from superposition.kernels import fused
     from superposition.config import resolve
 
     config = resolve({"features": 6, "sparsity": [0, 0.5, 0.9], "batch_size": 300, "seed": 12345678901234, **keys})

@@ -13,7 +13,7 @@ import superposition as sp
 from superposition import data
 from superposition.data import GENERATORS, Generator, NoOptions, Stream
 from superposition.models import forward, init_params, loss_per_instance
-from superposition.training import train
+from superposition.training.loop import train
 
 
 class Hierarchy(Generator):

@@ -9,12 +9,14 @@ import pytest
 import torch
 
 import superposition as sp
-from superposition import data, dataset, dataset_fused
+from superposition import data
+from superposition.training import dataset
+from superposition.kernels import dataset_fused
 from superposition.config import ConfigError
-from superposition.metrics import measure
+from superposition.analysis.metrics import measure
 from superposition.models import forward, init_params, loss_per_instance
-from superposition.steps import BETAS, EPS, lr_factor
-from superposition.training import train
+from superposition.training.steps import BETAS, EPS, lr_factor
+from superposition.training.loop import train
 
 SMALL = dict(features=30, hidden=2, sparsity=[0.9, 0.95], importance_decay=0.9, normalize=True, lr=1e-2, device="cpu")
 
@@ -233,7 +235,7 @@ def test_sweep_over_dataset_size(tmp_path):
     spec.write_text(
         "[base]\nfeatures = 20\nhidden = 2\nsteps = 100\nnormalize = true\nsparsity = 0.9\n\n[axes]\ndataset_size = [5, 50]\n"
     )
-    from superposition.sweep import sweep
+    from superposition.sweeps.sweep import sweep
 
     sweep(spec, tmp_path / "out")
     table = sp.load_sweep(tmp_path / "out")

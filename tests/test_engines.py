@@ -6,8 +6,8 @@ import re
 import pytest
 
 import superposition as sp
-from superposition.engines import ENGINES, PREFERENCE, device_of, engine_of, settle
-from superposition.sae_config import resolve_sae
+from superposition.training.engines import ENGINES, PREFERENCE, device_of, engine_of, settle
+from superposition.saes.config import resolve_sae
 
 TIED = sp.Config(features=5, hidden=2, sparsity=[0.9])
 SAE = resolve_sae({"data": "dictionary", "features": 8, "dims": 2})

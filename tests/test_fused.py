@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from superposition import fused
+from superposition.kernels import fused
 from superposition.config import resolve
-from superposition.metrics import feature_norms
+from superposition.analysis.metrics import feature_norms
 from superposition.models import forward, init_params, loss_per_instance
-from superposition.training import train
+from superposition.training.loop import train
 
 
 @pytest.mark.parametrize(
@@ -127,7 +127,7 @@ def test_engines_learn_the_same_solutions(model):
         {"model": model, "features": 12, "hidden": 4, "sparsity": [0, 0.8, 0.97], "steps": 3000, "lr": 3e-3}
     )
     results = {engine: train(config.model_copy(update={"engine": engine})) for engine in ("fused", "reference")}
-    from superposition.metrics import eval_loss
+    from superposition.analysis.metrics import eval_loss
 
     losses = {engine: eval_loss(config, r.params) for engine, r in results.items()}
     represented = {engine: (feature_norms(r.params["W"]) > 0.5).sum(-1) for engine, r in results.items()}
@@ -168,7 +168,7 @@ def test_correlated_and_anticorrelated_sets(engine):
 _CACHE_PROBE = """
 import hashlib
 from superposition.config import resolve
-from superposition.training import train
+from superposition.training.loop import train
 for keys in ({}, {"model": "untied", "hidden_activation": "relu"}, {"data": "signed", "target": "abs"}):
     result = train(resolve({**keys, "steps": 300, "sparsity": [0, 0.9], "device": "cpu", "engine": "fused"}))
     print(hashlib.sha256(b"".join(v.numpy().tobytes() for v in result.params.values())).hexdigest())

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from superposition.geometry import local_geometry, polygon
+from superposition.analysis.geometry import local_geometry, polygon
 
 
 def _ring(k: int, offset: float = 0.0) -> torch.Tensor:
@@ -48,7 +48,7 @@ def test_square_antiprism():
     top = [(math.cos(a), math.sin(a), h) for a in [k * math.pi / 2 for k in range(4)]]
     bottom = [(math.cos(a), math.sin(a), -h) for a in [k * math.pi / 2 + math.pi / 4 for k in range(4)]]
     W = torch.nn.functional.normalize(torch.tensor(top + bottom), dim=-1)
-    from superposition.metrics import feature_dimensionality
+    from superposition.analysis.metrics import feature_dimensionality
 
     D = feature_dimensionality(W[None])[0]
     assert D.tolist() == pytest.approx([3 / 8] * 8, abs=1e-5)

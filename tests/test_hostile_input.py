@@ -22,11 +22,11 @@ from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
 import superposition as sp
-import superposition.sae_training
-import superposition.training
+import superposition.saes.training
+import superposition.training.loop
 from superposition.cli import main
 from superposition.config import USER_KEYS
-from superposition.sae_config import USER_KEYS as SAE_KEYS
+from superposition.saes.config import USER_KEYS as SAE_KEYS
 from superposition.files import MARKER, seal
 from superposition.runs import SEALED
 
@@ -50,8 +50,8 @@ def no_training(monkeypatch):
     def refuse(*args, **kwargs):
         raise WouldTrain
 
-    monkeypatch.setattr(superposition.training, "train", refuse)
-    monkeypatch.setattr(superposition.sae_training, "train", refuse)
+    monkeypatch.setattr(superposition.training.loop, "train", refuse)
+    monkeypatch.setattr(superposition.saes.training, "train", refuse)
 
 
 def run_cli(args: list[str]) -> tuple[int, str]:

@@ -1,7 +1,7 @@
 """The package's modules import one another one way: no cycle, counting the imports
-written inside functions too (an import hidden in a function to dodge a cycle is still one).
-Imports under `if TYPE_CHECKING:` are left out: they name types for annotations and are
-never run.
+written inside functions too (an import hidden in a function to dodge a cycle is still one),
+and no import from a lower layer of LAYERS into a higher one. Imports under
+`if TYPE_CHECKING:` are left out: they name types for annotations and are never run.
 """
 
 from __future__ import annotations
@@ -86,9 +86,58 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+# The layers, lowest first: a module may import its own layer's modules and lower ones'.
+# A module's layer is that of the longest name here that it starts with.
+LAYERS = [
+    ("core", ["errors", "limits", "registry"]),
+    ("data", ["data"]),
+    ("units", ["config", "files", "models", "saes", "saes.kind", "saes.relu", "saes.topk", "saes.jumprelu"]),
+    ("kernels", ["kernels"]),
+    ("training", ["training"]),
+    ("analysis", ["analysis"]),
+    ("outputs", ["labels", "plots", "runs"]),
+    ("saes", ["saes.config", "saes.sources", "saes.training", "saes.runs", "saes.plots"]),
+    ("sweeps", ["sweeps"]),
+    ("experiments", ["report", "experiments"]),
+    ("entry", ["cli", "__main__", ""]),
+]
+
+
+def layer_of(module: str) -> int:
+    """The index in LAYERS of a module (a dotted name below the package)."""
+    best, found = -1, None
+    for index, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".") or prefix == "") and len(prefix) > best:
+                best, found = len(prefix), index
+    return found
+
+
+def upward(edges: dict[str, set[str]], root: str) -> list[str]:
+    """Every import of a module in a higher layer, as 'a (layer) -> b (layer)'."""
+    def short(name: str) -> str:
+        return name.removeprefix(root).removeprefix(".")
+
+    return sorted(
+        f"{short(a)} ({LAYERS[layer_of(short(a))][0]}) -> {short(b)} ({LAYERS[layer_of(short(b))][0]})"
+        for a, targets in edges.items()
+        for b in targets
+        if layer_of(short(b)) > layer_of(short(a))
+    )
+
+
+def test_no_module_imports_a_higher_layer():
+    assert upward(imports(PACKAGE), "superposition") == []
+
+
+def test_an_upward_import_is_found():
+    edges = {"superposition.training.loop": {"superposition.training.steps"}, "superposition.data.stream": {"superposition.runs"}}
+    assert upward(edges, "superposition") == ["data.stream (data) -> runs (outputs)"]
+
+
 def test_the_package_has_no_import_cycle():
     edges = imports(PACKAGE)
-    assert len(edges) > 30 and "superposition.steps" in edges["superposition.training"]
+    assert len(edges) > 30 and "superposition.training.steps" in edges["superposition.training.loop"]
     assert cycles(edges) == []
 
 

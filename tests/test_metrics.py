@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from superposition import metrics
+from superposition.analysis import metrics
 
 
 def _polygon(k: int) -> torch.Tensor:

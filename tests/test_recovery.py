@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import superposition as sp
-from superposition.recovery import MATCH, score
+from superposition.analysis.recovery import MATCH, score
 
 
 def _unit(shape, seed):

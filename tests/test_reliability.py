@@ -15,7 +15,7 @@ from superposition import load_run, load_sweep
 from superposition.config import ConfigError
 from superposition.files import MARKER, atomic_dir, seal
 from superposition.runs import SEALED
-from superposition.sweep import plan, read_spec, sweep
+from superposition.sweeps.sweep import plan, read_spec, sweep
 
 SMALL = ["--features", "4", "--hidden", "2", "--sparsity", "0,0.9", "--steps", "30", "--quiet"]
 
@@ -33,12 +33,12 @@ def _files(root: Path) -> dict[str, bytes]:
 @pytest.fixture
 def no_training(monkeypatch):
     """Fail the test if any command gets as far as training."""
-    import superposition.training
+    import superposition.training.loop
 
     def refuse(*args, **kwargs):
         raise AssertionError("training started although the input was bad")
 
-    monkeypatch.setattr(superposition.training, "train", refuse)
+    monkeypatch.setattr(superposition.training.loop, "train", refuse)
 
 
 # 1 ---------------------------------------------------------------------------------
@@ -530,11 +530,11 @@ def test_4_cleaning_stale_staging_never_touches_another_names(tmp_path, cli):
 def test_7_restarts_never_keep_a_diverged_copy(monkeypatch):
     import torch
 
-    import superposition.metrics
+    import superposition.analysis.metrics
     from superposition.config import resolve
-    from superposition.training import train
+    from superposition.training.loop import train
 
-    real = superposition.metrics.eval_loss
+    real = superposition.analysis.metrics.eval_loss
     calls = []
 
     def first_copy_diverged(config, params):
@@ -542,7 +542,7 @@ def test_7_restarts_never_keep_a_diverged_copy(monkeypatch):
         calls.append(1)
         return torch.full_like(losses, float("nan")) if len(calls) == 1 else losses
 
-    monkeypatch.setattr(superposition.metrics, "eval_loss", first_copy_diverged)
+    monkeypatch.setattr(superposition.analysis.metrics, "eval_loss", first_copy_diverged)
     config = resolve({"features": 4, "hidden": 2, "sparsity": [0.5], "steps": 20, "restarts": 2, "device": "cpu"})
     result = train(config)
     copies = train(config.model_copy(update={"restarts": 1, "feature_probability": [[0.5] * 4] * 2, "importance": config.importance * 2}))

@@ -32,7 +32,7 @@ def _open(page, profile, screenshot=None):
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory):
     from superposition.experiments import Options, reproduce
-    from superposition.sweep import sweep
+    from superposition.sweeps.sweep import sweep
 
     root = tmp_path_factory.mktemp("reports")
     from superposition.cli import main

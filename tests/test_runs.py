@@ -8,8 +8,8 @@ from superposition import load_run
 from superposition.config import ConfigError, resolve
 from superposition.files import atomic_dir, seal
 from superposition.runs import SEALED, record
-from superposition.engines import settle
-from superposition.training import train
+from superposition.training.engines import settle
+from superposition.training.loop import train
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 import superposition as sp
-from superposition.sae_config import resolve_sae
-from superposition.sae_training import _resample
-from superposition.saes import BANDWIDTH, SAE_KINDS, _JumpReLU, _Step, forward
+from superposition.saes.config import resolve_sae
+from superposition.saes.training import _resample
+from superposition.saes import BANDWIDTH, SAE_KINDS, forward
+from superposition.saes.jumprelu import _JumpReLU, _Step
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +173,7 @@ def test_a_directory_that_is_not_a_run_is_refused(cli, tmp_path):
 
 
 def _trained(engine, kind, setting, **keys):
-    from superposition.sae_training import train
+    from superposition.saes.training import train
 
     config = resolve_sae({"data": "dictionary", "features": 12, "dims": 4, "density": 0.1, "instances": 2,
                           "kind": kind, SAE_KINDS[kind].setting: setting, "device": "cpu", "engine": engine, **keys})  # fmt: skip
@@ -187,7 +188,7 @@ def _trained(engine, kind, setting, **keys):
 def test_the_compiled_engine_agrees_with_autograd(kind, setting, steps, tolerance, batch_size, monkeypatch):
     # TopK's selection amplifies rounding once a near-tie flips, so it is compared earlier;
     # its latents die early here, so the resampling both engines share runs too
-    from superposition import sae_fused
+    from superposition.kernels import sae_fused
 
     monkeypatch.setattr(sae_fused, "COLUMNS_WIDTH", 0)  # row by row: the batch-major path is tested below
     reference = _trained("reference", kind, setting, steps=steps, batch_size=batch_size)
@@ -199,7 +200,7 @@ def test_the_compiled_engine_agrees_with_autograd(kind, setting, steps, toleranc
 @pytest.mark.parametrize(("kind", "setting"), [("relu", [0.01, 0.05]), ("jumprelu", [0.005, 0.02])])
 @pytest.mark.parametrize("batch_size", [1024, 16])
 def test_the_batch_major_path_agrees_with_autograd(kind, setting, batch_size):
-    from superposition.sae_fused import batch_major
+    from superposition.kernels.sae_fused import batch_major
 
     assert batch_major(kind, 4, 12) and not batch_major(kind, 32, 64) and not batch_major("topk", 4, 12)
     reference = _trained("reference", kind, setting, steps=200, batch_size=batch_size, latents=12)
@@ -230,7 +231,7 @@ def test_a_single_instance_splits_its_rows_and_agrees(pentagon):
 def test_the_compiled_engine_gives_the_same_weights_whatever_the_threads(columns_width, monkeypatch):
     import numba
 
-    from superposition import sae_fused
+    from superposition.kernels import sae_fused
 
     monkeypatch.setattr(sae_fused, "COLUMNS_WIDTH", columns_width)
     before = numba.get_num_threads()
@@ -258,7 +259,7 @@ def test_a_toml_file_takes_the_same_keys_and_flags_override_it(cli, pentagon, tm
 
 def test_a_hidden_relu_model_is_read_before_its_relu(tmp_path):
     # in x W every feature is one direction; after ReLU(x W) it is not
-    from superposition.activations import RunSource
+    from superposition.saes.sources import RunSource
 
     run = sp.train(sp.Config(features=6, hidden=3, sparsity=[0.9], hidden_activation="relu", steps=300, device="cpu"), progress=False)
     source = RunSource(run.config, run.params["W"], "cpu")

@@ -56,7 +56,7 @@ def test_register_sae_refuses_a_taken_name_a_non_kind_and_a_setting_of_its_own()
 
     with pytest.raises(sp.ConfigError, match="'topk' is already registered"):
         sp.register_sae(Shadow)
-    with pytest.raises(sp.ConfigError, match="expected a subclass of superposition.saes.SAEKind"):
+    with pytest.raises(sp.ConfigError, match="expected a subclass of superposition.saes.kind.SAEKind"):
         sp.register_sae(TopK())
     with pytest.raises(sp.ConfigError, match="setting and column must be one of"):
         sp.register_sae(Fresh)

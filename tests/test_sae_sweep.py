@@ -8,8 +8,8 @@ import pytest
 import superposition as sp
 from superposition.config import ConfigError
 from superposition.report import write
-from superposition.sae_config import SAEConfig
-from superposition.sweep import plan, read_spec, sweep
+from superposition.saes.config import SAEConfig
+from superposition.sweeps.sweep import plan, read_spec, sweep
 
 SPEC = """
 [sae]

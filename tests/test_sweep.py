@@ -12,7 +12,7 @@ import pytest
 
 from superposition import load_sweep
 from superposition.config import ConfigError
-from superposition.sweep import plan, read_spec, sweep
+from superposition.sweeps.sweep import plan, read_spec, sweep
 
 SPEC = """
 [base]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from superposition.theory import (
+from superposition.analysis.theory import (
     PHASES_3X2,
     antipodal_loss,
     best_antipodal_loss,

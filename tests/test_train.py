@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from superposition.config import ConfigError, resolve
-from superposition.metrics import dimensions_per_feature, feature_norms
+from superposition.analysis.metrics import dimensions_per_feature, feature_norms
 from superposition.models import forward, init_params
-from superposition.steps import lr_factor
-from superposition.engines import settle
-from superposition.training import train
+from superposition.training.steps import lr_factor
+from superposition.training.engines import settle
+from superposition.training.loop import train
 
 
 def _config(**keys):

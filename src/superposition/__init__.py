@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from .models import Kind
     from .runs import Run
-    from .sae_runs import SAE
+    from .saes.runs import SAE
 
 
 def train(config: Config, progress: bool | None = None) -> Run:
@@ -55,7 +55,7 @@ def load_run(path) -> Run:
 
 def load_sweep(path) -> pandas.DataFrame:
     """The results table of a sweep directory (one row per model) as a pandas DataFrame."""
-    from .sweep import load_sweep as _load_sweep
+    from .sweeps.sweep import load_sweep as _load_sweep
 
     return _load_sweep(path)
 
@@ -70,11 +70,11 @@ def sample(config: Config, steps: Iterable[int] = (0,)) -> Tensor:
     import torch
 
     from . import data
-    from .training import require_memory
+    from .training.loop import require_memory
 
     steps = _steps(config, steps)
     if config.dataset_size:
-        from . import dataset
+        from .training import dataset
 
         rows = min(config.dataset_size, config.batch_size)
         require_memory(
@@ -132,8 +132,8 @@ def train_sae(source: Run | str | os.PathLike[str] | None = None, progress: bool
     trains one SAE per value), steps, lr, batch_size, resample, seed, device.
     """
     from .runs import Run as _Run, show_progress
-    from .sae_config import resolve_sae
-    from .sae_runs import train_sae as _train_sae
+    from .saes.config import resolve_sae
+    from .saes.runs import train_sae as _train_sae
 
     run = source if isinstance(source, _Run) else None
     if source is not None and run is None:
@@ -144,7 +144,7 @@ def train_sae(source: Run | str | os.PathLike[str] | None = None, progress: bool
 
 def load_sae(path) -> SAE:
     """Read an SAE directory (checksums verified) as the SAE that was saved."""
-    from .sae_runs import load_sae as _load_sae
+    from .saes.runs import load_sae as _load_sae
 
     return _load_sae(path)
 
@@ -172,7 +172,8 @@ def register_data(generator: type) -> type:
 
 def __getattr__(name: str) -> Any:
     if name in ("Run", "Kind", "KINDS", "SAE"):
-        from . import models, runs, sae_runs
+        from . import models, runs
+        from .saes import runs as sae_runs
 
         return {"Run": runs.Run, "Kind": models.Kind, "KINDS": models.KINDS, "SAE": sae_runs.SAE}[name]
     raise AttributeError(f"module 'superposition' has no attribute {name!r}")

@@ -158,8 +158,8 @@ def train(
 
     from .files import atomic_dir, check_free_space
     from .runs import run_bytes, train as fit
-    from .engines import settle
-    from .training import check_memory
+    from .training.engines import settle
+    from .training.loop import check_memory
 
     settled = settle(resolved)
     check_memory(settled)
@@ -201,7 +201,7 @@ def sae(
 ) -> None:
     """Train sparse autoencoders on activations with known features; score them against those features."""
     from .config import normalise_keys, read_config_file
-    from .sae_config import USER_KEYS, resolve_sae
+    from .saes.config import USER_KEYS, resolve_sae
 
     if out is None:
         raise ConfigError("out: give the SAE directory to write, --out DIR")
@@ -230,8 +230,8 @@ def sae(
     resolved = resolve_sae({**keys, **{k: v for k, v in flags.items() if v is not None}})
 
     from .files import atomic_dir
-    from .sae_runs import train_sae
-    from .sae_training import check
+    from .saes.runs import train_sae
+    from .saes.training import check
 
     check(resolved)  # before anything is created: a refused job leaves nothing behind
     inputs = [path for path in (config, resolved.run) if path is not None]
@@ -380,7 +380,7 @@ def sweep_command(
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Train a grid of models (or SAEs) in resumable shards; results in OUT/results.csv."""
-    from .sweep import sweep
+    from .sweeps.sweep import sweep
 
     report = sweep(spec, out, executor, workers, force, retry_failed, _progress(quiet), scheduler)
     print(

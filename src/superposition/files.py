@@ -31,10 +31,11 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError
+from .errors import ConfigError
 
 MARKER = "superposition.json"
 FORMAT, FORMAT_VERSION = "superposition", 3
@@ -109,13 +110,11 @@ def _sha256(path: Path) -> str:
 def seal(directory: Path, kind: str, files: Iterable[str] = (), **extra: Any) -> None:
     """Write the marker into a finished directory, with the checksums of `files`."""
     assert kind in KINDS
-    from . import __version__
-
     record = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "kind": kind,
-        "package_version": __version__,
+        "package_version": version("superposition"),
         **extra,
         "sha256": {name: _sha256(Path(directory) / name) for name in files},
     }

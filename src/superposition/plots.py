@@ -20,7 +20,7 @@ from matplotlib.ticker import MaxNLocator
 from .config import Config, ConfigError
 from .files import write_atomic
 from .labels import density_label, describe, stem
-from .metrics import superposition
+from .analysis.metrics import superposition
 from .models import KINDS, Params, gram
 
 GRAM_LIMIT = 1.3  # the seed's colour range for W Wᵀ

@@ -123,8 +123,8 @@ def _run(directory: Path) -> str:
 
 def _sae(directory: Path) -> str:
     from .labels import describe_sae
-    from .sae_plots import FIGURES, applies, figure
-    from .sae_runs import load_sae
+    from .saes.plots import FIGURES, applies, figure
+    from .saes.runs import load_sae
 
     sae = load_sae(directory)
     figures = "".join(_figure(figure(name, sae), name) for name in FIGURES if applies(name, sae.config))
@@ -173,8 +173,8 @@ def _reproduction(directory: Path) -> str:
 
 
 def _sae_sweep(directory: Path, table, spec: dict[str, Any]) -> str:
-    from .sae_plots import sweep_figure
-    from .sae_sweep import source
+    from .saes.plots import sweep_figure
+    from .sweeps.sae_sweep import source
 
     ok = table[table["status"] == "ok"]
     parts = [_counts(table)]
@@ -210,8 +210,8 @@ def _sweep(directory: Path, x: str | None, y: str | None) -> str:
     from matplotlib.colors import ListedColormap
     from matplotlib.figure import Figure
 
-    from .sweep import load_sweep
-    from .theory import PHASE_COLOURS, observed_phase
+    from .sweeps.sweep import load_sweep
+    from .analysis.theory import PHASE_COLOURS, observed_phase
 
     from pandas.api.types import is_numeric_dtype
 

@@ -35,14 +35,14 @@ from torch import Tensor
 
 from .config import Config, ConfigError, validate_saved
 from .files import CONFIG, atomic_dir, seal, to_json, verify
-from .metrics import REPRESENTED_NORM, measure
+from .analysis.metrics import REPRESENTED_NORM, measure
 from .models import KINDS, Params
-from .training import Diverged, TrainResult, divergence
+from .training.loop import Diverged, TrainResult, divergence
 
 if TYPE_CHECKING:
     import pandas
 
-    from .dataset import Sparse
+    from .training.dataset import Sparse
 
 MODEL, METRICS, HISTORY, DATASET = "model.safetensors", "metrics.json", "history.safetensors", "dataset.safetensors"
 SEALED = (CONFIG, MODEL, METRICS, HISTORY)
@@ -58,7 +58,7 @@ def package_version() -> str:
 
 @dataclass
 class Run:
-    """A trained batch of toy models: what `superposition.training` returns and `load_run` reads.
+    """A trained batch of toy models: what `superposition.training.loop` returns and `load_run` reads.
 
     config   the Config it was trained with (device and engine as they ran)
     params   name -> tensor, on the CPU: W (inst, feat, hidden), b (inst, feat), W_out for untied kinds
@@ -145,7 +145,7 @@ class Run:
         latents (inst, n_latents, hidden), e.g. an SAE's decoder rows trained on `encode`'s
         output; the true features are the encoder rows W_i (for a hidden ReLU, the
         directions of the pre-activation), the represented ones those with ‖W_i‖ > 0.5."""
-        from .recovery import score
+        from .analysis.recovery import score
 
         latents = torch.as_tensor(latents, dtype=torch.float32)
         if latents.dim() != 3 or latents.shape[0] != len(self) or latents.shape[2] != self.config.hidden:
@@ -221,7 +221,7 @@ def train(config: Config, progress: bool | None = None) -> Run:
 
     progress: a progress bar; None shows one in a terminal or a notebook.
     """
-    from .training import train as fit  # it settles the config and checks memory itself
+    from .training.loop import train as fit  # it settles the config and checks memory itself
 
     return Run.from_result(fit(config, progress=show_progress() if progress is None else progress))
 
@@ -287,7 +287,7 @@ def _examples(path: Path, config: Config) -> Sparse:
     """A saved training set, checked against its config."""
     from safetensors.numpy import load as load_arrays
 
-    from .dataset import Sparse
+    from .training.dataset import Sparse
 
     try:
         arrays = load_arrays(path.read_bytes())

@@ -67,12 +67,12 @@ def fit(directory: Path, keys: dict[str, Any], options: Options, restarts: int =
     """Resolve, train and record one run of a preset into `directory`, with the run's own
     figures unless the preset draws its own; return (result, metrics)."""
     from ..runs import record
-    from ..training import train
+    from ..training.loop import train
 
     config = resolve({**keys, "restarts": options.restarts or restarts, **options.overrides})
     if options.check:
-        from ..engines import settle
-        from ..training import check_memory
+        from ..training.engines import settle
+        from ..training.loop import check_memory
 
         check_memory(settle(config))
         raise _Checked
@@ -100,7 +100,7 @@ def fit_all(jobs: list[tuple[Path, dict[str, Any], int]], options: Options) -> N
 
     from rich.progress import Progress
 
-    from ..sweep import worker_setup
+    from ..sweeps.sweep import worker_setup
 
     quiet, workers = replace(options, progress=False), min(cores, len(jobs))
     spawn = multiprocessing.get_context("spawn")

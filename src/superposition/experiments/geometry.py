@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..geometry import POLYTOPES, local_geometry
+from ..analysis.geometry import POLYTOPES, local_geometry
 from ..labels import describe
 from ..plots import save_figure
 from . import Claim, Options, Outcome, fit

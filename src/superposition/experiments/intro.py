@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..geometry import polygon
+from ..analysis.geometry import polygon
 from ..plots import polygon_figure, save_figure
 from . import Claim, Options, Outcome, fit
 

@@ -26,11 +26,11 @@ import torch
 from matplotlib.figure import Figure
 
 from ..config import resolve
-from ..geometry import polygon
+from ..analysis.geometry import polygon
 from ..labels import describe
-from ..metrics import eval_loss
+from ..analysis.metrics import eval_loss
 from ..plots import save_figure
-from ..theory import variance
+from ..analysis.theory import variance
 from . import Claim, Options, Outcome, fit
 
 BASE = 0.05

@@ -20,7 +20,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from .. import theory
+from ..analysis import theory
 from ..labels import describe
 from ..plots import save_figure
 from . import Claim, Options, Outcome, fit

@@ -41,9 +41,9 @@ SETTING = {"relu": "l1_coefficient", "topk": "k", "jumprelu": "l0_coefficient"}
 def run(directory: Path, options: Options) -> Outcome:
     from ..plots import save_figure
     from ..runs import load_run
-    from ..sae_config import resolve_sae
-    from ..sae_plots import figure
-    from ..sae_runs import train_sae
+    from ..saes.config import resolve_sae
+    from ..saes.plots import figure
+    from ..saes.runs import train_sae
 
     keys = {"features": 5, "hidden": 2, "importance_decay": 1.0, "feature_probability": [[p] * 5 for p in DENSITIES]}
     keys.update({"steps": 3000, "lr": 3e-3} if options.quick else {"steps": 10_000})

@@ -19,10 +19,10 @@ from typing import Any
 import torch
 
 from ..config import SEED_SPARSITIES
-from ..geometry import code_likeness, ternary_codes
+from ..analysis.geometry import code_likeness, ternary_codes
 from ..models import gram
 from ..plots import gram_figure, save_figure
-from ..training import TrainResult
+from ..training.loop import TrainResult
 from . import Claim, Options, Outcome, fit, still_falling
 
 SETTINGS: dict[str, Any] = {
@@ -191,7 +191,7 @@ def _postulate(runs: dict[str, Any]) -> Claim:
 
 def _rotation_check(config, params, represented) -> str:
     """Evaluation loss and sign patterns after a random rotation R of the hidden space."""
-    from ..metrics import eval_loss
+    from ..analysis.metrics import eval_loss
 
     last = {k: v[-1:] for k, v in params.items()}
     R = torch.linalg.qr(torch.randn(config.hidden, config.hidden, generator=torch.Generator().manual_seed(0)))[0]

@@ -40,7 +40,7 @@ from numba import njit, prange
 
 # The kernel takes no strings: the model is flags (tied, hidden ReLU, output ReLU), the
 # data the integers of a generator's KernelDraw.
-from .data.generator import ANTICORRELATED, CORRELATED, INDEPENDENT, PAPER, SEED, SIGNED, KernelDraw
+from ..data.generator import ANTICORRELATED, CORRELATED, INDEPENDENT, PAPER, SEED, SIGNED, KernelDraw
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)

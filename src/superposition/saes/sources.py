@@ -23,9 +23,9 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from .config import Config
-from .data import batch as draw, feature_probability
-from .metrics import REPRESENTED_NORM
+from ..config import Config
+from ..data import batch as draw, feature_probability
+from ..analysis.metrics import REPRESENTED_NORM
 
 
 class RunSource:

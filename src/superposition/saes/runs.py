@@ -39,13 +39,13 @@ from jaxtyping import Float
 from safetensors.torch import load, save
 from torch import Tensor
 
-from .config import ConfigError
-from .files import CONFIG, atomic_dir, seal, to_json, verify
-from .recovery import score
-from .sae_config import SAEConfig
-from .sae_training import SAEResult, settings_tensor, source_of, source_run
-from .saes import SAE_KINDS, Params, forward
-from .training import Diverged, divergence
+from ..config import ConfigError
+from ..files import CONFIG, atomic_dir, seal, to_json, verify
+from ..analysis.recovery import score
+from .config import SAEConfig
+from .training import SAEResult, settings_tensor, source_of, source_run
+from . import SAE_KINDS, Params, forward
+from ..training.loop import Diverged, divergence
 
 WEIGHTS, METRICS, HISTORY = "sae.safetensors", "metrics.json", "history.safetensors"
 # An SAE whose error is this many times what predicting the mean would cost has blown up,
@@ -95,12 +95,12 @@ class SAE:
 
     def plot(self, name: str = "directions"):
         """One figure as a matplotlib Figure: directions (d_in = 2) or penalty (several settings)."""
-        from .sae_plots import figure
+        from .plots import figure
 
         return figure(name, self)
 
     def write(self, directory: Path, figures: bool = True) -> None:
-        from .runs import package_version
+        from ..runs import package_version
 
         directory = Path(directory)
         (directory / CONFIG).write_text(to_json({**self.config.model_dump(), "package_version": package_version()}))
@@ -109,7 +109,7 @@ class SAE:
         (directory / METRICS).write_text(to_json(self.metrics))
         (directory / HISTORY).write_bytes(save({"loss": torch.tensor(self.losses, dtype=torch.float32)}))
         if figures:
-            from .sae_plots import write_figures
+            from .plots import write_figures
 
             write_figures(self, directory)
         seal(directory, "sae", SEALED)
@@ -174,7 +174,7 @@ def measure(result: SAEResult, run=None) -> SAE:
 
 
 def train_sae(config: SAEConfig, run=None, progress: bool = False) -> SAE:
-    from .sae_training import check, train
+    from .training import check, train
 
     check(config)
     run = source_run(config, run)  # read from disk once, for training and scoring

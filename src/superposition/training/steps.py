@@ -15,7 +15,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .config import Config
+from ..config import Config
 
 CHUNK = 100  # steps per call of an engine
 BETAS, EPS = (0.9, 0.999), 1e-8  # Adam's defaults, the same for every engine

@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
-from .config import Config
-from .data import GENERATORS
-from .errors import ConfigError
-from .models import KINDS
-from .saes import SAE_KINDS
+from ..config import Config
+from ..data import GENERATORS
+from ..errors import ConfigError
+from ..models import KINDS
+from ..saes import SAE_KINDS
 
 if TYPE_CHECKING:
-    from .sae_config import SAEConfig
+    from ..saes.config import SAEConfig
 
     Job = Config | SAEConfig  # a toy model's config, or an SAE job's
 

@@ -26,12 +26,12 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from . import data
-from .config import Config
-from .models import Params, forward, gram_diagonal, loss_per_instance
+from .. import data
+from ..config import Config
+from ..models import Params, forward, gram_diagonal, loss_per_instance
 
 if TYPE_CHECKING:
-    from .dataset import Sparse
+    from ..training.dataset import Sparse
 
 REPRESENTED_NORM = 0.5
 DIAGONAL_CUT = 0.5
@@ -78,7 +78,7 @@ def measure(config: Config, params: Params, examples: Sparse | None = None) -> d
     """All metrics, as plain lists per instance, ready for metrics.json; `examples`: the
     training set of a finite-data run."""
     if examples is not None:
-        from . import dataset  # numba: only for the runs that need it
+        from ..training import dataset  # numba: only for the runs that need it
 
         test = dataset.evaluate(config, params, dataset.test_set(config))
     else:

@@ -26,10 +26,10 @@ from jaxtyping import Float
 from numba import njit
 from torch import Tensor
 
-from . import data
-from .config import Config
-from .data import DATASET_STEP, EVAL_STEP, GENERATORS, SHUFFLE_STEP
-from .fused import _GOLDEN, _draw_rows, _mix, _unit_columns, step_key
+from .. import data
+from ..config import Config
+from ..data import DATASET_STEP, EVAL_STEP, GENERATORS, SHUFFLE_STEP
+from ..kernels.fused import _GOLDEN, _draw_rows, _mix, _unit_columns, step_key
 
 BLOCK = 64  # rows drawn at once: feat x BLOCK floats of scratch
 CHUNK_VALUES = 2**24  # dense values at once where a set is evaluated in chunks of rows
@@ -264,9 +264,9 @@ def scratch_bytes(config: Config, copies: int) -> int:
 
 def evaluate(config: Config, params: dict[str, Tensor], examples: Sparse) -> Float[Tensor, "inst"]:
     """The loss on every example of the set (the mean over examples and features), in chunks."""
-    from .models import forward, loss_per_instance
+    from ..models import forward, loss_per_instance
 
-    from . import data
+    from .. import data
 
     importance = data.importance(config)
     inst, rows, _ = examples.shape

@@ -18,11 +18,11 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
-from .config import ConfigError
-from .labels import describe_sae, sae_stem
-from .plots import png, save_figure
-from .recovery import STATUS, cosines, latent_status
-from .saes import SAE_KINDS
+from ..config import ConfigError
+from ..labels import describe_sae, sae_stem
+from ..plots import png, save_figure
+from ..analysis.recovery import STATUS, cosines, latent_status
+from . import SAE_KINDS
 
 COLUMNS = 8
 LATENT_COLOURS = {"matched": "tab:green", "duplicate": "tab:orange", "unmatched": "tab:red"}

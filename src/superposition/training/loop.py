@@ -27,10 +27,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from . import data
-from .config import Config, ConfigError
+from .. import data
+from ..config import Config, ConfigError
 from .engines import settle
-from .models import KINDS, Params, forward, init_params, loss_per_instance
+from ..models import KINDS, Params, forward, init_params, loss_per_instance
 from .steps import BETAS, CHUNK, EPS, Stepper, lr_factor, make_optimizer
 
 if TYPE_CHECKING:
@@ -301,7 +301,7 @@ def _reference_step(params: Params, config: Config) -> Callable[[Tensor, Tensor,
 def _kernel_state(params: Params, importance: Float[Tensor, "inst feat"], config: Config):
     """The numba engines' views of the weights (updated in place), Adam's moments, the
     model's flags and the optimiser."""
-    from . import fused
+    from ..kernels import fused
 
     W, b = params["W"].numpy(), params["b"].numpy()
     tied = KINDS[config.model].fused == "tied"
@@ -329,7 +329,7 @@ def _fused_stepper(
     """The compiled loop of fused.py, updating `params` in place through numpy views."""
     import numba
 
-    from . import fused
+    from ..kernels import fused
 
     weights, moments, model, optimiser = _kernel_state(params, importance, config)
     draw = data.GENERATORS[config.data].kernel_draw(config)
@@ -383,7 +383,8 @@ def _fused_dataset_stepper(
     """dataset_fused.py's compiled sparse loop, updating `params` in place through numpy views."""
     import numba
 
-    from . import dataset, dataset_fused, fused
+    from . import dataset
+    from ..kernels import dataset_fused, fused
 
     weights, moments, model, optimiser = _kernel_state(params, importance, config)
     steps_cost = np.full(len(sources), float(min(config.dataset_size, config.batch_size)))

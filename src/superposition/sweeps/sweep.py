@@ -52,8 +52,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from .config import Config, ConfigError, normalise_keys, read_config_file, resolve, user_keys, whole_number_keys
-from .files import (
+from ..config import Config, ConfigError, normalise_keys, read_config_file, resolve, user_keys, whole_number_keys
+from ..files import (
     KIND_NAMES,
     MARKER,
     atomic_dir,
@@ -206,10 +206,10 @@ def is_complete(directory: Path) -> bool:
 
 def run_shard(out: str, config_json: str, sae: bool = False) -> dict[str, Any]:
     """Train one shard and write it; returns its status. Top level, so worker processes can run it."""
-    from .runs import record
-    from .sae_config import SAEConfig
-    from .sae_runs import train_sae
-    from .training import Diverged, train
+    from ..runs import record
+    from ..saes.config import SAEConfig
+    from ..saes.runs import train_sae
+    from ..training.loop import Diverged, train
 
     config = (SAEConfig if sae else Config).model_validate_json(config_json)
     key = Shard(config, []).key
@@ -271,9 +271,9 @@ def sweep(
     scheduler: str | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) a sweep; return counts of shards trained, skipped and failed."""
-    from .sae_training import check as check_saes
-    from .engines import settle
-    from .training import check_memory
+    from ..saes.training import check as check_saes
+    from ..training.engines import settle
+    from ..training.loop import check_memory
 
     spec = read_spec(spec_path)
     shards = plan(spec)

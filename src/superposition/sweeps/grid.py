@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import ConfigError, finite_number
+from ..config import ConfigError, finite_number
 
 MAX_POINTS = 100_000  # a bigger grid is almost surely a typo in a range's count
 

@@ -35,26 +35,16 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from .errors import ConfigError
-from .registry import admit, own
+from ..errors import ConfigError
+from ..registry import admit, own
 
 Params = dict[str, Tensor]
 
-# AuxK (Gao et al. 2024): weight 1/32 (their code's auxk_coef), and the dead latents' k_aux
-# largest pre-activations with k_aux = d_in / 2 (EleutherAI's heuristic; OpenAI's code used
-# 256 for d_model 768)
-AUXK_WEIGHT = 1 / 32
-# JumpReLU: the initial threshold (SAELens's default 0.001) and the kernel's width. SAELens's
-# default width is also 0.001; a toy feature's value is U[0, 1], so a width of 0.01 still
-# sees only pre-activations within 0.005 of θ, with enough of them per batch of sparse rows
-# for a usable gradient.
-THRESHOLD_INIT = 0.001
 # The encoder starts as a small multiple of the decoder's transpose (SAELens's and
 # dictionary_learning's heuristic init also uses norm 0.1, after Anthropic's April 2024
 # update): on issue 11's S2 problem MMCS after 1,000 steps was 0.66 with the full
 # transpose, 0.84 with 0.1 and 0.82 with 0.3.
 ENCODER_INIT = 0.1
-BANDWIDTH = 0.01
 
 
 class SAEKind:
@@ -124,102 +114,6 @@ def register(cls: type[SAEKind]) -> type[SAEKind]:
     own(cls, "fused", False)
     SAE_KINDS[name] = cls()
     return cls
-
-
-@register
-class ReLU(SAEKind):
-    name, setting, column, formula, fused = "relu", "l1", "l1_coefficient", "ReLU(pre), L1 penalty", True
-
-    def activate(self, params, pre, setting):
-        return torch.relu(pre)
-
-    def sparsity_loss(self, params, pre, a, setting):
-        return setting * a.sum(-1).mean(-1)
-
-
-@register
-class TopK(SAEKind):
-    name, setting, column, formula, fused = "topk", "k", "k", "ReLU(TopK(pre)), AuxK loss", True
-
-    def activate(self, params, pre, setting):
-        return _top(pre, setting.long())
-
-    def aux_loss(self, params, residual, pre, dead):
-        if not bool(dead.any()):
-            return torch.zeros(pre.shape[0], device=pre.device)
-        k_aux_ = k_aux(params["W_enc"].shape[1], pre.shape[-1])
-        masked = pre.masked_fill(~dead[:, None, :], float("-inf"))
-        counts = dead.sum(-1).clamp_max(k_aux_)  # an instance with fewer dead latents uses them all
-        a = _top(masked, counts).nan_to_num(0.0)
-        rebuilt = torch.bmm(a, params["W_dec"])  # no bias: it reconstructs the residual
-        return AUXK_WEIGHT * ((residual.detach() - rebuilt) ** 2).mean(dim=(1, 2)) * (dead.any(-1))
-
-
-def k_aux(d_in: int, latents: int) -> int:
-    return max(1, min(latents, d_in // 2))
-
-
-def _top(pre: Float[Tensor, "inst batch latents"], k: Tensor) -> Float[Tensor, "inst batch latents"]:
-    """ReLU of the k[i] largest pre-activations of every row of instance i, the rest 0."""
-    values, index = pre.topk(int(k.max()), dim=-1)
-    rank = torch.arange(values.shape[-1], device=pre.device)
-    values = torch.where(rank < k.view(-1, 1, 1), torch.relu(values), 0.0)
-    return torch.zeros_like(pre).scatter(-1, index, values)
-
-
-class _JumpReLU(torch.autograd.Function):
-    """pre H(pre − θ): the gradient of pre passes where the latent fires, and θ gets the
-    pseudo-derivative −(θ/ε) K((pre − θ)/ε), K the rectangle on [−½, ½]."""
-
-    @staticmethod
-    def forward(ctx, pre, threshold):
-        ctx.save_for_backward(pre, threshold)
-        return pre * (pre > threshold[:, None, :])
-
-    @staticmethod
-    def backward(ctx, grad):
-        pre, threshold = ctx.saved_tensors
-        theta = threshold[:, None, :]
-        near = ((pre - theta).abs() < BANDWIDTH / 2).to(grad.dtype)
-        return grad * (pre > theta), -(grad * near * theta / BANDWIDTH).sum(1)
-
-
-class _Step(torch.autograd.Function):
-    """H(pre − θ): no gradient for pre, −(1/ε) K((pre − θ)/ε) for θ."""
-
-    @staticmethod
-    def forward(ctx, pre, threshold):
-        ctx.save_for_backward(pre, threshold)
-        return (pre > threshold[:, None, :]).to(pre.dtype)
-
-    @staticmethod
-    def backward(ctx, grad):
-        pre, threshold = ctx.saved_tensors
-        near = ((pre - threshold[:, None, :]).abs() < BANDWIDTH / 2).to(grad.dtype)
-        return None, -(grad * near / BANDWIDTH).sum(1)
-
-
-@register
-class JumpReLU(SAEKind):
-    name, setting, column, formula, fused = "jumprelu", "l0", "l0_coefficient", "pre H(pre − θ), L0 penalty", True
-
-    def shapes(self, instances, d_in, latents):
-        return {**super().shapes(instances, d_in, latents), "threshold": (instances, latents)}
-
-    def init(self, instances, d_in, latents, generator):
-        params = super().init(instances, d_in, latents, generator)
-        params["threshold"] = torch.full((instances, latents), THRESHOLD_INIT)
-        return params
-
-    def activate(self, params, pre, setting):
-        return _JumpReLU.apply(pre, params["threshold"])
-
-    def sparsity_loss(self, params, pre, a, setting):
-        return setting * _Step.apply(pre, params["threshold"]).sum(-1).mean(-1)
-
-    def after_step(self, params):
-        super().after_step(params)
-        params["threshold"].clamp_(min=0.0)  # H(pre − θ) with θ < 0 would fire on negative pre
 
 
 def forward(kind: SAEKind, params: Params, h: Tensor, setting: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -40,9 +40,9 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from . import data
-from .config import Config
-from .models import Params, forward, loss_per_instance
+from .. import data
+from ..config import Config
+from ..models import Params, forward, loss_per_instance
 from .steps import BETAS, CHUNK, EPS, Stepper, lr_factor
 
 if TYPE_CHECKING:

@@ -30,9 +30,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, normalise_keys
-from .sae_config import SETTINGS, USER_KEYS, SAEConfig, resolve_sae
-from .saes import SAE_KINDS
+from ..config import ConfigError, normalise_keys
+from ..saes.config import SETTINGS, USER_KEYS, SAEConfig, resolve_sae
+from ..saes import SAE_KINDS
 from .grid import Shard, axis_values
 
 AXIS_KEYS = USER_KEYS - {"run", "data"}
@@ -99,7 +99,7 @@ def _source_run(base: dict[str, Any]):
     path = base.get("run")
     if not isinstance(path, str) or base.get("data", "run") != "run":
         return None
-    from .runs import load_run
+    from ..runs import load_run
 
     return load_run(Path(path))
 
@@ -122,7 +122,7 @@ def source(directory: Path, table) -> str:
     """What the sweep's SAEs were trained on, from one finished shard's config, for figure titles."""
     import json
 
-    from .labels import sae_source
+    from ..labels import sae_source
 
     finished = table.loc[table["status"] == "ok", "shard"]
     if finished.empty:

@@ -1,0 +1,23 @@
+"""Sparse autoencoders on toy activations: each kind one module, registered in SAE_KINDS.
+
+  kind.py      what an SAE kind is (SAEKind), the table of them, the forward pass
+  relu.py, topk.py, jumprelu.py   the built-in kinds
+  config.py    an SAE job's config (SAEConfig), validated at the edge
+  sources.py   the activations SAEs train on: a toy run's, or a random dictionary's
+  training.py  the SAE loop on the reference, compiled and fused engines
+  runs.py      `SAE` and its directory, with its scores against the true features
+  plots.py     its figures
+
+Importing the package registers the built-in kinds and nothing heavier.
+"""
+
+from . import jumprelu, relu, topk  # noqa: F401  (the built-in kinds register themselves)
+from .jumprelu import BANDWIDTH, THRESHOLD_INIT, JumpReLU
+from .kind import ENCODER_INIT, SAE_KINDS, SETTING_COLUMNS, Params, SAEKind, forward, register
+from .relu import ReLU
+from .topk import AUXK_WEIGHT, TopK, k_aux
+
+__all__ = [
+    "AUXK_WEIGHT", "BANDWIDTH", "ENCODER_INIT", "SAE_KINDS", "SETTING_COLUMNS", "THRESHOLD_INIT",
+    "JumpReLU", "Params", "ReLU", "SAEKind", "TopK", "forward", "k_aux", "register",
+]  # fmt: skip
