@@ -17,8 +17,6 @@ from typing import Annotated, Any, get_args
 
 import typer
 
-from .experiments import PRESETS
-
 from .config import (
     Activation,
     ConfigError,
@@ -28,6 +26,7 @@ from .config import (
     Schedule,
     Target,
 )
+from .experiments import PRESETS
 
 app = typer.Typer(
     help="Train, measure, save and draw toy models of superposition.",

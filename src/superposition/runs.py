@@ -33,11 +33,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load, save
 from torch import Tensor
 
+from .analysis.metrics import REPRESENTED_NORM, measure
+from .analysis.recovery import score
 from .config import Config, ConfigError, validate_saved
 from .files import CONFIG, atomic_dir, seal, to_json, verify
-from .analysis.metrics import REPRESENTED_NORM, measure
 from .models import KINDS, Params
-from .training.loop import Diverged, TrainResult, divergence
+from .training.loop import Diverged, TrainResult, divergence, train as fit
 
 if TYPE_CHECKING:
     import pandas
@@ -145,7 +146,6 @@ class Run:
         latents (inst, n_latents, hidden), e.g. an SAE's decoder rows trained on `encode`'s
         output; the true features are the encoder rows W_i (for a hidden ReLU, the
         directions of the pre-activation), the represented ones those with ‖W_i‖ > 0.5."""
-        from .analysis.recovery import score
 
         latents = torch.as_tensor(latents, dtype=torch.float32)
         if latents.dim() != 3 or latents.shape[0] != len(self) or latents.shape[2] != self.config.hidden:
@@ -221,7 +221,6 @@ def train(config: Config, progress: bool | None = None) -> Run:
 
     progress: a progress bar; None shows one in a terminal or a notebook.
     """
-    from .training.loop import train as fit  # it settles the config and checks memory itself
 
     return Run.from_result(fit(config, progress=show_progress() if progress is None else progress))
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from ..plots import gram_figure, norms_figure, save_figure, stacked
 from . import Claim, Options, Outcome, fit, still_falling
 

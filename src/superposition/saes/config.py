@@ -36,8 +36,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..config import MAX_SIZE, MIN_PROBABILITY, ConfigError, Device, Engine, _one_line, finite_number, normalise_keys, plain
 from ..analysis.metrics import REPRESENTED_NORM
+from ..config import MAX_SIZE, MIN_PROBABILITY, ConfigError, Device, Engine, _one_line, finite_number, normalise_keys, plain
+from ..files import CONFIG, read_marker, to_json
+from ..runs import load_run, package_version
+from . import SAE_KINDS
 
 if TYPE_CHECKING:
     from ..runs import Run
@@ -74,7 +77,6 @@ class SAEConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> SAEConfig:
-        from . import SAE_KINDS
 
         if self.kind not in SAE_KINDS:
             raise ValueError(f"kind: unknown SAE kind {self.kind!r}; kinds: {', '.join(SAE_KINDS)}")
@@ -104,7 +106,6 @@ class SAEConfig(BaseModel):
     @property
     def settings(self) -> list[float]:
         """The kind's setting values, one per group of source instances."""
-        from . import SAE_KINDS
 
         return list(getattr(self, SAE_KINDS[self.kind].setting))
 
@@ -129,7 +130,6 @@ def resolve_sae(raw: dict[str, Any], run: Run | None = None) -> SAEConfig:
     for key in DICTIONARY_ONLY if data == "run" else RUN_ONLY:
         if key in keys:
             raise ConfigError(f"{key}: belongs to --data {'dictionary' if data == 'run' else 'run'}, not to a {data} source")
-    from . import SAE_KINDS
 
     kind = keys.get("kind", "relu")
     if not isinstance(kind, str) or kind not in SAE_KINDS:
@@ -185,7 +185,6 @@ def resolve_sae(raw: dict[str, Any], run: Run | None = None) -> SAEConfig:
 def _source_run(path: Any, run: Run | None) -> Run:
     if run is not None:
         return run
-    from ..runs import load_run
 
     if not isinstance(path, (str, Path)):
         raise ConfigError(f"run: expected a run directory, got {path!r}")
@@ -194,8 +193,6 @@ def _source_run(path: Any, run: Run | None) -> Run:
 
 def config_sha256(run: Run) -> str:
     """SHA-256 of the run's config.json, as the run directory seals it (or would)."""
-    from ..files import CONFIG, read_marker, to_json
-    from ..runs import package_version
 
     if run.path is not None and (marker := read_marker(Path(run.path))) is not None:
         return marker["sha256"][CONFIG]

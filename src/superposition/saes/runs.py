@@ -39,13 +39,14 @@ from jaxtyping import Float
 from safetensors.torch import load, save
 from torch import Tensor
 
+from ..analysis.recovery import score
 from ..config import ConfigError
 from ..files import CONFIG, atomic_dir, seal, to_json, verify
-from ..analysis.recovery import score
-from .config import SAEConfig
-from .training import SAEResult, settings_tensor, source_of, source_run
-from . import SAE_KINDS, Params, forward
+from ..runs import package_version
 from ..training.loop import Diverged, divergence
+from . import SAE_KINDS, Params, forward
+from .config import SAEConfig
+from .training import SAEResult, check, settings_tensor, source_of, source_run, train
 
 WEIGHTS, METRICS, HISTORY = "sae.safetensors", "metrics.json", "history.safetensors"
 # An SAE whose error is this many times what predicting the mean would cost has blown up,
@@ -100,7 +101,6 @@ class SAE:
         return figure(name, self)
 
     def write(self, directory: Path, figures: bool = True) -> None:
-        from ..runs import package_version
 
         directory = Path(directory)
         (directory / CONFIG).write_text(to_json({**self.config.model_dump(), "package_version": package_version()}))
@@ -174,7 +174,6 @@ def measure(result: SAEResult, run=None) -> SAE:
 
 
 def train_sae(config: SAEConfig, run=None, progress: bool = False) -> SAE:
-    from .training import check, train
 
     check(config)
     run = source_run(config, run)  # read from disk once, for training and scoring

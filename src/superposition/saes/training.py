@@ -30,16 +30,18 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from ..kernels import fused
-from .sources import RESAMPLING, SAE_INIT, DictionarySource, RunSource, derived_seed
-from ..training.compiled import backend, own_code
 from ..config import ConfigError
 from ..data import GENERATORS
+from ..kernels import fused, sae_fused
+from ..kernels.sae_fused import ROW_UNITS
+from ..runs import load_run
+from ..training.compiled import backend, own_code
 from ..training.engines import device_of, engine_of
-from .config import SAEConfig
-from . import AUXK_WEIGHT, BANDWIDTH, SAE_KINDS, THRESHOLD_INIT, Params, forward, k_aux
-from ..training.steps import BETAS, EPS
 from ..training.loop import Diverged, LossBar, divergence, require_memory
+from ..training.steps import BETAS, EPS
+from . import AUXK_WEIGHT, BANDWIDTH, SAE_KINDS, THRESHOLD_INIT, Params, forward, k_aux
+from .config import SAEConfig, config_sha256
+from .sources import RESAMPLING, SAE_INIT, DictionarySource, RunSource, derived_seed
 
 DEAD_STEPS = 100
 RESAMPLE_CHECKS = 10  # checks over the whole run; only those in its first half resample
@@ -62,8 +64,6 @@ def source_run(config: SAEConfig, run=None):
     and checked against the config's hash of it."""
     if config.source == "dictionary" or run is not None:
         return run
-    from ..runs import load_run
-    from .config import config_sha256
 
     if config.run is None:
         raise ConfigError("run: this SAE was trained on a run that was never saved; pass the Run itself")
@@ -91,7 +91,6 @@ def memory_needed(config: SAEConfig) -> int:
     temporaries of a reference step, of resampling and of the scoring batch, the compiled
     engine's data and present features per unit, the weights with their gradients and
     Adam's moments, and the loss history."""
-    from ..kernels.sae_fused import ROW_UNITS
 
     n, d, L = config.instances, config.dims, config.latents
     rows = 6 * n * config.batch_size * L + 4 * n * config.eval_batch_size * L + 2 * n * (config.batch_size + config.eval_batch_size) * d
@@ -230,7 +229,6 @@ class _Fused:
     """The compiled loop of sae_fused.py, updating the parameters in place through numpy views."""
 
     def __init__(self, config: SAEConfig, params: Params, source):
-        from ..kernels import sae_fused
 
         self.config = config
         self.params = params

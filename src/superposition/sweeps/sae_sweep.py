@@ -26,13 +26,16 @@ source_instance, the shard, and the scores of sae_runs.py (mmcs, recovered, l0, 
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, normalise_keys
-from ..saes.config import SETTINGS, USER_KEYS, SAEConfig, resolve_sae
+from ..labels import sae_source
+from ..runs import load_run
 from ..saes import SAE_KINDS
+from ..saes.config import SETTINGS, USER_KEYS, SAEConfig, resolve_sae
 from .grid import Shard, axis_values
 
 AXIS_KEYS = USER_KEYS - {"run", "data"}
@@ -99,7 +102,6 @@ def _source_run(base: dict[str, Any]):
     path = base.get("run")
     if not isinstance(path, str) or base.get("data", "run") != "run":
         return None
-    from ..runs import load_run
 
     return load_run(Path(path))
 
@@ -120,9 +122,7 @@ def rows(shard: Shard, axes: list[str], metrics: list[dict[str, Any]] | None, st
 
 def source(directory: Path, table) -> str:
     """What the sweep's SAEs were trained on, from one finished shard's config, for figure titles."""
-    import json
 
-    from ..labels import sae_source
 
     finished = table.loc[table["status"] == "ok", "shard"]
     if finished.empty:

@@ -35,7 +35,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
-
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
@@ -43,6 +42,8 @@ from torch import Tensor
 from .. import data
 from ..config import Config
 from ..models import Params, forward, loss_per_instance
+from . import dataset
+from .dataset import gather
 from .steps import BETAS, CHUNK, EPS, Stepper, lr_factor
 
 if TYPE_CHECKING:
@@ -85,7 +86,6 @@ def _step_function(spec: Config, source: str) -> Callable:
     """One optimiser step, in place: spec supplies only GRAPH_FIELDS, `source` says where
     the batch comes from ("fresh": the counter stream; "set": a whole training set;
     "minibatch": rows of it picked per step)."""
-    from .dataset import gather
 
     beta1, beta2 = BETAS
     decoupled = spec.optimizer == "adamw"
@@ -207,7 +207,6 @@ def dataset_stepper(
 ) -> Stepper:
     """A finite training set held dense on the device: whole, or the minibatches of
     dataset.batches, CHUNK steps' picks copied in before each call."""
-    from . import dataset
 
     x_all = examples.dense().to(importance.device)  # (inst, T, feat)
     if dataset.full_batch(config):

@@ -18,6 +18,7 @@ epochs laid end to end, so a batch may straddle two epochs and none is dropped.
 from __future__ import annotations
 
 import math
+import os
 from typing import NamedTuple
 
 import numpy as np
@@ -30,6 +31,8 @@ from .. import data
 from ..config import Config
 from ..data import DATASET_STEP, EVAL_STEP, GENERATORS, SHUFFLE_STEP
 from ..kernels.fused import _GOLDEN, _draw_rows, _mix, _unit_columns, step_key
+from ..models import forward, loss_per_instance
+from .steps import CHUNK
 
 BLOCK = 64  # rows drawn at once: feat x BLOCK floats of scratch
 CHUNK_VALUES = 2**24  # dense values at once where a set is evaluated in chunks of rows
@@ -247,9 +250,7 @@ def scratch_bytes(config: Config, copies: int) -> int:
     features laid out in the tree's order (8 bytes each), and at m = 2 the walk's lists
     (20 bytes per feature and level); and the minibatches' example indices of a chunk of
     steps."""
-    import os
 
-    from .steps import CHUNK
 
     batch = min(config.dataset_size, config.batch_size)
     nodes = 2 * (2 * batch // 8 + 2)
@@ -264,9 +265,7 @@ def scratch_bytes(config: Config, copies: int) -> int:
 
 def evaluate(config: Config, params: dict[str, Tensor], examples: Sparse) -> Float[Tensor, "inst"]:
     """The loss on every example of the set (the mean over examples and features), in chunks."""
-    from ..models import forward, loss_per_instance
 
-    from .. import data
 
     importance = data.importance(config)
     inst, rows, _ = examples.shape

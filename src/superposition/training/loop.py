@@ -21,16 +21,19 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numba
 import numpy as np
-
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from .. import data
 from ..config import Config, ConfigError
-from .engines import settle
+from ..kernels import dataset_fused, fused
 from ..models import KINDS, Params, forward, init_params, loss_per_instance
+from . import compiled, dataset
+from .dataset import training_set
+from .engines import settle
 from .steps import BETAS, CHUNK, EPS, Stepper, lr_factor, make_optimizer
 
 if TYPE_CHECKING:
@@ -66,7 +69,6 @@ def memory_needed(config: Config) -> int:
     copies = config.instances * config.restarts  # restarts train together, are evaluated one at a time
     weights = 8 * copies * config.features * (2 * config.hidden + 1) * 4  # with grads and Adam's moments
     if config.dataset_size:
-        from . import dataset
 
         evaluation = 6 * dataset.CHUNK_VALUES * 4  # evaluated in chunks of rows
         training = dataset.bytes_needed(config.model_copy(update={"restarts": 1}), config.engine != "fused")
@@ -147,7 +149,6 @@ def train(config: Config, progress: bool = False, sources: list[int] | None = No
     examples = _training_set(config, sources) if config.dataset_size else None
 
     def fit(params: Params, first: int, count: int) -> tuple[Tensor, int]:
-        from . import compiled
 
         share = slice(first, first + count)
         if examples is not None:
@@ -188,7 +189,6 @@ def train(config: Config, progress: bool = False, sources: list[int] | None = No
 
 def _training_set(config: Config, sources: list[int]) -> Sparse:
     """Each distinct source's set drawn once; copies of an instance share its rows' storage."""
-    from .dataset import training_set
 
     first = {}
     for i, source in enumerate(sources):
@@ -210,7 +210,6 @@ def _best_of_restarts(config: Config, progress: bool) -> TrainResult:
     cells, and the diagram agreed with theory on 67% (by 400,000 rows: 81%). With a
     finite training set, copies are judged by their loss on it (the paper's choice).
     """
-    from . import dataset
 
     k = config.restarts
     copies = config.subset([i for i in range(config.instances) for _ in range(k)]).model_copy(update={"restarts": 1})
@@ -301,7 +300,6 @@ def _reference_step(params: Params, config: Config) -> Callable[[Tensor, Tensor,
 def _kernel_state(params: Params, importance: Float[Tensor, "inst feat"], config: Config):
     """The numba engines' views of the weights (updated in place), Adam's moments, the
     model's flags and the optimiser."""
-    from ..kernels import fused
 
     W, b = params["W"].numpy(), params["b"].numpy()
     tied = KINDS[config.model].fused == "tied"
@@ -327,9 +325,7 @@ def _fused_stepper(
     first_instance: int,
 ) -> Stepper:
     """The compiled loop of fused.py, updating `params` in place through numpy views."""
-    import numba
 
-    from ..kernels import fused
 
     weights, moments, model, optimiser = _kernel_state(params, importance, config)
     draw = data.GENERATORS[config.data].kernel_draw(config)
@@ -360,7 +356,6 @@ def _reference_dataset_stepper(
     params: Params, examples: Sparse, sources: list[int], importance: Float[Tensor, "inst feat"], config: Config
 ) -> Stepper:
     """The plain loop on a finite training set, held dense on the device."""
-    from . import dataset
 
     device = importance.device
     x_all = examples.dense().to(device)  # (inst, T, feat)
@@ -381,10 +376,7 @@ def _fused_dataset_stepper(
     params: Params, examples: Sparse, sources: list[int], importance: Float[Tensor, "inst feat"], config: Config
 ) -> Stepper:
     """dataset_fused.py's compiled sparse loop, updating `params` in place through numpy views."""
-    import numba
 
-    from . import dataset
-    from ..kernels import dataset_fused, fused
 
     weights, moments, model, optimiser = _kernel_state(params, importance, config)
     steps_cost = np.full(len(sources), float(min(config.dataset_size, config.batch_size)))
