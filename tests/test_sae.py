@@ -27,7 +27,7 @@ def test_a_small_pentagon_sae_recovers_all_five_directions(pentagon):
     (row,) = sae.metrics["instances"]
     assert row["recovered"] == 5 and row["mmcs"] > 0.97
     assert row["variance_explained"] > 0.8 and row["dead_fraction"] < 0.5
-    assert sae.config.latents == 10 and sae.config.l1 == [pytest.approx(0.3 * float((pentagon.params["W"].norm(dim=-1) ** 2).mean()) / 2)]
+    assert sae.config.latents == 10 and sae.config.settings == [pytest.approx(0.3 * float((pentagon.params["W"].norm(dim=-1) ** 2).mean()) / 2)]
 
 
 def test_topk_keeps_exactly_k_latents_per_instance():
@@ -115,7 +115,7 @@ def test_settings_are_batched_setting_major_on_the_same_data(pentagon):
 def test_a_dictionary_source_has_independent_instances_and_is_saved_whole(tmp_path):
     sae = sp.train_sae(data="dictionary", features=12, dims=6, density=0.05, instances=2, kind="topk", steps=300, device="cpu", progress=False)
     assert sae.features.shape == (2, 12, 6) and not torch.allclose(sae.features[0], sae.features[1])
-    assert sae.config.k == [1] and sae.config.latents == 24  # round(0.05 * 12) = 1
+    assert sae.config.settings == [1] and sae.config.latents == 24  # round(0.05 * 12) = 1
     sae.save(tmp_path / "dict")
     loaded = sp.load_sae(tmp_path / "dict")
     assert all(torch.equal(loaded.params[k], sae.params[k]) for k in sae.params)
@@ -129,7 +129,7 @@ def test_the_command_writes_an_sae_directory_that_names_its_source(cli, pentagon
     config = json.loads((tmp_path / "s" / "config.json").read_text())
     marker = json.loads((pentagon.path / "superposition.json").read_text())
     assert config["run"] == str(pentagon.path.resolve()) and config["run_config_sha256"] == marker["sha256"]["config.json"]
-    assert config["k"] == [1, 2] and config["kind"] == "topk" and "package_version" in config
+    assert config["settings"] == [1, 2] and config["kind"] == "topk" and "package_version" in config
     names = sorted(p.name for p in (tmp_path / "s").iterdir())
     assert names == sorted(
         ["config.json", "sae.safetensors", "metrics.json", "history.safetensors", "superposition.json",
@@ -251,7 +251,7 @@ def test_a_toml_file_takes_the_same_keys_and_flags_override_it(cli, pentagon, tm
     code, _, err = cli("sae", pentagon.path, "--config", spec, "--k", "2", "--out", tmp_path / "s", "--quiet", "--no-figures")
     assert code == 0, err
     config = json.loads((tmp_path / "s" / "config.json").read_text())
-    assert (config["kind"], config["k"], config["steps"], config["batch_size"]) == ("topk", [2], 50, 256)
+    assert (config["kind"], config["settings"], config["steps"], config["batch_size"]) == ("topk", [2], 50, 256)
     spec.write_text('kind = "topk"\nl2 = 3\n')
     code, _, err = cli("sae", pentagon.path, "--config", spec, "--out", tmp_path / "t")
     assert code == 2 and "l2: unknown key" in err and not (tmp_path / "t").exists()

@@ -47,21 +47,61 @@ def test_a_kind_registered_here_trains_on_the_reference_engine_and_round_trips(r
         sp.train_sae(kind="test-batchtopk", k=1, engine="fused", progress=False, **keys)
 
 
-def test_register_sae_refuses_a_taken_name_a_non_kind_and_a_setting_of_its_own():
+def test_register_sae_refuses_a_taken_name_a_non_kind_and_a_setting_reported_two_ways():
     class Shadow(TopK):
         name = "topk"
 
-    class Fresh(SAEKind):
-        name, setting, column = "test-fresh", "alpha", "alpha"
+    class Renamed(SAEKind):
+        name, setting, column = "test-renamed", "k", "kk"  # TopK reports k as "k"
+
+    class Nameless(SAEKind):
+        name, setting, column = "test-nameless", "not a key", "x"
 
     with pytest.raises(sp.ConfigError, match="'topk' is already registered"):
         sp.register_sae(Shadow)
     with pytest.raises(sp.ConfigError, match="expected a subclass of superposition.saes.kind.SAEKind"):
         sp.register_sae(TopK())
-    with pytest.raises(sp.ConfigError, match="setting and column must be one of"):
-        sp.register_sae(Fresh)
-    assert type(SAE_KINDS["topk"]) is TopK and "test-fresh" not in SAE_KINDS
+    with pytest.raises(sp.ConfigError, match="the setting 'k' is reported as 'k' by another kind, not 'kk'"):
+        sp.register_sae(Renamed)
+    with pytest.raises(sp.ConfigError, match="needs a `setting`"):
+        sp.register_sae(Nameless)
+    assert type(SAE_KINDS["topk"]) is TopK and not {"test-renamed", "test-nameless"} & set(SAE_KINDS)
     assert all(kind.fused for kind in SAE_KINDS.values())  # the built-ins say so themselves
+
+
+class HalfNorm(SAEKind):
+    """A ReLU SAE with an L½ penalty, alpha Σ_j √a_j: a setting of its own, with no default."""
+
+    name, setting, column, formula = "test-half", "alpha", "alpha_coefficient", "ReLU(pre), L½ penalty"
+
+    def activate(self, params, pre, setting):
+        return torch.relu(pre)
+
+    def sparsity_loss(self, params, pre, a, setting):
+        return setting * (a + 1e-8).sqrt().sum(-1).mean(-1)
+
+
+@pytest.fixture
+def half():
+    sp.register_sae(HalfNorm)
+    yield
+    SAE_KINDS.pop("test-half")
+
+
+def test_a_kind_with_a_setting_of_its_own_takes_it_as_a_key_a_flag_and_a_column(half, cli, tmp_path):
+    keys = {"data": "dictionary", "features": 5, "dims": 2, "density": 0.1, "steps": 600, "device": "cpu", "kind": "test-half"}
+    sae = sp.train_sae(alpha=[0.001, 0.3], progress=False, **keys)
+    rows = sae.metrics["instances"]
+    assert [row["alpha_coefficient"] for row in rows] == [0.001, 0.3] and sae.config.settings == [0.001, 0.3]
+    assert rows[1]["l0"] < rows[0]["l0"]  # the penalty works: fewer latents fire
+    with pytest.raises(sp.ConfigError, match=r"^alpha: the test-half SAE needs at least one value \(--alpha\)$"):
+        sp.train_sae(progress=False, **keys)
+    with pytest.raises(sp.ConfigError, match="^alpha: the relu SAE takes --l1, not --alpha$"):
+        sp.train_sae(progress=False, **{**keys, "kind": "relu", "alpha": 0.1})
+    flags = ["--data", "dictionary", "--features", "5", "--dims", "2", "--steps", "50", "--device", "cpu", "--quiet"]
+    code, _, err = cli("sae", *flags, "--kind", "test-half", "--setting", "0.01,0.1", "--out", tmp_path / "s", "--no-figures")
+    assert code == 0, err
+    assert sp.load_sae(tmp_path / "s").config.settings == [0.01, 0.1]
 
 
 def test_a_kind_registered_here_runs_on_the_compiled_engine_as_on_the_reference(registered):

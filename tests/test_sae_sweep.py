@@ -42,8 +42,8 @@ def test_each_kind_takes_its_own_setting_axis_packed_as_instances(tmp_path, sour
     shards = plan(read_spec(_spec(tmp_path, source)))
     assert [(s.config.kind, s.config.latents) for s in shards] == [("relu", 5), ("relu", 10), ("topk", 5), ("topk", 10)]
     relu, topk = shards[0].config, shards[2].config
-    assert relu.l1 == [0.03, 0.3] and relu.k is None and relu.instances == 4  # 2 settings x 2 source instances
-    assert topk.k == [1, 2, 3] and topk.l1 is None and topk.instances == 6
+    assert relu.settings == [0.03, 0.3] and relu.instances == 4  # 2 settings x 2 source instances
+    assert topk.settings == [1, 2, 3] and topk.instances == 6
     assert [p["l1_coefficient"] for p in shards[0].points] == [0.03, 0.03, 0.3, 0.3]
     assert [p["source_instance"] for p in shards[0].points] == [0, 1, 0, 1]
     assert len({s.key for s in shards}) == 4
@@ -65,7 +65,7 @@ def test_sae_sweep_trains_resumes_and_tabulates_the_same_scores_as_one_job(tmp_p
     assert sweep(spec, out)["skipped"] == 4
     assert {p: p.stat().st_mtime_ns for p in (out / "shards").iterdir()} == before
     shard = sp.load_sae(out / "shards" / relu["shard"].iloc[0])  # every shard is an SAE directory
-    assert shard.config.l1 == [0.03, 0.3]
+    assert shard.config.settings == [0.03, 0.3]
     page = write(out).read_text()
     assert "MMCS and L0 against the penalty" in page and page.count("data:image/png;base64,") == 1
 
@@ -125,4 +125,4 @@ def test_a_dictionary_source_sweeps_too(tmp_path):
     table = sp.load_sweep(tmp_path / "out")
     assert list(table["seed"]) == [0, 0, 1, 1] and list(table["source_instance"]) == [0, 1, 0, 1]
     config = json.loads((tmp_path / "out" / "shards" / table["shard"].iloc[0] / "config.json").read_text())
-    assert config["l1"] == [pytest.approx(0.3 / 4)] and SAEConfig(**{k: v for k, v in config.items() if k != "package_version"}).seed == 0
+    assert config["settings"] == [pytest.approx(0.3 / 4)] and SAEConfig(**{k: v for k, v in config.items() if k != "package_version"}).seed == 0

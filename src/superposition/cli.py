@@ -67,6 +67,11 @@ def _options(given: list[str]) -> dict[str, Any]:
     return keys
 
 
+def _whole_or_float(text: str) -> int | float:
+    """`3` as a whole number (a whole-number setting takes it), `0.3` as a float."""
+    return int(text) if text.strip().lstrip("-").isdigit() else float(text)
+
+
 def _progress(quiet: bool) -> bool:
     return not quiet and sys.stderr.isatty()
 
@@ -182,11 +187,12 @@ def sae(
     dims: Annotated[int | None, typer.Option(help="With --data dictionary: their dimension d_in.")] = None,
     density: Annotated[float | None, typer.Option(help="With --data dictionary: each feature's probability (0.01).")] = None,
     instances: Annotated[int | None, typer.Option(help="With --data dictionary: independent dictionaries (1).")] = None,
-    kind: Annotated[str | None, typer.Option(help="relu, topk or jumprelu.")] = None,
+    kind: Annotated[str | None, typer.Option(help="relu, topk, jumprelu, or a registered kind.")] = None,
     latents: Annotated[int | None, typer.Option(help="Latents per SAE (default 2 x features).")] = None,
     l1: Annotated[str | None, typer.Option(help="relu: L1 coefficient(s), comma-separated: one SAE per value.")] = None,
     k: Annotated[str | None, typer.Option(help="topk: k (comma-separated for several).")] = None,
     l0: Annotated[str | None, typer.Option(help="jumprelu: L0 coefficient(s).")] = None,
+    setting: Annotated[str | None, typer.Option(help="The kind's setting value(s), whichever it is (a registered kind's own).")] = None,
     steps: Annotated[int | None, typer.Option()] = None,
     lr: Annotated[float | None, typer.Option()] = None,
     batch_size: Annotated[int | None, typer.Option()] = None,
@@ -200,11 +206,11 @@ def sae(
 ) -> None:
     """Train sparse autoencoders on activations with known features; score them against those features."""
     from .config import normalise_keys, read_config_file
-    from .saes.config import USER_KEYS, resolve_sae
+    from .saes.config import resolve_sae, user_keys
 
     if out is None:
         raise ConfigError("out: give the SAE directory to write, --out DIR")
-    keys: dict[str, Any] = normalise_keys(read_config_file(config), USER_KEYS) if config else {}
+    keys: dict[str, Any] = normalise_keys(read_config_file(config), user_keys()) if config else {}
     flags = {
         "run": str(run) if run is not None else None,
         "data": data,
@@ -217,6 +223,7 @@ def sae(
         "l1": _numbers("l1", l1),
         "k": _numbers("k", k, int),
         "l0": _numbers("l0", l0),
+        "setting": _numbers("setting", setting, _whole_or_float),
         "steps": steps,
         "lr": lr,
         "batch_size": batch_size,

@@ -35,12 +35,12 @@ RATIOS = (0.5, 1, 2)  # latents per true feature
 # 1,024 latents) and every latent of 3x and 10x dead, so the grid reaches far lower.
 L1_GRID = (0.001, 0.01, 0.1, 0.3, 1.0, 3.0)
 NEARLY_ALL = 0.9  # "recovers nearly all": this share of the true features at cosine >= 0.9
-SETTING = {"relu": "l1_coefficient", "topk": "k", "jumprelu": "l0_coefficient"}
 
 
 def run(directory: Path, options: Options) -> Outcome:
     from ..plots import save_figure
     from ..runs import load_run
+    from ..saes import SAE_KINDS
     from ..saes.config import resolve_sae
     from ..saes.plots import figure
     from ..saes.runs import train_sae
@@ -76,7 +76,7 @@ def run(directory: Path, options: Options) -> Outcome:
     kinds = {kind: train(f"pentagon-{kind}", pentagon, kind=kind) for kind in ("relu", "topk", "jumprelu")}
     recovered = {kind: [r["recovered"] for r in sae.metrics["instances"]] for kind, sae in kinds.items()}
     for kind, sae in kinds.items():
-        rows("pentagon", sae, SETTING[kind])
+        rows("pentagon", sae, SAE_KINDS[kind].column)
         save_figure(figure("directions", sae), directory / f"pentagon-{kind}-directions.png")
     claims.append(
         Claim(

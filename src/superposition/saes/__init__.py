@@ -13,11 +13,11 @@ Importing the package registers the built-in kinds and nothing heavier.
 
 from . import jumprelu, relu, topk  # noqa: F401  (the built-in kinds register themselves)
 from .jumprelu import BANDWIDTH, THRESHOLD_INIT, JumpReLU
-from .kind import ENCODER_INIT, SAE_KINDS, SETTING_COLUMNS, Params, SAEKind, forward, register
+from .kind import ENCODER_INIT, SAE_KINDS, Params, SAEKind, forward, register, setting_columns
 from .relu import ReLU
 from .topk import AUXK_WEIGHT, TopK, k_aux
 
 __all__ = [
-    "AUXK_WEIGHT", "BANDWIDTH", "ENCODER_INIT", "SAE_KINDS", "SETTING_COLUMNS", "THRESHOLD_INIT",
-    "JumpReLU", "Params", "ReLU", "SAEKind", "TopK", "forward", "k_aux", "register",
+    "AUXK_WEIGHT", "BANDWIDTH", "ENCODER_INIT", "SAE_KINDS", "THRESHOLD_INIT",
+    "JumpReLU", "Params", "ReLU", "SAEKind", "TopK", "forward", "k_aux", "register", "setting_columns",
 ]  # fmt: skip

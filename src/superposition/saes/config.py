@@ -4,12 +4,14 @@ User keys (the same on the command line, in a TOML file and in `sp.train_sae`):
 
   run = "runs/x"            the source: a trained toy model's directory (or, in Python, a Run)
   data = "dictionary"       or a synthetic dictionary: features, dims, density, instances
-  kind = "relu"             relu | topk | jumprelu (saes.SAE_KINDS)
+  kind = "relu"             relu | topk | jumprelu, or a registered kind (saes.SAE_KINDS)
   latents, l1 | k | l0, steps, lr, batch_size, resample, seed, device, engine, eval_batch_size
 
-`l1` (relu), `k` (topk) and `l0` (jumprelu) take one value or a list: every value is a
-setting, and each setting trains its own SAE on every instance of the source, all
-batched as one job (SAE instance s * source_instances + i: setting s, source instance i).
+The kind's setting, under its own key (`l1` for relu, `k` for topk, `l0` for jumprelu,
+a registered kind's own; `setting` for whichever the kind's is), takes one value or a
+list: each value trains its own SAE on every instance of the source, all batched as one
+job (SAE instance s * source_instances + i: setting s, source instance i). The config
+holds them as `settings`.
 
 Defaults are derived from the source, so that `superposition sae RUN` recovers a toy
 model's features without tuning where it can (d: the activations' dimension, n: the
@@ -40,13 +42,12 @@ from ..analysis.metrics import REPRESENTED_NORM
 from ..config import MAX_SIZE, MIN_PROBABILITY, ConfigError, Device, Engine, _one_line, finite_number, normalise_keys, plain
 from ..files import CONFIG, read_marker, to_json
 from ..runs import load_run, package_version
-from . import SAE_KINDS
+from . import SAE_KINDS, setting_columns
 
 if TYPE_CHECKING:
     from ..runs import Run
 
 Source = Literal["run", "dictionary"]
-SETTINGS = ("l1", "k", "l0")
 
 
 class SAEConfig(BaseModel):
@@ -63,9 +64,7 @@ class SAEConfig(BaseModel):
     density: float | None = Field(None, gt=0, le=1)  # dictionary only
     source_instances: int = Field(1, gt=0, le=MAX_SIZE)
     latents: int = Field(gt=0, le=MAX_SIZE)
-    l1: list[float] | None = None
-    k: list[int] | None = None
-    l0: list[float] | None = None
+    settings: list[int | float]  # the kind's setting, one value per group of source instances
     steps: int = Field(5000, gt=0, le=MAX_SIZE)
     lr: float = Field(1e-3, gt=0)
     batch_size: int = Field(1024, gt=0, le=MAX_SIZE)
@@ -80,19 +79,14 @@ class SAEConfig(BaseModel):
 
         if self.kind not in SAE_KINDS:
             raise ValueError(f"kind: unknown SAE kind {self.kind!r}; kinds: {', '.join(SAE_KINDS)}")
-        own = SAE_KINDS[self.kind].setting
-        for key in SETTINGS:
-            values = getattr(self, key)
-            if key != own and values is not None:
-                raise ValueError(f"{key}: the {self.kind} SAE takes --{own}, not --{key}")
-        values = getattr(self, own)
-        if not values:
-            raise ValueError(f"{own}: the {self.kind} SAE needs at least one value")
-        for v in values:
-            if own == "k" and not 0 < v <= self.latents:
-                raise ValueError(f"k: {v} must be from 1 to latents ({self.latents})")
-            if own != "k" and not v >= 0:
-                raise ValueError(f"{own}: {v} is negative; a penalty coefficient is >= 0")
+        kind = SAE_KINDS[self.kind]
+        if not self.settings:
+            raise ValueError(f"{kind.setting}: the {self.kind} SAE needs at least one value")
+        for v in self.settings:
+            if kind.whole and not isinstance(v, int):
+                raise ValueError(f"{kind.setting}: expected whole numbers, got {v!r}")
+            if problem := kind.setting_problem(v, self.latents):
+                raise ValueError(f"{kind.setting}: {v} {problem}")
         if (self.source == "dictionary") != (self.density is not None):
             raise ValueError("density: give it for --data dictionary, and only there")
         return self
@@ -104,17 +98,16 @@ class SAEConfig(BaseModel):
             raise ConfigError(_one_line(error)) from None
 
     @property
-    def settings(self) -> list[float]:
-        """The kind's setting values, one per group of source instances."""
-
-        return list(getattr(self, SAE_KINDS[self.kind].setting))
-
-    @property
     def instances(self) -> int:
         return len(self.settings) * self.source_instances
 
 
-USER_KEYS = set(SAEConfig.model_fields) - {"source", "run_config_sha256", "source_instances"} | {"data", "instances"}
+USER_KEYS = set(SAEConfig.model_fields) - {"source", "run_config_sha256", "source_instances", "settings"} | {"data", "instances", "setting"}
+
+
+def user_keys() -> set[str]:
+    """Every key an SAE job may be given: USER_KEYS and every registered kind's setting."""
+    return USER_KEYS | set(setting_columns())
 RUN_ONLY = {"run"}
 DICTIONARY_ONLY = {"features", "dims", "density", "instances"}
 
@@ -123,7 +116,7 @@ def resolve_sae(raw: dict[str, Any], run: Run | None = None) -> SAEConfig:
     """User keys (and, for a run source, the Run itself when it is not on disk) as a SAEConfig."""
     if not isinstance(raw, dict):
         raise ConfigError(f"config: expected a table of keys, got {type(raw).__name__}")
-    keys = normalise_keys(plain(raw), USER_KEYS)
+    keys = normalise_keys(plain(raw), user_keys())
     data = keys.pop("data", "run" if (run is not None or "run" in keys) else None)
     if data not in ("run", "dictionary"):
         raise ConfigError("data: give a source run (RUN) or --data dictionary with --features and --dims")
@@ -166,19 +159,26 @@ def resolve_sae(raw: dict[str, Any], run: Run | None = None) -> SAEConfig:
         features = keys["features"]
         active = density * features if isinstance(features, int) and 0 < features <= MAX_SIZE else 1.0
     keys = {**source, **keys}
-    own = SAE_KINDS[kind].setting
-    for key in SETTINGS:
-        if key in keys:
-            keys[key] = _as_list(key, keys[key])
+    chosen = SAE_KINDS[kind]
+    given = [key for key in keys if key in setting_columns() or key == "setting"]
+    for key in given:
+        if key not in (chosen.setting, "setting"):
+            raise ConfigError(f"{key}: the {kind} SAE takes --{chosen.setting}, not --{key}")
+    if len(given) > 1:
+        raise ConfigError(f"setting: give the {kind} SAE's values as {chosen.setting} or as setting, not both")
+    if given:
+        keys["settings"] = _as_list(chosen.setting, keys.pop(given[0]), chosen.whole)
     d = keys.get("dims")
     if isinstance(d, int) and d > 0:
         features = keys.get("features")
         if "latents" not in keys and isinstance(features, int) and 0 < features <= MAX_SIZE < 2 * features:
             raise ConfigError(f"features: {features} would make the default latents, 2 x features, more than {MAX_SIZE}; give --latents")
         keys.setdefault("latents", 2 * features if isinstance(features, int) else 1)
-        defaults = {"l1": 0.3 * r2 / d, "k": max(1, round(active)), "l0": 0.05 * r2 / d}
-        if own not in keys:
-            keys[own] = [defaults[own]]
+        default = chosen.default_setting(r2, d, active)
+        if "settings" not in keys and default is not None:
+            keys["settings"] = [default]
+    if "settings" not in keys:
+        raise ConfigError(f"{chosen.setting}: the {kind} SAE needs at least one value (--{chosen.setting})")
     return SAEConfig(**keys)
 
 
@@ -200,12 +200,12 @@ def config_sha256(run: Run) -> str:
     return hashlib.sha256(to_json(record).encode()).hexdigest()
 
 
-def _as_list(key: str, value: Any) -> list[Any]:
+def _as_list(key: str, value: Any, whole: bool) -> list[Any]:
     values = value if isinstance(value, list) else [value]
     if not values:
         raise ConfigError(f"{key}: give at least one value")
     for v in values:
-        ok = isinstance(v, int) and not isinstance(v, bool) if key == "k" else finite_number(v)
+        ok = isinstance(v, int) and not isinstance(v, bool) if whole else finite_number(v)
         if not ok:
-            raise ConfigError(f"{key}: expected {'whole numbers' if key == 'k' else 'finite numbers'}, got {v!r}")
-    return [v if key == "k" else float(v) for v in values]
+            raise ConfigError(f"{key}: expected {'whole numbers' if whole else 'finite numbers'}, got {v!r}")
+    return [v if whole else float(v) for v in values]

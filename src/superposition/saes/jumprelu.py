@@ -66,6 +66,9 @@ class JumpReLU(SAEKind):
     def sparsity_loss(self, params, pre, a, setting):
         return setting * _Step.apply(pre, params["threshold"]).sum(-1).mean(-1)
 
+    def default_setting(self, r2, d_in, active):
+        return 0.05 * r2 / d_in  # the ReLU's balance for a count instead of a sum
+
     def after_step(self, params):
         super().after_step(params)
         params["threshold"].clamp_(min=0.0)  # H(pre − θ) with θ < 0 would fire on negative pre

@@ -51,8 +51,12 @@ class SAEKind:
     """An SAE kind. `setting` is one value per instance: its penalty coefficient or its k."""
 
     name: ClassVar[str]
-    setting: ClassVar[str]  # the config key of its per-instance setting: l1, k or l0
-    column: ClassVar[str]  # the setting's name in metrics.json and figures (SAELens's)
+    # the config key of its per-instance setting, also its command-line flag and sweep axis
+    # (l1, k, l0, or one of its own), and the setting's name in metrics.json, results.csv
+    # and figures (SAELens's)
+    setting: ClassVar[str]
+    column: ClassVar[str]
+    whole: ClassVar[bool] = False  # the setting is a whole number (TopK's k)
     formula: ClassVar[str] = ""
     # whether sae_fused.py's kernel computes it; never inherited (see `register`): a subclass
     # that changes the arithmetic is an SAE the kernel does not compute
@@ -96,21 +100,35 @@ class SAEKind:
         """Restore what the update may have broken: unit decoder rows."""
         params["W_dec"].div_(params["W_dec"].norm(dim=-1, keepdim=True).clamp_min(1e-12))
 
+    def setting_problem(self, value: float, latents: int) -> str | None:
+        """What is wrong with `value` as this kind's setting, or None: a penalty is >= 0."""
+        return None if value >= 0 else "is negative; a penalty coefficient is >= 0"
+
+    def default_setting(self, r2: float, d_in: int, active: float) -> float | None:
+        """The setting where none is given (saes/config.py: r2 the represented features'
+        mean squared norm, d_in their dimension, active the features present per row), or
+        None: the user must give one."""
+        return None
+
 
 SAE_KINDS: dict[str, SAEKind] = {}
 
 
-# a kind's setting (the SAEConfig key) and the column it is reported under
-SETTING_COLUMNS = {"l1": "l1_coefficient", "k": "k", "l0": "l0_coefficient"}
+def setting_columns() -> dict[str, str]:
+    """Every registered kind's setting key, with the column it is reported under."""
+    return {kind.setting: kind.column for kind in SAE_KINDS.values()}
 
 
 def register(cls: type[SAEKind]) -> type[SAEKind]:
     """Add an SAE kind to the table every part of the package reads; it runs on the fused
-    engine only where its own class says so."""
+    engine only where its own class says so. Kinds that share a setting key share its column."""
     name = admit(SAE_KINDS, cls, SAEKind, "register_sae", "kind")
-    setting = getattr(cls, "setting", None)
-    if setting not in SETTING_COLUMNS or SETTING_COLUMNS[setting] != getattr(cls, "column", None):
-        raise ConfigError(f"register_sae: {cls.__name__}'s setting and column must be one of {SETTING_COLUMNS}")
+    setting, column = getattr(cls, "setting", None), getattr(cls, "column", None)
+    if not (isinstance(setting, str) and setting.isidentifier() and isinstance(column, str) and column):
+        raise ConfigError(f"register_sae: {cls.__name__} needs a `setting` (a key such as l1) and a `column` to report it under")
+    others = {k: c for n, kind in SAE_KINDS.items() if n != name for k, c in [(kind.setting, kind.column)]}
+    if others.get(setting, column) != column:
+        raise ConfigError(f"register_sae: the setting {setting!r} is reported as {others[setting]!r} by another kind, not {column!r}")
     own(cls, "fused", False)
     SAE_KINDS[name] = cls()
     return cls

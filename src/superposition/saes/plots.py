@@ -74,21 +74,21 @@ def penalty_figure(sae) -> Figure:
         x = np.array([r[column] for r in mine])
         left.plot(x, [r["mmcs"] for r in mine], marker="o", label=f"source {source}")
         right.plot(x, [r["l0"] for r in mine], marker="o")
-    _setting_axes((left, right), column, [r[column] for r in rows])
+    _setting_axes((left, right), SAE_KINDS[config.kind], [r[column] for r in rows])
     if config.source_instances <= 10:
         left.legend(fontsize=7)
     fig.suptitle(textwrap.fill(describe_sae(config), 110), fontsize=8)
     return fig
 
 
-def _setting_axes(pair, column: str, values) -> None:
-    """Label an (MMCS, L0) pair of axes against a setting: whole k, or a log scale for
-    positive penalties, ticked at the values trained when they are few."""
+def _setting_axes(pair, kind, values) -> None:
+    """Label an (MMCS, L0) pair of axes against a kind's setting: whole numbers (k), or a log
+    scale for positive penalties, ticked at the values trained when they are few."""
     values = sorted(set(values))
     for ax, label in zip(pair, ("MMCS (represented features)", "L0 (latents firing per row)"), strict=True):
-        ax.set_xlabel(column)
+        ax.set_xlabel(kind.column)
         ax.set_ylabel(label)
-        if column == "k":
+        if kind.whole:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         elif values[0] > 0:
             ax.set_xscale("log")
@@ -112,7 +112,7 @@ def sweep_figure(table, source: str) -> Figure:
             means = group.groupby(column)[["mmcs", "l0"]].mean()
             axes[0, c].plot(means.index, means["mmcs"], marker="o", ms=3, label=f"{latents} latents")
             axes[1, c].plot(means.index, means["l0"], marker="o", ms=3)
-        _setting_axes(axes[:, c], column, mine[column])
+        _setting_axes(axes[:, c], SAE_KINDS[kind], mine[column])
         axes[0, c].set_title(f"{kind} SAE ({SAE_KINDS[kind].formula})", fontsize=8)
         axes[0, c].legend(fontsize=7)
     fig.suptitle(f"SAEs on {source}: mean over seeds, source instances and other axes", fontsize=8)

@@ -16,3 +16,6 @@ class ReLU(SAEKind):
 
     def sparsity_loss(self, params, pre, a, setting):
         return setting * a.sum(-1).mean(-1)
+
+    def default_setting(self, r2, d_in, active):
+        return 0.3 * r2 / d_in  # saes/config.py: encoding v saves ~r² v² / d, costs l1 v

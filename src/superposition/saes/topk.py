@@ -17,7 +17,13 @@ AUXK_WEIGHT = 1 / 32
 
 @register
 class TopK(SAEKind):
-    name, setting, column, formula, fused = "topk", "k", "k", "ReLU(TopK(pre)), AuxK loss", True
+    name, setting, column, formula, fused, whole = "topk", "k", "k", "ReLU(TopK(pre)), AuxK loss", True, True
+
+    def setting_problem(self, value, latents):
+        return None if 0 < value <= latents else f"must be from 1 to latents ({latents})"
+
+    def default_setting(self, r2, d_in, active):
+        return max(1, round(active))  # the features present per row
 
     def activate(self, params, pre, setting):
         return _top(pre, setting.long())

@@ -34,12 +34,11 @@ from typing import Any
 from ..config import ConfigError, normalise_keys
 from ..labels import sae_source
 from ..runs import load_run
-from ..saes import SAE_KINDS
-from ..saes.config import SETTINGS, USER_KEYS, SAEConfig, resolve_sae
+from ..saes import SAE_KINDS, setting_columns
+from ..saes.config import SAEConfig, resolve_sae, user_keys
 from .grid import Shard, axis_values
 
-AXIS_KEYS = USER_KEYS - {"run", "data"}
-WHOLE = {name for name, field in SAEConfig.model_fields.items() if field.annotation in (int, "int")} | {"k", "instances"}
+WHOLE = {name for name, field in SAEConfig.model_fields.items() if field.annotation in (int, "int")} | {"instances"}
 SCORES = (
     "loss", "mmcs", "mmcs_all", "recovered", "represented", "latents_matched", "latents_duplicate",
     "latents_unmatched", "dead_fraction", "l0", "mse", "variance_explained", "resampled",
@@ -48,18 +47,21 @@ SCORES = (
 
 def read_tables(base: dict[str, Any], axes: dict[str, Any]) -> dict[str, Any]:
     """The spec of an SAE sweep, checked: its [sae] keys and its axes."""
-    base = normalise_keys(base, USER_KEYS, "sae.")
+    base = normalise_keys(base, user_keys(), "sae.")
     for name in axes:
         if isinstance(name, str) and name.replace("-", "_") in ("run", "data"):
             raise ConfigError(f"axes.{name}: not an axis; a sweep trains its SAEs on the one source its [sae] table names")
-    axes = normalise_keys(axes, AXIS_KEYS, "axes.")
-    return {"sae": base, "axes": {n: axis_values(n, v, n in SETTINGS, n in WHOLE) for n, v in axes.items()}}
+    axes = normalise_keys(axes, user_keys() - {"run", "data", "setting"}, "axes.")
+    settings = setting_columns()
+    whole = WHOLE | {kind.setting for kind in SAE_KINDS.values() if kind.whole}
+    return {"sae": base, "axes": {n: axis_values(n, v, n in settings, n in whole) for n, v in axes.items()}}
 
 
 def count_points(axes: dict[str, list[Any]]) -> int:
     """SAEs per source instance: the other axes times the setting values (each kind takes its own)."""
-    settings = sum(len(values) for name, values in axes.items() if name in SETTINGS)
-    return math.prod(len(values) for name, values in axes.items() if name not in SETTINGS) * max(1, settings)
+    keys = setting_columns()
+    settings = sum(len(values) for name, values in axes.items() if name in keys)
+    return math.prod(len(values) for name, values in axes.items() if name not in keys) * max(1, settings)
 
 
 def plan(spec: dict[str, Any]) -> list[Shard]:
@@ -68,7 +70,8 @@ def plan(spec: dict[str, Any]) -> list[Shard]:
     a bad value is refused before anything trains."""
     base, axes = spec["sae"], spec["axes"]
     run = _source_run(base)
-    outer_names = [name for name in axes if name not in SETTINGS]
+    settings = setting_columns()
+    outer_names = [name for name in axes if name not in settings]
     shards = []
     for values in itertools.product(*(axes[name] for name in outer_names)):
         outer = dict(zip(outer_names, values, strict=True))
@@ -78,7 +81,7 @@ def plan(spec: dict[str, Any]) -> list[Shard]:
             raise ConfigError(f"kind: unknown SAE kind {kind!r}; kinds: {', '.join(SAE_KINDS)}")
         setting = SAE_KINDS[kind].setting
         if "kind" in axes:  # a base penalty belongs to the kind that takes it
-            keys = {k: v for k, v in keys.items() if k not in SETTINGS or k == setting}
+            keys = {k: v for k, v in keys.items() if k not in settings or k == setting}
         if setting in axes:
             keys[setting] = axes[setting]
         config = resolve_sae(keys, run)
@@ -91,7 +94,7 @@ def plan(spec: dict[str, Any]) -> list[Shard]:
         shards.append(Shard(config, points))
     swept = {SAE_KINDS[shard.config.kind].setting for shard in shards}
     for table, names in (("axes", set(axes)), ("sae", set(base))):
-        for name in sorted(set(SETTINGS) & names - swept):
+        for name in sorted(set(settings) & names - swept):
             owner = next(k for k, cls in SAE_KINDS.items() if cls.setting == name)
             raise ConfigError(f"{table}.{name}: no SAE of this sweep takes {name}; it is the {owner} kind's setting (add kind = \"{owner}\")")
     return shards
@@ -111,7 +114,7 @@ def rows(shard: Shard, axes: list[str], metrics: list[dict[str, Any]] | None, st
     trained, and its scores (NaN where missing)."""
     out = []
     for k, point in enumerate(shard.points):
-        row = {name: point[name] for name in axes if name in point and name not in SETTINGS}
+        row = {name: point[name] for name in axes if name in point and name not in setting_columns()}
         row.update({key: value for key, value in point.items() if key not in row})
         row.update(latents=shard.config.latents, shard=shard.key, instance=k, status=status)
         m = metrics[k] if metrics else {}
