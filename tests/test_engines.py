@@ -59,3 +59,18 @@ def test_the_sae_command_records_the_engine_that_ran(cli, tmp_path):
     code, out, err = cli("sae", "--data", "dictionary", "--features", "8", "--dims", "2", "--steps", "20", "--device", "cpu", "--out", tmp_path / "s", "--quiet")
     assert code == 0, err
     assert sp.load_sae(tmp_path / "s").metrics["engine"] == "fused"
+
+
+def test_every_engine_builds_the_stepper_of_every_workload():
+    """Each workload's loop registers its builders with the engines (`@ENGINES[name].builds`),
+    and asks the engine of the job for its stepper: a builder missing is a KeyError, not
+    another engine quietly training the job."""
+    from superposition.saes import training as sae_training
+    from superposition.training import compiled, loop
+    from superposition.training.engines import WORKLOADS
+
+    for name, engine in ENGINES.items():
+        assert set(engine.builders) == set(WORKLOADS), name
+    assert ENGINES["fused"].builders["fresh"] is loop._fused_stepper
+    assert ENGINES["compiled"].builders["finite"] is compiled.dataset_stepper
+    assert ENGINES["compiled"].builders["sae"] is sae_training._Compiled

@@ -36,7 +36,7 @@ from ..kernels import fused, sae_fused
 from ..kernels.sae_fused import ROW_UNITS
 from ..runs import load_run
 from ..training.compiled import backend, own_code
-from ..training.engines import device_of, engine_of
+from ..training.engines import ENGINES, device_of, engine_of
 from ..training.loop import Diverged, LossBar, divergence, require_memory
 from ..training.steps import BETAS, EPS
 from . import AUXK_WEIGHT, BANDWIDTH, SAE_KINDS, THRESHOLD_INIT, Params, forward, k_aux
@@ -135,7 +135,7 @@ def train(config: SAEConfig, run=None, progress: bool = False) -> SAEResult:
     with LossBar("sae", config.steps, progress) as bar:
         started = time.perf_counter()
         with bar.compiling(f"sae-{engine}"):
-            stepper = STEPPERS[engine](config, params, source)
+            stepper = ENGINES[engine].stepper("sae", config, params, source)
         looping = time.perf_counter()
         while done < config.steps:
             count = min(every - done % every, config.steps - done)
@@ -165,6 +165,7 @@ def step_loss(
     return loss, (a > 0).any(1)
 
 
+@ENGINES["reference"].builds("sae")
 class _Reference:
     """Autograd and torch's Adam, on any device."""
 
@@ -204,6 +205,7 @@ class _Reference:
         return {k: (state[p]["exp_avg"], state[p]["exp_avg_sq"]) for k, p in self.params.items() if p in state}
 
 
+@ENGINES["compiled"].builds("sae")
 class _Compiled(_Reference):
     """The reference loop with each step's loss and its gradients compiled by torch.compile
     (compiled.py's backend): one graph per kind and shape, built once per process. A kind's
@@ -225,6 +227,7 @@ class _Compiled(_Reference):
 _COMPILED_LOSSES: dict[tuple, Callable] = {}
 
 
+@ENGINES["fused"].builds("sae")
 class _Fused:
     """The compiled loop of sae_fused.py, updating the parameters in place through numpy views."""
 
@@ -263,9 +266,6 @@ class _Fused:
         names = ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")
         pairs = {n: (torch.from_numpy(self.moment_arrays[2 * k]), torch.from_numpy(self.moment_arrays[2 * k + 1])) for k, n in enumerate(names)}
         return {n: pair for n, pair in pairs.items() if n in self.params}
-
-
-STEPPERS = {"reference": _Reference, "compiled": _Compiled, "fused": _Fused}
 
 
 def _draws(seed: int, step: int, source: int) -> torch.Generator:

@@ -44,6 +44,7 @@ from ..config import Config
 from ..models import Params, forward, loss_per_instance
 from . import dataset
 from .dataset import gather
+from .engines import ENGINES
 from .steps import BETAS, CHUNK, EPS, Stepper, lr_factor
 
 if TYPE_CHECKING:
@@ -192,6 +193,7 @@ class CompiledSteps:
         return graph
 
 
+@ENGINES["compiled"].builds("fresh")
 def fresh_stepper(
     params: Params, probs: Float[Tensor, "inst feat"], importance: Float[Tensor, "inst feat"], config: Config, first_instance: int
 ) -> CompiledSteps:
@@ -202,6 +204,7 @@ def fresh_stepper(
     return CompiledSteps(params, importance, config, "fresh", (probs, keys, counter))
 
 
+@ENGINES["compiled"].builds("finite")
 def dataset_stepper(
     params: Params, examples: Sparse, sources: list[int], importance: Float[Tensor, "inst feat"], config: Config
 ) -> Stepper:

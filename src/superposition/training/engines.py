@@ -7,6 +7,11 @@ fills in `auto`: the device (the GPU where there is one, unless the engine named
 the CPU only), then the first engine of PREFERENCE for that device that supports the
 job. An engine named that cannot run the job is refused with its own reason.
 
+An engine builds the stepper of each workload (WORKLOADS) it runs: the module of the
+workload's loop registers its builder with `@ENGINES[name].builds(workload)`, and the loop
+asks `ENGINES[config.engine].stepper(workload, ...)`. A stepper runs a chunk of steps and
+returns their losses (steps.Stepper).
+
   fused      numba kernels, CPU only: fused.py (toy models), dataset_fused.py (finite
              sets with a ReLU output and a linear hidden layer), sae_fused.py (SAEs);
              model and SAE kinds only where the kind's own class declares `fused`
@@ -17,7 +22,8 @@ job. An engine named that cannot run the job is refused with its own reason.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
@@ -33,9 +39,30 @@ if TYPE_CHECKING:
     Job = Config | SAEConfig  # a toy model's config, or an SAE job's
 
 
+# toy models on fresh data, toy models on a finite set, SAEs
+WORKLOADS = ("fresh", "finite", "sae")
+
+
 class Engine:
     name: ClassVar[str]
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
+
+    def __init__(self) -> None:
+        self.builders: dict[str, Callable[..., Any]] = {}
+
+    def builds(self, workload: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register, as a decorator, how this engine builds the stepper of `workload`."""
+        assert workload in WORKLOADS, workload
+
+        def register(builder: Callable[..., Any]) -> Callable[..., Any]:
+            self.builders[workload] = builder
+            return builder
+
+        return register
+
+    def stepper(self, workload: str, *args: Any) -> Any:
+        """This engine's stepper of `workload`, built from `args` (its builder's)."""
+        return self.builders[workload](*args)
 
     def supports(self, job: Job, device: str, data: Config | None = None) -> str | None:
         """None where this engine trains `job` on `device`; otherwise why not, and what to use.

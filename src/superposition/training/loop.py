@@ -31,9 +31,9 @@ from .. import data
 from ..config import Config, ConfigError
 from ..kernels import dataset_fused, fused
 from ..models import KINDS, Params, forward, init_params, loss_per_instance
-from . import compiled, dataset
+from . import compiled, dataset  # noqa: F401  (compiled: its steppers register with the engine)
 from .dataset import training_set
-from .engines import settle
+from .engines import ENGINES, settle
 from .steps import BETAS, CHUNK, EPS, Stepper, lr_factor, make_optimizer
 
 if TYPE_CHECKING:
@@ -153,11 +153,9 @@ def train(config: Config, progress: bool = False, sources: list[int] | None = No
         share = slice(first, first + count)
         if examples is not None:
             part, own = examples.subset(range(first, first + count)), sources[share]
-            stepper = {"fused": _fused_dataset_stepper, "compiled": compiled.dataset_stepper}.get(config.engine, _reference_dataset_stepper)
-            run = stepper(params, part, own, importance[share], config)
+            run = ENGINES[config.engine].stepper("finite", params, part, own, importance[share], config)
         else:
-            stepper = {"fused": _fused_stepper, "compiled": compiled.fresh_stepper}.get(config.engine, _reference_stepper)
-            run = stepper(params, probs[share], importance[share], config, first)
+            run = ENGINES[config.engine].stepper("fresh", params, probs[share], importance[share], config, first)
         return _fit(run, config, count, reporter)
 
     with _Progress(config, progress) as reporter:
@@ -252,6 +250,7 @@ def _fit(run: Stepper, config: Config, instances: int, reporter: _Progress) -> t
     return history[:done], done
 
 
+@ENGINES["reference"].builds("fresh")
 def _reference_stepper(
     params: Params,
     probs: Float[Tensor, "inst feat"],
@@ -317,6 +316,7 @@ def _kernel_state(params: Params, importance: Float[Tensor, "inst feat"], config
     return weights, moments, model, optimiser
 
 
+@ENGINES["fused"].builds("fresh")
 def _fused_stepper(
     params: Params,
     probs: Float[Tensor, "inst feat"],
@@ -352,6 +352,7 @@ def _fused_stepper(
     return run
 
 
+@ENGINES["reference"].builds("finite")
 def _reference_dataset_stepper(
     params: Params, examples: Sparse, sources: list[int], importance: Float[Tensor, "inst feat"], config: Config
 ) -> Stepper:
@@ -372,6 +373,7 @@ def _reference_dataset_stepper(
     return run
 
 
+@ENGINES["fused"].builds("finite")
 def _fused_dataset_stepper(
     params: Params, examples: Sparse, sources: list[int], importance: Float[Tensor, "inst feat"], config: Config
 ) -> Stepper:
