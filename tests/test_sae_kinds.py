@@ -73,6 +73,7 @@ class HalfNorm(SAEKind):
     """A ReLU SAE with an L½ penalty, alpha Σ_j √a_j: a setting of its own, with no default."""
 
     name, setting, column, formula = "test-half", "alpha", "alpha_coefficient", "ReLU(pre), L½ penalty"
+    figures = ("penalty",)
 
     def activate(self, params, pre, setting):
         return torch.relu(pre)
@@ -102,6 +103,10 @@ def test_a_kind_with_a_setting_of_its_own_takes_it_as_a_key_a_flag_and_a_column(
     code, _, err = cli("sae", *flags, "--kind", "test-half", "--setting", "0.01,0.1", "--out", tmp_path / "s", "--no-figures")
     assert code == 0, err
     assert sp.load_sae(tmp_path / "s").config.settings == [0.01, 0.1]
+    # its own figures only: the penalty curve, never the directions, though d_in = 2
+    assert sae.plot("penalty") is not None
+    with pytest.raises(sp.ConfigError, match="^figure: the test-half SAE draws penalty, not directions$"):
+        sae.plot("directions")
 
 
 def test_a_kind_registered_here_runs_on_the_compiled_engine_as_on_the_reference(registered):

@@ -58,6 +58,9 @@ class SAEKind:
     column: ClassVar[str]
     whole: ClassVar[bool] = False  # the setting is a whole number (TopK's k)
     formula: ClassVar[str] = ""
+    # the figures of saes/plots.py it draws, where they apply (directions: d_in = 2;
+    # penalty: several settings)
+    figures: ClassVar[tuple[str, ...]] = ("directions", "penalty")
     # whether sae_fused.py's kernel computes it; never inherited (see `register`): a subclass
     # that changes the arithmetic is an SAE the kernel does not compute
     fused: ClassVar[bool] = False

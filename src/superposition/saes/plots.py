@@ -123,12 +123,17 @@ FIGURES = {"directions": directions_figure, "penalty": penalty_figure}
 
 
 def applies(name: str, config) -> bool:
+    """Whether the SAEs of `config` draw figure `name`: their kind's, where it applies."""
+    if name not in SAE_KINDS[config.kind].figures:
+        return False
     return config.dims == 2 if name == "directions" else len(config.settings) > 1
 
 
 def figure(name: str, sae) -> Figure:
     if name not in FIGURES:
         raise ConfigError(f"figure: unknown {name!r}; choose one of {', '.join(FIGURES)}")
+    if name not in SAE_KINDS[sae.config.kind].figures:
+        raise ConfigError(f"figure: the {sae.config.kind} SAE draws {', '.join(SAE_KINDS[sae.config.kind].figures) or 'no figures'}, not {name}")
     if not applies(name, sae.config):
         why = "d_in = 2" if name == "directions" else "several settings"
         raise ConfigError(f"figure: {name} needs {why}")
