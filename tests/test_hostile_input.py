@@ -22,6 +22,8 @@ from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
 import superposition as sp
+import superposition.runs
+import superposition.saes.runs
 import superposition.saes.training
 import superposition.training.loop
 from superposition.cli import main
@@ -50,8 +52,11 @@ def no_training(monkeypatch):
     def refuse(*args, **kwargs):
         raise WouldTrain
 
+    # every binding the commands reach: the loops' own and the names the run modules import
     monkeypatch.setattr(superposition.training.loop, "train", refuse)
+    monkeypatch.setattr(superposition.runs, "fit", refuse)
     monkeypatch.setattr(superposition.saes.training, "train", refuse)
+    monkeypatch.setattr(superposition.saes.runs, "train", refuse)
 
 
 def run_cli(args: list[str]) -> tuple[int, str]:

@@ -33,12 +33,15 @@ def _files(root: Path) -> dict[str, bytes]:
 @pytest.fixture
 def no_training(monkeypatch):
     """Fail the test if any command gets as far as training."""
+    import superposition.runs
     import superposition.training.loop
 
     def refuse(*args, **kwargs):
         raise AssertionError("training started although the input was bad")
 
+    # the loop's own name and the one runs.py imports
     monkeypatch.setattr(superposition.training.loop, "train", refuse)
+    monkeypatch.setattr(superposition.runs, "fit", refuse)
 
 
 # 1 ---------------------------------------------------------------------------------
@@ -530,23 +533,23 @@ def test_4_cleaning_stale_staging_never_touches_another_names(tmp_path, cli):
 def test_7_restarts_never_keep_a_diverged_copy(monkeypatch):
     import torch
 
-    import superposition.analysis.metrics
+    import superposition.training.loop as loop
     from superposition.config import resolve
-    from superposition.training.loop import train
 
-    real = superposition.analysis.metrics.eval_loss
-    calls = []
-
-    def first_copy_diverged(config, params):
-        losses = real(config, params)
-        calls.append(1)
-        return torch.full_like(losses, float("nan")) if len(calls) == 1 else losses
-
-    monkeypatch.setattr(superposition.analysis.metrics, "eval_loss", first_copy_diverged)
     config = resolve({"features": 4, "hidden": 2, "sparsity": [0.5], "steps": 20, "restarts": 2, "device": "cpu"})
-    result = train(config)
-    copies = train(config.model_copy(update={"restarts": 1, "feature_probability": [[0.5] * 4] * 2, "importance": config.importance * 2}))
-    assert torch.equal(result.params["W"][0], copies.params["W"][1])  # the second copy, not the NaN one
+    copies = loop.train(config.model_copy(update={"restarts": 1, "feature_probability": [[0.5] * 4] * 2, "importance": config.importance * 2}))
+    kept = loop.train(config).params["W"][0]
+    winner = next(c for c in range(2) if torch.equal(kept, copies.params["W"][c]))
+    real = loop.train
+
+    def winner_diverged(config, *args, **kwargs):
+        result = real(config, *args, **kwargs)
+        if config.instances == 2:  # the copies of the restarts run: the one that won went NaN
+            result.history[:, winner] = float("nan")
+        return result
+
+    monkeypatch.setattr(loop, "train", winner_diverged)
+    assert torch.equal(real(config).params["W"][0], copies.params["W"][1 - winner])
 
 
 def test_14_the_size_cap_holds_for_the_default_sparsities(cli, tmp_path, no_training):
