@@ -110,6 +110,10 @@ def test_a_kind_with_a_setting_of_its_own_takes_it_as_a_key_a_flag_and_a_column(
 
 
 def test_a_kind_registered_here_runs_on_the_compiled_engine_as_on_the_reference(registered):
+    # first the built-in kinds, other shapes, through the same compiled step: the frames their
+    # graph breaks resume in are shared code, and their guards once broke on a second shape
+    for kind in ("relu", "topk", "jumprelu"):
+        sp.train_sae(engine="compiled", progress=False, data="dictionary", features=7, dims=3, batch_size=128, steps=5, device="cpu", kind=kind)
     keys = {"data": "dictionary", "features": 5, "dims": 2, "density": 0.1, "steps": 200, "device": "cpu", "kind": "test-batchtopk", "k": [1, 2]}
     compiled = sp.train_sae(engine="compiled", progress=False, **keys)
     reference = sp.train_sae(engine="reference", progress=False, **keys)

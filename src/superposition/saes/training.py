@@ -210,7 +210,10 @@ class _Compiled(_Reference):
     """The reference loop with each step's loss and its gradients compiled by torch.compile
     (compiled.py's backend): one graph per kind and shape, built once per process. A kind's
     Python control flow on tensors (TopK's `int(k.max())`) splits its graph rather than
-    failing, so every registered kind runs on it; Adam stays torch's, as in the reference."""
+    failing, so every registered kind runs on it; Adam stays torch's, as in the reference.
+    Shapes are static (dynamic=False): the frame resumed after such a split is the kind's
+    own code, shared by every run in the process, and torch 2.13's dynamic shapes on it fail
+    to build their guards ("sources must not be empty") once a second shape arrives."""
 
     def loss_function(self) -> Callable:
         key = (self.kind.name, type(self.kind), backend())
@@ -220,7 +223,7 @@ class _Compiled(_Reference):
             def loss_of(params, h, setting, dead):
                 return step_loss(kind, params, h, setting, dead)
 
-            _COMPILED_LOSSES[key] = torch.compile(own_code(loss_of, len(_COMPILED_LOSSES)), backend=key[-1])
+            _COMPILED_LOSSES[key] = torch.compile(own_code(loss_of, len(_COMPILED_LOSSES)), backend=key[-1], dynamic=False)
         return _COMPILED_LOSSES[key]
 
 
