@@ -39,7 +39,7 @@ def test_training_set_is_the_streams_batch_and_depends_on_the_seed(keys):
     assert torch.equal(drawn.dense(), dataset.training_set(config).dense())  # same seed, same set
     other = dataset.training_set(config.model_copy(update={"seed": 1})).dense()
     assert not torch.equal(drawn.dense(), other)
-    assert not torch.equal(drawn.dense(), dataset.test_set(config).dense()[:, :70])
+    assert not torch.equal(drawn.dense(), dataset.test_block(config, 0).dense()[:, :70])
     if config.normalize:
         norms = drawn.dense().norm(dim=-1)
         assert torch.allclose(norms[norms > 0], torch.ones(1), atol=1e-6)
@@ -145,6 +145,46 @@ def test_saved_set_is_the_one_trained_on_and_its_train_loss_is_recorded(tmp_path
     assert torch.allclose(recomputed, recorded, rtol=1e-5)
     assert recorded.max() < min(row["test_loss"] for row in again.metrics["instances"])  # it fits its set
     assert again[1].dataset.shape == (1, 25, 30) and torch.equal(again[1].dataset.to_dense(), x[1:])
+
+
+def test_test_loss_grows_its_set_until_its_standard_error_is_below_one_percent():
+    # 200-row blocks: one block leaves the loss of these untrained weights ~5% uncertain
+    config = sp.Config(**{**SMALL, "dataset_size": 25, "eval_batch_size": 200})
+    params = init_params(config, torch.Generator().manual_seed(3))
+    test = dataset.test_loss(config, params)
+    blocks = [dataset.test_block(config, b) for b in range(test.rows // 200)]
+    assert test.rows > 200 and test.rows % 200 == 0
+    x = torch.cat([block.dense() for block in blocks], dim=1)
+    assert torch.equal(blocks[0].dense(), data.evaluation(config))  # block 0: the evaluation batch
+    probs, instances = data.feature_probability(config), torch.arange(config.instances)
+    assert torch.equal(blocks[1].dense(), data.batch(config, probs, instances, data.EVAL_STEP + 1, rows=200))
+    with torch.no_grad():
+        out = forward(params, x, config)
+    per_example = (data.importance(config)[:, None] * (x - out) ** 2).mean(-1).double()
+    assert torch.allclose(test.loss.double(), per_example.mean(1), rtol=1e-5)
+    assert torch.allclose(test.se.double(), per_example.std(1) / math.sqrt(test.rows), rtol=1e-4)
+    assert (test.se <= 0.01 * test.loss).all()
+    # with half the rows, some instance was still above 1%: it stopped at the first size that sufficed
+    half = per_example[:, : test.rows // 2]
+    assert (half.std(1) / math.sqrt(half.shape[1]) > 0.01 * half.mean(1)).any()
+
+
+def test_test_loss_stops_at_its_cap_and_says_how_precise_it_is(monkeypatch):
+    config = sp.Config(**{**SMALL, "dataset_size": 25, "eval_batch_size": 50})
+    params = init_params(config, torch.Generator().manual_seed(3))
+    monkeypatch.setattr(dataset, "TEST_VALUES", 100 * 30 * 2)  # 100 rows of 30 features, 2 instances
+    capped = dataset.test_loss(config, params)
+    assert capped.rows == 100 and (capped.se > 0.01 * capped.loss).any()
+
+
+def test_a_double_descent_peak_must_stand_clear_of_the_test_losses_standard_errors():
+    from superposition.experiments.double_descent import _peak
+
+    def rows(se):
+        return [{"T": T, "test_loss": loss, "test_loss_se": se} for T, loss in zip((3, 10, 30, 100), (1.0, 1.0, 1.2, 1.0))]
+
+    assert _peak(rows(0.01)) == (30, pytest.approx(1.2))
+    assert _peak(rows(0.1)) == (None, 1.0)  # 0.2 above is 1.4 standard errors of the difference
 
 
 def _points(points):

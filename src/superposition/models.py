@@ -111,8 +111,21 @@ class Kind:
         config,
     ) -> Float[Tensor, "inst"]:
         """Importance-weighted squared error against x (or |x|), mean over batch and features."""
+        return self._weighted_error(out, x, importance, config).mean(dim=(1, 2))
+
+    def example_losses(
+        self,
+        out: Float[Tensor, "inst batch feat"],
+        x: Float[Tensor, "inst batch feat"],
+        importance: Float[Tensor, "inst feat"],
+        config,
+    ) -> Float[Tensor, "inst batch"]:
+        """The loss of every example (mean over features): its spread gives a test loss's standard error."""
+        return self._weighted_error(out, x, importance, config).mean(dim=2)
+
+    def _weighted_error(self, out, x, importance, config) -> Float[Tensor, "inst batch feat"]:
         goal = x.abs() if config.target == "abs" else x
-        return (importance[:, None, :] * (goal - out) ** 2).mean(dim=(1, 2))
+        return importance[:, None, :] * (goal - out) ** 2
 
     def describe(self, config) -> str:
         """The model part of a figure title."""
@@ -189,6 +202,10 @@ def forward(params: Params, x: Float[Tensor, "inst batch feat"], config) -> Floa
 
 def loss_per_instance(out, x, importance, config) -> Float[Tensor, "inst"]:
     return KINDS[config.model].loss(out, x, importance, config)
+
+
+def loss_per_example(out, x, importance, config) -> Float[Tensor, "inst batch"]:
+    return KINDS[config.model].example_losses(out, x, importance, config)
 
 
 def gram(params: Params, config) -> Float[Tensor, "inst feat feat"]:

@@ -323,7 +323,7 @@ def check_metrics(metrics: Any, config: Config, source: Path) -> None:
     numbers = ("loss", "dimensions_per_feature", "represented", "diagonal_count")
     per_example: tuple[str, ...] = ()
     if config.dataset_size:
-        numbers += ("train_loss", "test_loss")
+        numbers += ("train_loss", "test_loss", "test_loss_se", "test_rows")
         per_example = ("data_dimensionality", "data_norms")
 
     def is_number(v: Any) -> bool:

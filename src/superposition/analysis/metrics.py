@@ -11,8 +11,11 @@ direction, also for the untied and mlp models (their encoder).
   diagonal count      count of diag(W Wᵀ) (or W W_out) > DIAGONAL_CUT: the seed's measure
 
 With a finite training set (Henighan et al., 2023), also per instance:
-  train_loss, test_loss  on the training set, and on a fresh test set (dataset.py); `loss`
+  train_loss, test_loss  on the training set, and on fresh examples (dataset.py); `loss`
                          is test_loss there
+  test_loss_se           test_loss's standard error (below 1% of it unless the test set
+                         reached its cap)
+  test_rows              the fresh examples test_loss took
   data_dimensionality    D_t = ||h_t||² / sum_s (ĥ_t · h_s)² of every training example,
                          h_t = x_t W: D_i's formula with the examples' hidden vectors as rows
   data_norms             ||h_t||
@@ -80,15 +83,16 @@ def measure(config: Config, params: Params, examples: Sparse | None = None) -> d
     if examples is not None:
         from ..training import dataset  # numba: only for the runs that need it
 
-        test = dataset.evaluate(config, params, dataset.test_set(config))
+        test = dataset.test_loss(config, params)
+        losses = test.loss
     else:
-        test = eval_loss(config, params)
+        losses = eval_loss(config, params)
     W = params["W"]
     norms = feature_norms(W)
     diagonal = gram_diagonal(params, config)
     per_instance = zip(
         config.feature_probability,
-        test.tolist(),
+        losses.tolist(),
         norms.tolist(),
         superposition(W).tolist(),
         feature_dimensionality(W).tolist(),
@@ -113,7 +117,9 @@ def measure(config: Config, params: Params, examples: Sparse | None = None) -> d
         hidden = examples.hidden(W)
         finite = zip(
             dataset.evaluate(config, params, examples).tolist(),
-            test.tolist(),
+            test.loss.tolist(),
+            test.se.tolist(),
+            [test.rows] * config.instances,
             feature_dimensionality(hidden).tolist(),
             feature_norms(hidden).tolist(),
         )
@@ -122,4 +128,4 @@ def measure(config: Config, params: Params, examples: Sparse | None = None) -> d
     return {"represented_norm": REPRESENTED_NORM, "diagonal_cut": DIAGONAL_CUT, "instances": rows}
 
 
-FINITE_KEYS = ("train_loss", "test_loss", "data_dimensionality", "data_norms")
+FINITE_KEYS = ("train_loss", "test_loss", "test_loss_se", "test_rows", "data_dimensionality", "data_norms")

@@ -3,7 +3,8 @@ drawn from the counter stream by the config's generator.
 
 Steps of the stream that training never reaches (a config's steps are < 2**31) hold
 the draws that are not training batches, each its own: a finite training set, the
-evaluation batch (a finite set's test set), and the shuffles of a finite set.
+evaluation batch, a finite set's test blocks (EVAL_STEP + b, block 0 the evaluation
+batch, b < 2**40), and the shuffles of a finite set.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ smaller second setting (`double-descent-arena`): 1,000 features at S = 0.99, m =
 from 3 to 2,000.
 
 Where we chose: the loss is the mean over examples and features (as in the toy-model
-paper and ARENA), Adam's eps 1e-8, the test set 10,000 fresh examples, an all-zero
+paper and ARENA), Adam's eps 1e-8, the test loss on fresh examples in blocks of 10,000 until its standard
+error is below 1% (dataset.test_loss; a peak must stand 2 standard errors clear), an all-zero
 example stays zero, the two faster settings keep the better of 2 copies by training loss,
 and the grid of T and the m of the last claim are ours: m = 2 from T = 3 to 30,000, m = 3
 and 5 up to T = 300 (at T = 1,000 a run of theirs costs 1.2-1.8x m = 2's at T = 3,000, and
@@ -63,7 +64,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "sizes": (3, 10, 30, 60, 100, 150, 200, 300, 500, 1_000, 2_000),
     },
 }  # fmt: skip
-RISE = 1.05  # a peak: test loss at least this factor above the lowest at smaller T
+RISE = 1.05  # a peak: test loss at least this factor above the lowest at smaller T ...
+Z = 2.0  # ... and above it, and above the lowest after it, by Z standard errors of the difference
 
 
 def grid(spec: dict[str, Any]) -> list[tuple[int, int]]:
@@ -131,6 +133,8 @@ def conclude(trained: dict[tuple[int, int], tuple], directory: Path) -> Outcome:
                 "T": T,
                 "train_loss": row["train_loss"],
                 "test_loss": row["test_loss"],
+                "test_loss_se": row["test_loss_se"],
+                "test_rows": row["test_rows"],
                 "data_dimensions": float(np.max(row["data_dimensionality"])),
                 "feature_dimensions": float(np.max(row["feature_dimensionality"])),
                 "data_norm": float(np.median(row["data_norms"])),
@@ -154,12 +158,19 @@ def conclude(trained: dict[tuple[int, int], tuple], directory: Path) -> Outcome:
 
 def _peak(rows: list[dict[str, Any]]) -> tuple[int | None, float]:
     """The T of the highest interior rise of the test loss above its lowest at smaller T
-    that falls again at larger T; None if there is none of at least RISE."""
+    that falls again at larger T; None if there is none of at least RISE that stands Z
+    standard errors above the lowest on either side."""
     losses = np.array([r["test_loss"] for r in rows])
+    se = np.array([r["test_loss_se"] for r in rows])
+
+    def above(k: int, other: int) -> bool:
+        return losses[k] - losses[other] >= Z * np.hypot(se[k], se[other])
+
     best, best_rise = None, 1.0
     for k in range(1, len(rows) - 1):
-        rise = losses[k] / losses[:k].min()
-        if rise >= RISE and losses[k + 1 :].min() < losses[k] and rise > best_rise:
+        before, after = int(np.argmin(losses[:k])), k + 1 + int(np.argmin(losses[k + 1 :]))
+        rise = losses[k] / losses[before]
+        if rise >= RISE and above(k, before) and above(k, after) and rise > best_rise:
             best, best_rise = rows[k]["T"], float(rise)
     return best, best_rise
 
@@ -208,9 +219,9 @@ def _claims(results: dict[int, list[dict[str, Any]]], hiddens: tuple[int, ...]) 
 
 
 def _peak_text(rows: list[dict[str, Any]], peak: tuple[int | None, float]) -> str:
-    losses = ", ".join(f"{r['T']:,}: {r['test_loss']:.3g}" for r in rows)
+    losses = ", ".join(f"{r['T']:,}: {r['test_loss']:.3g} ± {r['test_loss_se']:.2g}" for r in rows)
     found = "no interior peak" if peak[0] is None else f"peak at T = {peak[0]:,}, {peak[1]:.2f}x the lowest before it"
-    return f"{found} (test loss by T: {losses})"
+    return f"{found} (test loss ± standard error by T: {losses})"
 
 
 def _losses(results: dict[int, list[dict[str, Any]]], trained: str) -> Figure:
@@ -218,7 +229,8 @@ def _losses(results: dict[int, list[dict[str, Any]]], trained: str) -> Figure:
     for k, (m, rows) in enumerate(results.items()):
         T = [r["T"] for r in rows]
         colour = f"C{k}"
-        ax.plot(T, [r["test_loss"] for r in rows], "o-", color=colour, label=f"test, m = {m}")
+        test, se = [r["test_loss"] for r in rows], [r["test_loss_se"] for r in rows]
+        ax.errorbar(T, test, yerr=se, fmt="o-", color=colour, capsize=2, label=f"test ± standard error, m = {m}")
         ax.plot(T, [r["train_loss"] for r in rows], "s--", color=colour, alpha=0.6, label=f"train, m = {m}")
     ax.set_yscale("log")
     return _finish(fig, ax, "loss (mean over examples and features)", trained)

@@ -4,8 +4,9 @@ With `dataset_size = T`, instance i's training set is the batch of T rows that t
 counter stream draws for (seed, i) at data.DATASET_STEP, a step no training run
 reaches: `data.batch(config, probs, instances, DATASET_STEP, rows=T)` returns it too,
 scaled to unit norm when `normalize` (an all-zero example stays zero). Its test set is
-the evaluation batch of every run, the eval_batch_size rows at data.EVAL_STEP. The
-kernels' draw makes them where the generator has one, torch's otherwise. Both are held as compressed
+blocks of eval_batch_size fresh rows at steps data.EVAL_STEP + b, block 0 being every
+run's evaluation batch, as many as its loss needs for a standard error below 1%
+(`test_loss`). The kernels' draw makes them where the generator has one, torch's otherwise. Both are held as compressed
 sparse rows (`Sparse`): at S = 0.999, ~10 of 10,000 features are present per example,
 so the paper's largest sets take megabytes, not gigabytes.
 
@@ -31,7 +32,7 @@ from .. import data
 from ..config import Config
 from ..data import DATASET_STEP, EVAL_STEP, GENERATORS, SHUFFLE_STEP
 from ..kernels.fused import _GOLDEN, _draw_rows, _mix, _unit_columns, step_key
-from ..models import forward, loss_per_instance
+from ..models import forward, loss_per_example
 from .steps import CHUNK
 
 BLOCK = 64  # rows drawn at once: feat x BLOCK floats of scratch
@@ -135,19 +136,59 @@ def training_set(config: Config, sources: list[int] | None = None) -> Sparse:
     return draw(config, DATASET_STEP, config.dataset_size, sources)
 
 
-def test_set(config: Config) -> Sparse:
-    """The evaluation batch, the stream's rows at EVAL_STEP; drawn once per process for each stream and size (the
-    paper-size presets' runs share one: 10,000 rows of 10,000 features, ~1 s to draw)."""
+class TestLoss(NamedTuple):
+    """A finite-data run's test loss, per instance, with its standard error and the rows it took."""
+
+    loss: Float[Tensor, "inst"]
+    se: Float[Tensor, "inst"]
+    rows: int
+
+
+# A memorising model's loss on fresh examples is heavy-tailed: one 10,000-row batch can sit
+# 25% below the loss on 100,000 (issue 26). The test set grows, a block of eval_batch_size
+# rows at a time, doubling, until every instance's standard error is below this share of
+# its loss, or until rows x features x instances reach TEST_VALUES (its recorded SE then
+# says how precise it is).
+TEST_RELATIVE_SE = 0.01
+TEST_VALUES = 2**31
+
+
+def test_loss(config: Config, params: dict[str, Tensor]) -> TestLoss:
+    """The loss on fresh examples from the test blocks (test_block), as many as it takes."""
+    inst = config.instances
+    sums = torch.zeros(inst, dtype=torch.float64)
+    squares = torch.zeros(inst, dtype=torch.float64)
+    rows, blocks, wanted = 0, 0, 1
+    while True:
+        for block in range(blocks, wanted):
+            losses = example_losses(config, params, test_block(config, block))
+            sums += losses.sum(1)
+            squares += (losses**2).sum(1)
+            rows += losses.shape[1]
+        blocks = wanted
+        mean = sums / rows
+        se = ((squares / rows - mean**2).clamp_min(0) / max(1, rows - 1)).sqrt()
+        if (se <= TEST_RELATIVE_SE * mean).all() or 2 * rows * config.features * inst > TEST_VALUES:
+            return TestLoss(mean.float(), se.float(), rows)
+        wanted *= 2
+
+
+def test_block(config: Config, block: int) -> Sparse:
+    """Block b of the test set: eval_batch_size fresh rows at step EVAL_STEP + b (block 0 is
+    every run's evaluation batch). Kept per stream: the paper-size presets' runs share them
+    (10,000 rows of 10,000 features take ~1 s to draw)."""
     key = (config.seed, config.instances, config.eval_batch_size, config.model_dump_json(include=_STREAM))
-    if key not in _TEST_SETS:
-        _TEST_SETS.clear()  # one at a time: a preset's runs come in order
-        _TEST_SETS[key] = draw(config, EVAL_STEP, config.eval_batch_size)
-    return _TEST_SETS[key]
+    if _TEST_BLOCKS.get("stream") != key:
+        _TEST_BLOCKS.clear()  # one stream at a time: a preset's runs come in order
+        _TEST_BLOCKS["stream"] = key
+    if block not in _TEST_BLOCKS:
+        _TEST_BLOCKS[block] = draw(config, EVAL_STEP + block, config.eval_batch_size)
+    return _TEST_BLOCKS[block]
 
 
 # every key `draw` reads, besides the seed and the rows
 _STREAM = {"features", "sparsity", "feature_probability", "data", "data_options", "normalize"}
-_TEST_SETS: dict[tuple, Sparse] = {}
+_TEST_BLOCKS: dict = {}
 
 
 def _key(seed: int, instance: int, step: int) -> np.uint64:
@@ -228,11 +269,12 @@ def full_batch(config: Config) -> bool:
 
 
 def bytes_needed(config: Config, dense: bool) -> int:
-    """Memory of the training and test sets, roughly: sparse (8 bytes a present value, 8 an
+    """Memory of the training and test sets (test_loss's largest), roughly: sparse (8 bytes a present value, 8 an
     example), or dense as the reference engine trains on the training set (4 bytes a value,
     with autograd's temporaries)."""
     present = _present_per_example(config)
-    examples = config.instances * (config.dataset_size + config.eval_batch_size)
+    tested = max(config.instances * config.eval_batch_size, TEST_VALUES // config.features)  # the test blocks, at most
+    examples = config.instances * config.dataset_size + tested
     total = int(examples * (8 + 8 * present * 1.25))
     if dense:
         total += 8 * config.instances * min(config.dataset_size, config.batch_size) * config.features * 4
@@ -250,8 +292,6 @@ def scratch_bytes(config: Config, copies: int) -> int:
     features laid out in the tree's order (8 bytes each), and at m = 2 the walk's lists
     (20 bytes per feature and level); and the minibatches' example indices of a chunk of
     steps."""
-
-
     batch = min(config.dataset_size, config.batch_size)
     nodes = 2 * (2 * batch // 8 + 2)
     present = _present_per_example(config)
@@ -264,15 +304,16 @@ def scratch_bytes(config: Config, copies: int) -> int:
 
 
 def evaluate(config: Config, params: dict[str, Tensor], examples: Sparse) -> Float[Tensor, "inst"]:
-    """The loss on every example of the set (the mean over examples and features), in chunks."""
+    """The loss on every example of the set (the mean over examples and features)."""
+    return example_losses(config, params, examples).mean(1).float()
 
 
+def example_losses(config: Config, params: dict[str, Tensor], examples: Sparse) -> Float[Tensor, "inst rows"]:
+    """The loss of every example of the set (float64), made densely a chunk of rows at a time."""
     importance = data.importance(config)
-    inst, rows, _ = examples.shape
-    total = torch.zeros(inst, dtype=torch.float64)
-    step = examples.chunks()
+    rows, step = examples.shape[1], examples.chunks()
     with torch.no_grad():
-        for first in range(0, rows, step):
-            x = examples.dense(first, min(rows, first + step))
-            total += loss_per_instance(forward(params, x, config), x, importance, config).double() * x.shape[1]
-    return (total / rows).float()
+        return torch.cat([
+            loss_per_example(forward(params, x, config), x, importance, config).double()
+            for x in (examples.dense(first, min(rows, first + step)) for first in range(0, rows, step))
+        ], dim=1)  # fmt: skip
