@@ -47,12 +47,12 @@ def timed(cfg: sp.Config, params: dict) -> tuple[float, dict]:
     """Seconds per step of `cfg` from `params` (a copy is trained)."""
     import numpy as np
 
-    from superposition import data
+    from superposition.models import loss_weights
     from superposition.training import dataset
 
     own = {k: v.clone() for k, v in params.items()}
     examples = dataset.training_set(cfg)
-    importance = data.importance(cfg)
+    importance = loss_weights(cfg)
     maker = training._fused_dataset_stepper if cfg.engine == "fused" else training._reference_dataset_stepper
     step = maker(own, examples, [0], importance, cfg)
     step(0, 1)  # compile or load, allocate

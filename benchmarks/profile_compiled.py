@@ -19,7 +19,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from superposition.training import compiled
 from superposition import data
-from superposition.models import init_params
+from superposition.models import init_params, loss_weights
 from superposition.training.steps import CHUNK
 
 
@@ -34,7 +34,7 @@ def main() -> None:
         config = problem(shape["features"], shape["hidden"], shape["instances"], 1024, a.steps, 0, a.device, "compiled")
         device = torch.device(a.device)
         params = {k: v.to(device) for k, v in init_params(config, torch.Generator().manual_seed(0)).items()}
-        probs, importance = data.feature_probability(config, device), data.importance(config, device)
+        probs, importance = data.feature_probability(config, device), loss_weights(config, device)
         run = compiled.fresh_stepper(params, probs, importance, config, 0)
         run(0, CHUNK)  # compile, capture
         start = time.perf_counter()

@@ -21,6 +21,7 @@ from .limits import MAX_SIZE, MAX_VALUES, MIN_PROBABILITY
 
 Activation = Literal["relu", "linear"]
 Target = Literal["identity", "abs"]
+LossReduction = Literal["mean", "sum"]
 Optimizer = Literal["adam", "adamw"]
 Schedule = Literal["constant", "linear", "cosine"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -88,6 +89,9 @@ class Config(BaseModel):
     # the generator's own keys (its Options), every default filled in
     data_options: dict[str, Any] = Field(default_factory=dict, validate_default=True)
     target: Target = "identity"  # what x' should reproduce: x itself, or |x| (computation)
+    # over features (examples are always averaged): the mean, as the toy-model paper and
+    # ARENA; or the sum, as the double-descent note. With Adam the sum is the mean with eps / n.
+    loss_reduction: LossReduction = "mean"
     optimizer: Optimizer = "adamw"
     weight_decay: float = Field(0.01, ge=0)
     lr: float = Field(1e-3, gt=0)

@@ -42,6 +42,8 @@ def describe(config: Config) -> str:
         data += ", target |x|"
     if config.normalize:
         data += " scaled to unit norm"
+    if config.loss_reduction == "sum":
+        data += ", loss summed over features"
     batch = config.batch_size
     if config.dataset_size:
         data += f", {config.dataset_size:,} training examples"

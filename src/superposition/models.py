@@ -200,6 +200,14 @@ def forward(params: Params, x: Float[Tensor, "inst batch feat"], config) -> Floa
     return model.decode(params, model.encode(params, x, config), config)
 
 
+def loss_weights(config, device: torch.device | str = "cpu") -> Float[Tensor, "inst feat"]:
+    """What the loss weighs each feature's squared error by: its importance I_i, times n where
+    the loss sums over features (`loss_reduction = "sum"`), so that every engine's mean over
+    features is that sum."""
+    weights = torch.tensor(config.importance, dtype=torch.float32, device=device)
+    return weights * config.features if config.loss_reduction == "sum" else weights
+
+
 def loss_per_instance(out, x, importance, config) -> Float[Tensor, "inst"]:
     return KINDS[config.model].loss(out, x, importance, config)
 

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from .. import data
 from ..config import Config
-from ..models import Params, forward, gram_diagonal, loss_per_instance
+from ..models import Params, forward, gram_diagonal, loss_per_instance, loss_weights
 
 if TYPE_CHECKING:
     from ..training.dataset import Sparse
@@ -74,7 +74,7 @@ def eval_loss(config: Config, params: Params) -> Float[Tensor, "inst"]:
     x = data.evaluation(config)
     with torch.no_grad():
         out = forward(params, x, config)
-        return loss_per_instance(out, x, data.importance(config), config)
+        return loss_per_instance(out, x, loss_weights(config), config)
 
 
 def measure(config: Config, params: Params, examples: Sparse | None = None) -> dict[str, Any]:

@@ -22,12 +22,11 @@ from .sampling import (
     drawer,
     evaluation,
     feature_probability,
-    importance,
 )
 from .stream import Stream, at_step, counters, instance_keys, step_keys, uniform, unit_columns
 
 __all__ = [
     "DATASET_STEP", "EVAL_STEP", "GENERATORS", "SHUFFLE_STEP", "Generator", "KernelDraw", "NoOptions",
-    "Stream", "at_step", "batch", "counters", "draw", "drawer", "evaluation", "feature_probability", "importance",
+    "Stream", "at_step", "batch", "counters", "draw", "drawer", "evaluation", "feature_probability",
     "instance_keys", "option_keys", "register_data", "step_keys", "uniform", "unit_columns",
 ]  # fmt: skip

@@ -96,7 +96,3 @@ def evaluation(config: Config, rows: int | None = None, device: torch.device | s
 
 def feature_probability(config: Config, device: torch.device | str = "cpu") -> Float[Tensor, "inst feat"]:
     return torch.tensor(config.feature_probability, dtype=torch.float32, device=device)
-
-
-def importance(config: Config, device: torch.device | str = "cpu") -> Float[Tensor, "inst feat"]:
-    return torch.tensor(config.importance, dtype=torch.float32, device=device)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
@@ -32,7 +33,7 @@ from .. import data
 from ..config import Config
 from ..data import DATASET_STEP, EVAL_STEP, GENERATORS, SHUFFLE_STEP
 from ..kernels.fused import _GOLDEN, _draw_rows, _mix, _unit_columns, step_key
-from ..models import forward, loss_per_example
+from ..models import forward, loss_per_example, loss_weights
 from .steps import CHUNK
 
 BLOCK = 64  # rows drawn at once: feat x BLOCK floats of scratch
@@ -151,6 +152,7 @@ class TestLoss(NamedTuple):
 # says how precise it is).
 TEST_RELATIVE_SE = 0.01
 TEST_VALUES = 2**31
+TEST_CACHE_BYTES = 2**28  # the test blocks kept for the next run of the same stream
 
 
 def test_loss(config: Config, params: dict[str, Tensor]) -> TestLoss:
@@ -175,20 +177,31 @@ def test_loss(config: Config, params: dict[str, Tensor]) -> TestLoss:
 
 def test_block(config: Config, block: int) -> Sparse:
     """Block b of the test set: eval_batch_size fresh rows at step EVAL_STEP + b (block 0 is
-    every run's evaluation batch). Kept per stream: the paper-size presets' runs share them
-    (10,000 rows of 10,000 features take ~1 s to draw)."""
+    every run's evaluation batch). Kept per stream, up to TEST_CACHE_BYTES: the paper-size
+    presets' runs share them (10,000 rows of 10,000 features take ~1 s to draw)."""
     key = (config.seed, config.instances, config.eval_batch_size, config.model_dump_json(include=_STREAM))
-    if _TEST_BLOCKS.get("stream") != key:
-        _TEST_BLOCKS.clear()  # one stream at a time: a preset's runs come in order
-        _TEST_BLOCKS["stream"] = key
-    if block not in _TEST_BLOCKS:
-        _TEST_BLOCKS[block] = draw(config, EVAL_STEP + block, config.eval_batch_size)
-    return _TEST_BLOCKS[block]
+    if _KEPT.stream != key:  # one stream at a time: a preset's runs come in order
+        _KEPT.stream, _KEPT.size, _KEPT.blocks = key, 0, {}
+    if block in _KEPT.blocks:
+        return _KEPT.blocks[block]
+    drawn = draw(config, EVAL_STEP + block, config.eval_batch_size)
+    size = drawn.row_ptr.nbytes + drawn.cols.nbytes + drawn.values.nbytes
+    if _KEPT.size + size <= TEST_CACHE_BYTES:
+        _KEPT.blocks[block] = drawn
+        _KEPT.size += size
+    return drawn
+
+
+@dataclass
+class _TestBlocks:
+    stream: tuple | None = None
+    size: int = 0  # bytes
+    blocks: dict[int, Sparse] = field(default_factory=dict)
 
 
 # every key `draw` reads, besides the seed and the rows
 _STREAM = {"features", "sparsity", "feature_probability", "data", "data_options", "normalize"}
-_TEST_BLOCKS: dict = {}
+_KEPT = _TestBlocks()
 
 
 def _key(seed: int, instance: int, step: int) -> np.uint64:
@@ -269,12 +282,12 @@ def full_batch(config: Config) -> bool:
 
 
 def bytes_needed(config: Config, dense: bool) -> int:
-    """Memory of the training and test sets (test_loss's largest), roughly: sparse (8 bytes a present value, 8 an
+    """Memory of the training set and a test block, roughly (the blocks kept are capped
+    apart: TEST_CACHE_BYTES): sparse (8 bytes a present value, 8 an
     example), or dense as the reference engine trains on the training set (4 bytes a value,
     with autograd's temporaries)."""
     present = _present_per_example(config)
-    tested = max(config.instances * config.eval_batch_size, TEST_VALUES // config.features)  # the test blocks, at most
-    examples = config.instances * config.dataset_size + tested
+    examples = config.instances * (config.dataset_size + config.eval_batch_size)  # the training set and a test block
     total = int(examples * (8 + 8 * present * 1.25))
     if dense:
         total += 8 * config.instances * min(config.dataset_size, config.batch_size) * config.features * 4
@@ -310,7 +323,7 @@ def evaluate(config: Config, params: dict[str, Tensor], examples: Sparse) -> Flo
 
 def example_losses(config: Config, params: dict[str, Tensor], examples: Sparse) -> Float[Tensor, "inst rows"]:
     """The loss of every example of the set (float64), made densely a chunk of rows at a time."""
-    importance = data.importance(config)
+    importance = loss_weights(config)
     rows, step = examples.shape[1], examples.chunks()
     with torch.no_grad():
         return torch.cat([

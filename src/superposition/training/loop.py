@@ -30,7 +30,7 @@ from torch import Tensor
 from .. import data
 from ..config import Config, ConfigError
 from ..kernels import dataset_fused, fused
-from ..models import KINDS, Params, forward, init_params, loss_per_instance
+from ..models import KINDS, Params, forward, init_params, loss_per_instance, loss_weights
 from . import compiled, dataset  # noqa: F401  (compiled: its steppers register with the engine)
 from .dataset import training_set
 from .engines import ENGINES, settle
@@ -144,7 +144,7 @@ def train(config: Config, progress: bool = False, sources: list[int] | None = No
     params = init_params(config, torch.Generator().manual_seed(config.seed))
     device = torch.device(config.device)
     probs = data.feature_probability(config, device)
-    importance = data.importance(config, device)
+    importance = loss_weights(config, device)
     sources = list(range(config.instances)) if sources is None else sources
     examples = _training_set(config, sources) if config.dataset_size else None
 
