@@ -216,6 +216,25 @@ def test_a_double_descent_peak_must_stand_clear_of_the_test_losses_standard_erro
     assert _peak(rows(0.1)) == (None, 1.0)  # 0.2 above is 1.4 standard errors of the difference
 
 
+def test_the_loss_comparison_draws_each_convention_per_example(tmp_path):
+    from superposition.experiments.double_descent import compare
+
+    for reduction in ("mean", "sum"):
+        for T in (5, 10):
+            config = sp.Config(**{**SMALL, "sparsity": [0.9], "dataset_size": T, "steps": 50, "loss_reduction": reduction})
+            sp.train(config, progress=False).save(tmp_path / reduction / f"m2-T{T}")
+    fig = compare({"shipped": tmp_path / "mean", "note": tmp_path / "sum"})
+    drawn = {bars.get_label(): bars.lines[0] for bars in fig.axes[0].containers}
+    lines = [drawn["shipped (mean over features)"], drawn["note (sum over features)"]]
+    for line, reduction, scale in zip(lines, ("mean", "sum"), (30, 1)):
+        recorded = [sp.load_run(tmp_path / reduction / f"m2-T{T}").metrics["instances"][0]["test_loss"] for T in (5, 10)]
+        assert list(line.get_xdata()) == [5, 10]
+        assert np.allclose(line.get_ydata(), np.array(recorded) * scale)
+    assert len(lines) == 2 and "loss summed" not in fig.get_suptitle()
+    with pytest.raises(ConfigError, match="no run m2"):
+        compare({"none": tmp_path / "missing"})
+
+
 def _points(points):
     """A one-hot set whose examples' hidden vectors are `points` (T, 2): example t is feature t."""
     T = len(points)

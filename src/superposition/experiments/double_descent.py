@@ -53,9 +53,9 @@ from . import Claim, Options, Outcome, fit_all
 
 SETTINGS: dict[str, dict[str, Any]] = {
     "paper": {
-        # one model per (m, T), as the note trains, its runs two at a time on 2 cores; m = 3 and
-        # 5 only up to T = 300: with T = 1,000 too the preset took 31 minutes here, and m = 5 at
-        # T = 30,000 alone would take ~3.6 hours (docs/performance.md)
+        # one model per (m, T), as the note trains, its runs two at a time on 2 cores: 29 minutes
+        # here; m = 3 and 5 only up to T = 300, since m = 5 at T = 30,000 alone would take ~3.6
+        # hours (docs/performance.md)
         "features": 10_000, "sparsity": 0.999, "hidden": (2, 3, 5), "steps": 50_000, "warmup": 2_500, "restarts": 1, "lr": 1e-3,
         "sizes": (3, 5, 10, 30, 100, 300, 500, 1_000, 2_000, 3_000, 5_000, 10_000, 30_000), "other_m_up_to": 300,
         "loss_reduction": "sum",
@@ -152,7 +152,7 @@ def conclude(trained: dict[tuple[int, int], tuple], directory: Path) -> Outcome:
         if m == hiddens[0]:
             geometry[T] = (examples.hidden(params["W"])[0].numpy(), W)
             dimensions[T] = (row["data_dimensionality"], row["feature_dimensionality"])
-        titles[m] = describe(config).replace(f"{T:,} training examples", "T training examples")
+        titles[m] = _of_every_T(config)
     first = titles[hiddens[0]]
     every_m = first.replace(f"→ {hiddens[0]} hidden", f"→ m = {', '.join(map(str, hiddens))} hidden")
     reduction = next(iter(trained.values()))[0].loss_reduction
@@ -243,6 +243,39 @@ def _losses(results: dict[int, list[dict[str, Any]]], trained: str, reduction: s
     ax.set_yscale("log")
     over = "mean over examples and features" if reduction == "mean" else "mean over examples of the sum over features"
     return _finish(fig, ax, f"loss ({over})", trained)
+
+
+def compare(sources: dict[str, Path], m: int = 2) -> Figure:
+    """The test loss against T of the m runs (directories m{m}-T{T}) in each source, one line
+    per source, labelled by its key: the runs of one setting trained under different losses
+    (issue 26's sensitivity). Drawn per unit-norm example, where predicting nothing costs 1:
+    the sum over features as it is, the mean over features times n."""
+    from ..runs import load_run
+
+    fig, ax = _against_T()
+    for k, (label, source) in enumerate(sources.items()):
+        runs = sorted((load_run(d) for d in Path(source).glob(f"m{m}-T*")), key=lambda run: run.config.dataset_size)
+        if not runs:
+            raise ConfigError(f"sources: no run m{m}-T* in {source}")
+        scale = [run.config.features if run.config.loss_reduction == "mean" else 1 for run in runs]
+        rows = [run.metrics["instances"][0] for run in runs]
+        ax.errorbar(
+            [run.config.dataset_size for run in runs],
+            [row["test_loss"] * c for row, c in zip(rows, scale)],
+            yerr=[row["test_loss_se"] * c for row, c in zip(rows, scale)],
+            fmt="o-", color=f"C{k}", capsize=2, label=f"{label} ({runs[0].config.loss_reduction} over features)",
+        )  # fmt: skip
+    ax.axhline(1.0, color="grey", ls=":", lw=1, label="predicting nothing")
+    ax.set_yscale("log")
+    trained = _of_every_T(runs[0].config).replace(", loss summed over features", "")
+    return _finish(fig, ax, "test loss per example (sum over features)", trained)
+
+
+def _of_every_T(config) -> str:
+    """What was trained, for a figure of every T: T for the training set and the batch."""
+    T = config.dataset_size
+    text = describe(config).replace(f"{T:,} training examples", "T training examples")
+    return text.replace(f"steps × {T}", "full-batch steps") if T <= config.batch_size else text
 
 
 def _dimensionality(dimensions: dict[int, tuple[list[float], list[float]]], trained: str) -> Figure:
