@@ -6,9 +6,10 @@ reaches: `data.batch(config, probs, instances, DATASET_STEP, rows=T)` returns it
 scaled to unit norm when `normalize` (an all-zero example stays zero). Its test set is
 blocks of eval_batch_size fresh rows at steps data.EVAL_STEP + b, block 0 being every
 run's evaluation batch, as many as its loss needs for a standard error below 1%
-(`test_loss`). The kernels' draw makes them where the generator has one, torch's otherwise. Both are held as compressed
-sparse rows (`Sparse`): at S = 0.999, ~10 of 10,000 features are present per example,
-so the paper's largest sets take megabytes, not gigabytes.
+(`test_loss`). The kernels' draw makes the training set and the blocks where the
+generator has one, torch's otherwise; all are held as compressed sparse rows (`Sparse`):
+at S = 0.999, ~10 of 10,000 features are present per example, so the paper's largest
+sets take megabytes, not gigabytes.
 
 Training on it: the whole set every step when T <= batch_size, else shuffled
 minibatches of batch_size. Epoch e is a permutation of the T examples (their order by a
