@@ -41,6 +41,39 @@ def test_topk_keeps_exactly_k_latents_per_instance():
     assert torch.equal(a[1].topk(3, -1).indices.sort(-1).values, pre[1].topk(3, -1).indices.sort(-1).values)
 
 
+def test_auxk_is_the_normalised_mse_of_the_residual():
+    # Gao et al.: AuxK's squared error over the residual's variance about its batch mean, so
+    # residuals 10x larger (and what rebuilds them) give the same term; plain MSE would give 100x
+    kind = SAE_KINDS["topk"]
+    params = kind.init(1, 4, 8, torch.Generator().manual_seed(0))
+    residual = torch.randn(1, 64, 4, generator=torch.Generator().manual_seed(1))
+    pre = torch.randn(1, 64, 8, generator=torch.Generator().manual_seed(2))
+    dead = torch.tensor([[True] * 3 + [False] * 5])
+    small = kind.aux_loss(params, residual, pre, dead)
+    large = kind.aux_loss(params, 10 * residual, 10 * pre, dead)
+    assert float(small) > 0 and torch.allclose(large, small, rtol=1e-5)
+    # by hand: the two largest dead pre-activations (k_aux = d_in / 2) rebuild the residual
+    a = torch.where(pre[..., :3] >= pre[..., :3].topk(2, -1).values[..., -1:], pre[..., :3].relu(), 0.0)
+    error = ((residual - a @ params["W_dec"][0, :3]) ** 2).mean()
+    assert float(small) == pytest.approx(float(error / residual.var(1, unbiased=False).mean()) / 32, rel=1e-5)
+    assert float(kind.aux_loss(params, residual, pre, dead & False)) == 0.0
+
+
+@pytest.mark.parametrize("settings", [[1, 3], [1, 2, 3, 4]])  # each instance's rows in parallel chunks, and whole
+def test_auxk_agrees_across_engines(settings, monkeypatch):
+    # latents count as dead after 3 steps, so AuxK (and its pass for the residual's variance)
+    # runs from the fourth step on; without resampling nothing revives them
+    from superposition.saes import training
+
+    monkeypatch.setattr(training, "DEAD_STEPS", 3)
+    reference = _trained("reference", "topk", settings, steps=30, resample=False)
+    fused = _trained("fused", "topk", settings, steps=30, resample=False)
+    _agree(fused, reference, "topk", settings, 1024, 1e-4)
+    monkeypatch.setattr(training, "DEAD_STEPS", 10**6)
+    unaided = _trained("reference", "topk", settings, steps=30, resample=False)
+    assert not torch.allclose(unaided.params["W_dec"], reference.params["W_dec"], atol=1e-3)
+
+
 def test_jumprelu_estimators_match_the_derivatives_of_their_expectations():
     # pre ~ U[0, 1]: d/dθ E[H(pre − θ)] = −1 and d/dθ E[pre H(pre − θ)] = −θ; the
     # straight-through estimators are unbiased for them, up to the kernel's width

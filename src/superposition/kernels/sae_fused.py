@@ -189,13 +189,16 @@ def _select(PRE, b, count, allowed, chosen):
 
 @njit(inline="always")
 def _block(W_dec, theta, rows, weight, PRE, C, present, xs, counts, batch, rule, setting, dead, any_dead, everyone,
-           active, values, chosen, e, g, touched, dpres, Q, gW_encT, gb_enc, gW_dec, gb_dec, gtheta, fired):  # fmt: skip
+           active, values, chosen, e, g, touched, dpres, Q, gW_encT, gb_enc, gW_dec, gb_dec, gtheta, fired, stats):  # fmt: skip
     """The block's rows from their pre-activations PRE[b]: activations, the loss (times batch)
     and the gradients, row b counted weight[b] times. One call per block, not per row: every
     array handed to a function costs numba two atomic reference counts, which per row had
-    tripled the time."""
+    tripled the time. stats (d + 2,): its last entry AuxK's weight (see `_auxk_weight`), or a
+    negative number: then only add the rows' Σ e and Σ |e|² into the others, nothing else
+    (numba inlines no function of more than 30 arguments)."""
     d, latents = C.shape[1], PRE.shape[1]
     kind, factored = rule.kind, rule.factored
+    aux = np.float32(stats[d + 1])
     loss = np.float32(0.0)
     for b in range(rows):
         w = weight[b]
@@ -229,6 +232,12 @@ def _block(W_dec, theta, rows, weight, PRE, C, present, xs, counts, batch, rule,
         square = np.float32(0.0)
         for k in range(d):
             square += e[k] * e[k]
+        if aux < 0:
+            for k in range(d):
+                stats[k] += w * e[k]
+            stats[d] += w * square
+            continue
+        for k in range(d):
             g[k] = scale * e[k]
             gb_dec[k] += g[k]
         loss += w * square / d
@@ -263,7 +272,6 @@ def _block(W_dec, theta, rows, weight, PRE, C, present, xs, counts, batch, rule,
                     gtheta[j] -= theta[j] * inv * dot + w * setting * inv / batch
         if kind == TOPK and any_dead:  # AuxK: the dead latents' largest reconstruct the residual
             n = _select(PRE, b, rule.k_aux, dead, chosen)
-            aux_weight = np.float32(rule.aux_weight)
             for k in range(d):
                 e[k] = -e[k]  # the residual h − h'
             for t in range(n):
@@ -271,11 +279,11 @@ def _block(W_dec, theta, rows, weight, PRE, C, present, xs, counts, batch, rule,
                 if PRE[b, j] > 0:
                     for k in range(d):
                         e[k] -= PRE[b, j] * W_dec[j, k]
-            aux = np.float32(0.0)
+            missed = np.float32(0.0)
             for k in range(d):
-                aux += e[k] * e[k]
-                g[k] = -aux_weight * scale * e[k]
-            loss += w * aux_weight * aux / d
+                missed += e[k] * e[k]
+                g[k] = -aux * scale * e[k]
+            loss += w * aux * missed / d
             for t in range(n):
                 j = chosen[t]
                 if PRE[b, j] > 0:
@@ -328,7 +336,7 @@ def _present(X, first, last, start, fill, idx, val):
 
 
 @njit(inline="always")
-def _rows(W_enc, b_enc, W_dec, b_dec, theta, F, X, first, last, batch, rule, setting, dead, any_dead, everyone, scratch, grads):
+def _rows(W_enc, b_enc, W_dec, b_dec, theta, F, X, first, last, batch, rule, setting, dead, any_dead, everyone, scratch, grads, stats):
     """Loss of rows first..last of X (feat, batch), as a share of the batch mean, and their
     gradients added into grads (its gW_encT is dW_enc transposed, (latents, d)).
 
@@ -407,7 +415,7 @@ def _rows(W_enc, b_enc, W_dec, b_dec, theta, F, X, first, last, batch, rule, set
                             PRE[row, j] += ck * W_enc[k, j]
             loss += _block(
                 W_dec, theta, b, weight, PRE, C, present, xs, counts, batch, rule, setting, dead, any_dead, everyone,
-                active, values, chosen, e, g, touched, dpres, Q, gW_encT, gb_enc, gW_dec, gb_dec, gtheta, fired,
+                active, values, chosen, e, g, touched, dpres, Q, gW_encT, gb_enc, gW_dec, gb_dec, gtheta, fired, stats,
             )  # fmt: skip
             b = 0
     if factored:  # dW_enc[:, j] = Σ rows dpre_j (x F − b_dec) = Fᵀ Q[:, j] − b_dec Σ rows dpre_j
@@ -584,8 +592,9 @@ def _buffers(feat, d, latents, batch, factored, columns):
 
 
 @njit(fastmath=_FASTMATH, nogil=True)  # a call, not inlined: train_steps has two call sites, and inlining both doubled its compile time
-def _unit(weights, source, rule, i, step, first, last, last_fired, everyone, dead, X, scratch, columns, grads):
-    """Draw instance i's batch of `step` and add the gradients of rows first..last into grads."""
+def _unit(weights, source, rule, i, step, first, last, last_fired, everyone, dead, X, scratch, columns, grads, stats):
+    """Draw instance i's batch of `step` and add the gradients of rows first..last into grads
+    (or, where stats asks, their residuals' sums into stats: see `_block`)."""
     W_enc, b_enc, W_dec, b_dec, theta = weights
     sources = source.F.shape[0]
     s = i % sources
@@ -603,7 +612,7 @@ def _unit(weights, source, rule, i, step, first, last, last_fired, everyone, dea
         any_dead |= dead[j]
     return _rows(
         W_enc[i], b_enc[i], W_dec[i], b_dec[i], theta[i], source.F[s], X, first, last, source.batch, rule,
-        np.float32(rule.settings[i]), dead, any_dead, everyone, scratch, grads,
+        np.float32(rule.settings[i]), dead, any_dead, everyone, scratch, grads, stats,
     )  # fmt: skip
 
 
@@ -660,6 +669,30 @@ def _update(weights, moments, rule, i, step, lr, grads, gW_enc, last_fired):
 
 
 @njit(inline="always")
+def _needs_auxk(rule, last_fired, i, step):
+    """Whether instance i's step has an AuxK term: a TopK SAE with a dead latent."""
+    if rule.kind != TOPK:
+        return False
+    for j in range(last_fired.shape[1]):
+        if step - last_fired[i, j] >= rule.dead_steps:
+            return True
+    return False
+
+
+@njit(inline="always")
+def _auxk_weight(rule, stats, batch):
+    """AuxK's weight divided by the variance of the residual about its batch mean, from
+    stats = (Σ e, Σ |e|², …) over the batch: Gao et al.'s normalised MSE, the divisor a
+    constant (their residual is detached). 0 where the residual does not vary."""
+    d = stats.shape[0] - 2
+    spread = stats[d]
+    for k in range(d):
+        spread -= stats[k] * stats[k] / batch
+    variance = spread / (batch * d)
+    return np.float32(rule.aux_weight / variance) if variance > 0 else np.float32(0.0)
+
+
+@njit(inline="always")
 def _gradients(d, latents):
     """gW_encT (dW_enc transposed), gb_enc, gW_dec, gb_dec, gtheta, and which latents fired: a
     plain tuple, as train_steps builds one in a prange, where numba's parfor pass fails on a
@@ -684,9 +717,18 @@ def _train_instance(weights, moments, source, rule, first_step, lr, losses, last
     gW_enc = np.empty((d, latents), np.float32)
     everyone = np.ones(latents, np.bool_)
     dead = np.empty(latents, np.bool_)
+    stats = np.zeros(d + 2, np.float64)
     for s in range(losses.shape[0]):
+        step = first_step + s
+        aux = np.float32(0.0)
+        if _needs_auxk(rule, last_fired, i, step):  # a pass for the residual's variance first
+            stats[:] = 0
+            stats[d + 1] = -1
+            _unit(weights, source, rule, i, step, np.int64(0), batch, last_fired, everyone, dead, X, scratch, columns, grads, stats)
+            aux = _auxk_weight(rule, stats, batch)
+        stats[d + 1] = aux
         _zero(grads)
-        losses[s, i] = _unit(weights, source, rule, i, first_step + s, np.int64(0), batch, last_fired, everyone, dead, X, scratch, columns, grads)
+        losses[s, i] = _unit(weights, source, rule, i, step, np.int64(0), batch, last_fired, everyone, dead, X, scratch, columns, grads, stats)
         _update(weights, moments, rule, i, first_step + s, lr, grads, gW_enc, last_fired)
 
 
@@ -715,14 +757,33 @@ def train_steps(weights, moments, source, rule, first_step, lr, losses, last_fir
     everyone = np.ones(latents, np.bool_)
     deads = np.empty((units, latents), np.bool_)
     gW_enc = np.empty((instances, d, latents), np.float32)
+    stats = np.zeros((units, d + 2), np.float64)
+    aux = np.zeros(instances, np.float32)
     for s in range(steps):
+        step = first_step + s
+        if rule.kind == TOPK:  # the residual's variance over each instance's whole batch, for AuxK
+            for u in prange(units):
+                i, part = np.int64(u // chunks), np.int64(u % chunks)
+                grads = (gW_encT[u], gb_enc[u], gW_dec[u], gb_dec[u], gtheta[u], fired[u])
+                X, scratch, columns = buffers[u]
+                first, last = part * size, min(batch, (part + 1) * size)
+                stats[u, :] = 0
+                stats[u, d + 1] = -1
+                if _needs_auxk(rule, last_fired, i, step):
+                    _unit(weights, source, rule, i, step, first, last, last_fired, everyone, deads[u], X, scratch, columns, grads, stats[u])
+            for i in range(instances):
+                for other in range(i * chunks + 1, (i + 1) * chunks):
+                    for k in range(d + 1):
+                        stats[i * chunks, k] += stats[other, k]
+                aux[i] = _auxk_weight(rule, stats[i * chunks], batch) if _needs_auxk(rule, last_fired, i, step) else np.float32(0.0)
         for u in prange(units):
             i, part = np.int64(u // chunks), np.int64(u % chunks)
             grads = (gW_encT[u], gb_enc[u], gW_dec[u], gb_dec[u], gtheta[u], fired[u])
             _zero(grads)
             X, scratch, columns = buffers[u]
             first, last = part * size, min(batch, (part + 1) * size)
-            parts[u] = _unit(weights, source, rule, i, first_step + s, first, last, last_fired, everyone, deads[u], X, scratch, columns, grads)
+            stats[u, d + 1] = aux[i]
+            parts[u] = _unit(weights, source, rule, i, step, first, last, last_fired, everyone, deads[u], X, scratch, columns, grads, stats[u])
         for i in prange(instances):
             u = i * chunks
             loss = parts[u]
@@ -739,4 +800,4 @@ def train_steps(weights, moments, source, rule, first_step, lr, losses, last_fir
                     gb_dec[u, k] += gb_dec[other, k]
             losses[s, i] = loss
             grads = (gW_encT[u], gb_enc[u], gW_dec[u], gb_dec[u], gtheta[u], fired[u])
-            _update(weights, moments, rule, np.int64(i), first_step + s, lr, grads, gW_enc[i], last_fired)
+            _update(weights, moments, rule, np.int64(i), step, lr, grads, gW_enc[i], last_fired)

@@ -17,6 +17,7 @@ the L0 coefficient, which is how one job trains a grid of penalties.
   relu      a = ReLU(pre), sparsity term l1 Σ_j a_j
   topk      a = ReLU(TopK_k(pre)) (Gao et al. 2024); no sparsity term, and the AuxK loss:
             the k_aux largest pre-activations of dead latents reconstruct the residual
+            (squared error over the residual's variance)
   jumprelu  a = pre H(pre − θ) with a learned threshold θ per latent (Rajamanoharan et
             al. 2024); sparsity term l0 Σ_j H(pre_j − θ_j), whose gradient reaches θ
             through a straight-through estimator with a rectangle kernel

@@ -1,5 +1,6 @@
 """TopK SAE (Gao et al. 2024): a = ReLU(TopK_k(pre)); no sparsity term, and the AuxK loss:
-the k_aux largest pre-activations of dead latents reconstruct the residual."""
+the k_aux largest pre-activations of dead latents reconstruct the residual, its squared
+error divided by the residual's variance (openai/sparse_autoencoder's normalised MSE)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,12 @@ class TopK(SAEKind):
         counts = dead.sum(-1).clamp_max(k_aux_)  # an instance with fewer dead latents uses them all
         a = _top(masked, counts).nan_to_num(0.0)
         rebuilt = torch.bmm(a, params["W_dec"])  # no bias: it reconstructs the residual
-        return AUXK_WEIGHT * ((residual.detach() - rebuilt) ** 2).mean(dim=(1, 2)) * (dead.any(-1))
+        residual = residual.detach()
+        # Gao et al.'s normalised MSE: over the residual's variance about its batch mean, a
+        # constant here as in their code (its residual is detached)
+        variance = ((residual - residual.mean(1, keepdim=True)) ** 2).mean(dim=(1, 2))
+        weight = torch.where(variance > 0, AUXK_WEIGHT / variance, 0.0) * dead.any(-1)
+        return weight * ((residual - rebuilt) ** 2).mean(dim=(1, 2))
 
 
 def k_aux(d_in: int, latents: int) -> int:
