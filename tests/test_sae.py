@@ -107,32 +107,46 @@ def test_the_jumprelu_threshold_moves_the_way_the_l0_penalty_asks(pentagon):
 
 
 def test_resampling_revives_dead_latents_on_a_constructed_case():
+    from types import SimpleNamespace
+
     kind = SAE_KINDS["relu"]
     params = {k: v.requires_grad_() for k, v in kind.init(1, 3, 6, torch.Generator().manual_seed(0)).items()}
     optimizer = torch.optim.Adam(list(params.values()), lr=1e-3)
-    h = torch.zeros(1, 64, 3)
-    h[0, :32, 0] = 1.0  # only direction e0 is present: latents that do not point along it never fire
+    # a pool of 64 rows in 4 batches of 16; only rows 40-47 have an input, each a different
+    # direction near e0: latents that do not point along them never fire
+    pool = torch.zeros(1, 64, 3)
+    pool[0, 40:48, 0] = 1.0
+    pool[0, 40:48, 1] = torch.arange(8) / 20
+    source = SimpleNamespace(batch=lambda seed, rows, chunk: pool[:, 16 * chunk : 16 * chunk + rows])
+    config = resolve_sae({"data": "dictionary", "features": 6, "dims": 3, "latents": 6, "l1": 0.0, "batch_size": 16, "resample_pool": 64})
     with torch.no_grad():
         params["b_enc"][0, 3:] = -100.0  # latents 3-5 dead
-    loss = forward(kind, params, h, torch.zeros(1))[2].sum()
+    loss = forward(kind, params, pool, torch.zeros(1))[2].sum()
     loss.backward()
     optimizer.step()  # Adam's moments now exist
     dead = torch.zeros(1, 6, dtype=torch.bool)
     dead[0, 3:] = True
+    moments = {k: (optimizer.state[p]["exp_avg"], optimizer.state[p]["exp_avg_sq"]) for k, p in params.items()}
+    stepper = SimpleNamespace(params=params, moments=lambda: moments, setting=torch.zeros(1))
     with torch.no_grad():
-        moments = {k: (optimizer.state[p]["exp_avg"], optimizer.state[p]["exp_avg_sq"]) for k, p in params.items()}
-        count = _resample(params, moments, dead, h, kind, torch.zeros(1), [torch.Generator().manual_seed(0)])
+        count = _resample(config, source, stepper, kind, dead, 1)
         assert count.tolist() == [3]
-        # each dead latent now points along an input with error (e0, seen from b_dec), fires on it,
-        # and starts Adam afresh
-        along = torch.nn.functional.normalize(torch.tensor([1.0, 0.0, 0.0]) - params["b_dec"][0], dim=0)
-        assert torch.allclose(params["W_dec"][0, 3:], along.expand(3, 3), atol=1e-6)
+        # each dead latent now points along a different input with error (seen from b_dec),
+        # drawn without replacement, fires on it, and starts Adam afresh
+        along = torch.nn.functional.normalize(pool[0, 40:48] - params["b_dec"][0], dim=-1)
+        matches = (params["W_dec"][0, 3:] @ along.T).isclose(torch.tensor(1.0), atol=1e-6)
+        assert matches.sum(1).tolist() == [1, 1, 1] and matches.any(0).sum() == 3
         assert (params["b_enc"][0, 3:] == 0).all()
-        a = forward(kind, params, h, torch.zeros(1))[1]
-        assert (a[0, :32, 3:] > 0).all()
+        a = forward(kind, params, pool, torch.zeros(1))[1]
+        assert (a[0, 40:48, 3:] > 0).any(0).all()
         for p in (params["W_dec"], params["b_enc"]):
             assert (optimizer.state[p]["exp_avg"][0, 3:] == 0).all() and (optimizer.state[p]["exp_avg_sq"][0, 3:] == 0).all()
         assert (optimizer.state[params["W_enc"]]["exp_avg"][0, :, 3:] == 0).all()
+        # with fewer rows that have an error than dead latents, only that many are resampled
+        pool[0, 42:48] = 0.0
+        params["b_dec"][0] = 0.0  # an empty row now reconstructs exactly
+        params["b_enc"][0] = torch.tensor([0.0] * 3 + [-100.0] * 3)
+        assert _resample(config, source, stepper, kind, dead, 2).tolist() == [2]
         assert (optimizer.state[params["W_dec"]]["exp_avg"][0, :3] != 0).any()  # live latents keep theirs
 
 
@@ -309,3 +323,25 @@ def test_a_report_shows_the_scores_and_figures(cli, pentagon, tmp_path):
     assert code == 0, err
     page = (tmp_path / "s" / "report.html").read_text()
     assert page.count("<img") == 2 and "mmcs" in page and "l1_coefficient" in page  # directions and penalty
+
+
+def test_the_resampling_schedule_is_the_config_s_and_every_check_is_counted(cli, tmp_path):
+    # TopK with k = 1 and 4 latents per feature: many never win a row, and die
+    keys = {"data": "dictionary", "features": 12, "dims": 4, "density": 0.1, "latents": 48, "kind": "topk", "k": 1,
+            "steps": 100, "resample_every": 20, "device": "cpu"}  # fmt: skip
+    early = sp.train_sae(**keys, resample_until=0.2, progress=False)
+    late = sp.train_sae(**keys, resample_until=1.0, progress=False)
+    assert early.metrics["checks"] == late.metrics["checks"] == [20, 40, 60, 80, 100]
+    (e,), (l,) = early.metrics["instances"], late.metrics["instances"]
+    # the same start: the first check is the same, then only `late` goes on resampling
+    assert e["dead_at_checks"][0] == l["dead_at_checks"][0] > 0 and len(l["dead_at_checks"]) == 5
+    assert e["resampled"] == l["dead_at_checks"][0] and l["resampled"] == sum(l["dead_at_checks"]) > e["resampled"]
+    off = sp.train_sae(**keys, resample=False, progress=False)
+    assert off.metrics["instances"][0]["resampled"] == 0 and len(off.metrics["instances"][0]["dead_at_checks"]) == 5
+    code, _, err = cli("sae", "--data", "dictionary", "--features", "12", "--dims", "4", "--resample-every", "7",
+                       "--resample-until", "0.3", "--resample-pool", "5000", "--steps", "20", "--out", tmp_path / "s", "--quiet", "--no-figures")  # fmt: skip
+    assert code == 0, err
+    config = json.loads((tmp_path / "s" / "config.json").read_text())
+    assert (config["resample_every"], config["resample_until"], config["resample_pool"]) == (7, 0.3, 5000)
+    code, _, err = cli("sae", "--data", "dictionary", "--features", "12", "--dims", "4", "--resample-until", "0", "--out", tmp_path / "t")
+    assert code == 2 and "resample_until" in err and not (tmp_path / "t").exists()

@@ -129,7 +129,8 @@ def train_sae(source: Run | str | os.PathLike[str] | None = None, progress: bool
     source: a Run (or a run directory) whose hidden activations x W are the data, or
     None with data="dictionary", features=N, dims=D (density, instances). keys: the
     keys of `superposition sae` (sae_config.py): kind, latents, l1 | k | l0 (a list
-    trains one SAE per value), steps, lr, batch_size, resample, seed, device.
+    trains one SAE per value), steps, lr, batch_size, resample (resample_every,
+    resample_until, resample_pool), seed, device.
     """
     from .runs import Run as _Run, show_progress
     from .saes.config import resolve_sae

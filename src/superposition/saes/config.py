@@ -5,7 +5,8 @@ User keys (the same on the command line, in a TOML file and in `sp.train_sae`):
   run = "runs/x"            the source: a trained toy model's directory (or, in Python, a Run)
   data = "dictionary"       or a synthetic dictionary: features, dims, density, instances
   kind = "relu"             relu | topk | jumprelu, or a registered kind (saes.SAE_KINDS)
-  latents, l1 | k | l0, steps, lr, batch_size, resample, seed, device, engine, eval_batch_size
+  latents, l1 | k | l0, steps, lr, batch_size, seed, device, engine, eval_batch_size
+  resample, resample_every, resample_until, resample_pool   dead latents (saes/training.py)
 
 The kind's setting, under its own key (`l1` for relu, `k` for topk, `l0` for jumprelu,
 a registered kind's own; `setting` for whichever the kind's is), takes one value or a
@@ -27,7 +28,9 @@ true features, r²: their mean squared norm over the represented ones, 1 for a d
                                   pentagons and 55-60 of 64 in a 64 → 16 dictionary
   k        the expected number of active features per row, rounded, at least 1
   l0       0.05 r² / d            the same balance for a count instead of a sum
-  steps 5,000, lr 1e-3, batch 1,024, resampling on
+  steps 5,000, lr 1e-3, batch 1,024, resampling on: a check every tenth of training
+  (resample_every), resampling until half of it (resample_until), candidates from 65,536
+  fresh rows (resample_pool)
 """
 
 from __future__ import annotations
@@ -69,10 +72,22 @@ class SAEConfig(BaseModel):
     lr: float = Field(1e-3, gt=0)
     batch_size: int = Field(1024, gt=0, le=MAX_SIZE)
     resample: bool = True
+    resample_every: int = Field(gt=0, le=MAX_SIZE)  # steps between checks for dead latents; given: steps // 10
+    resample_until: float = Field(0.5, gt=0, le=1)  # the share of training whose checks resample
+    resample_pool: int = Field(65_536, gt=0, le=MAX_SIZE)  # fresh rows a check draws candidates from
     seed: int = Field(0, ge=0, lt=2**63)
     device: Device = "auto"
     engine: Engine = "auto"  # fused (compiled, CPU) or reference (autograd, any device)
     eval_batch_size: int = Field(10_000, gt=0, le=MAX_SIZE)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _every_tenth(cls, keys: Any) -> Any:
+        """resample_every where none is given: a tenth of the steps (its value before it was a key)."""
+        if isinstance(keys, dict) and keys.get("resample_every") is None:
+            steps = keys.get("steps", 5000)
+            keys = {**keys, "resample_every": max(1, steps // 10) if isinstance(steps, int) and steps > 0 else 1}
+        return keys
 
     @model_validator(mode="after")
     def _check(self) -> SAEConfig:

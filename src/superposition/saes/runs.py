@@ -23,6 +23,8 @@ instance it read, and its scores on a fixed evaluation batch of eval_batch_size 
   variance_explained      1 − Σ (h − h')² / Σ (h − mean h)²
   loss                    the training loss on that batch (mse + sparsity term)
   resampled               latents resampled during training
+  dead_at_checks          latents silent since the check before, at each check (metrics'
+                          `checks`: the steps), counted before that check resampled any
 """
 
 from __future__ import annotations
@@ -153,6 +155,7 @@ def measure(result: SAEResult, run=None) -> SAE:
                 "variance_explained": float(1 - error[i] / spread[i]) if spread[i] > 0 else float("nan"),
                 "loss": float(loss[i]),
                 "resampled": int(result.resampled[i]),
+                "dead_at_checks": result.dead[:, i].tolist(),
             }
         )
     problem = divergence(result.params, [row["loss"] for row in rows])
@@ -168,6 +171,7 @@ def measure(result: SAEResult, run=None) -> SAE:
         "engine": result.engine,
         "setup_seconds": result.setup_seconds,
         "train_seconds": result.seconds,
+        "checks": result.checks,
         "instances": rows,
     }
     return SAE(config, result.params, features, metrics, result.history.numpy())

@@ -51,7 +51,7 @@ class RunSource:
 
 # Each random choice of an SAE job draws from its own stream of the seed. One seed for
 # two of them once made the dictionary's directions the SAE's initial decoder rows.
-DICTIONARY, SAE_INIT, RESAMPLING = 1, 2, 3
+DICTIONARY, SAE_INIT, RESAMPLING, RESAMPLING_POOL = 1, 2, 3, 4
 
 
 def derived_seed(seed: int, purpose: int, *more: int) -> int:

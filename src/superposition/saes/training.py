@@ -8,13 +8,16 @@ setting).
 Dead latents:
   a latent is dead once it has not fired for DEAD_STEPS steps (TopK's AuxK loss uses these;
   Gao et al. counted 10 million tokens, here 100 steps of 1,024 rows);
-  with `resample`, every tenth of training during its first half, the latents that have
-  not fired since the last check are resampled as in "Towards Monosemanticity" (which did
-  it at 25k, 50k, 75k and 100k steps, for neurons silent for 12,500): each gets an input
-  drawn with probability proportional to the square of its squared error, its decoder row
-  that input's direction (after b_dec), its encoder column the same direction at 0.2 times
-  the mean norm of the live encoder columns, b_enc 0 (θ its initial value), and Adam's
-  moments for all of those set to zero.
+  every `resample_every` steps a check counts the latents that have not fired since the
+  last one (recorded for every check), and with `resample`, in the first `resample_until`
+  of training, resamples them as in "Towards Monosemanticity" (which did it at 25k, 50k,
+  75k and 100k steps, for neurons silent for 12,500, from ~800k inputs): each gets an input
+  of a pool of `resample_pool` fresh rows, drawn without replacement with probability
+  proportional to the square of its squared error; its decoder row that input's direction
+  (after b_dec), its encoder column the same direction at 0.2 times the mean norm of the
+  live encoder columns, b_enc 0 (θ its initial value), and Adam's moments for all of those
+  set to zero. Where fewer rows than dead latents have any error, only that many are
+  resampled.
 """
 
 from __future__ import annotations
@@ -41,10 +44,9 @@ from ..training.loop import Diverged, LossBar, divergence, require_memory
 from ..training.steps import BETAS, EPS
 from . import AUXK_WEIGHT, BANDWIDTH, SAE_KINDS, THRESHOLD_INIT, Params, forward, k_aux
 from .config import SAEConfig, config_sha256
-from .sources import RESAMPLING, SAE_INIT, DictionarySource, RunSource, derived_seed
+from .sources import RESAMPLING, RESAMPLING_POOL, SAE_INIT, DictionarySource, RunSource, derived_seed
 
 DEAD_STEPS = 100
-RESAMPLE_CHECKS = 10  # checks over the whole run; only those in its first half resample
 RESAMPLE_SCALE = 0.2
 
 
@@ -54,6 +56,8 @@ class SAEResult:
     params: Params  # on the CPU
     history: Float[Tensor, "steps inst"]
     resampled: Int[Tensor, "inst"]  # latents resampled over the run
+    checks: list[int]  # the steps after which dead latents were counted
+    dead: Int[Tensor, "checks inst"]  # and their counts, before any resampling
     seconds: float  # wall time of the training loop
     setup_seconds: float  # before it: the engine's start (loading or compiling the kernel)
     engine: str  # the engine that trained it
@@ -90,13 +94,14 @@ def memory_needed(config: SAEConfig) -> int:
     """Bytes of host memory an SAE job needs at its peak, roughly: the (inst, rows, latents)
     temporaries of a reference step, of resampling and of the scoring batch, the compiled
     engine's data and present features per unit, the weights with their gradients and
-    Adam's moments, and the loss history."""
+    Adam's moments, the resampling pool's chances and the loss history."""
 
     n, d, L = config.instances, config.dims, config.latents
     rows = 6 * n * config.batch_size * L + 4 * n * config.eval_batch_size * L + 2 * n * (config.batch_size + config.eval_batch_size) * d
     kernel = 3 * max(n, ROW_UNITS) * config.features * config.batch_size
     weights = 8 * n * (2 * d + 2) * L + config.source_instances * config.features * d
-    return 4 * (rows + kernel + weights + config.steps * n)
+    pool = 2 * n * config.resample_pool  # the resampling candidates' chances, float64
+    return 4 * (rows + kernel + weights + pool + config.steps * n)
 
 
 def check(config: SAEConfig) -> None:
@@ -130,7 +135,9 @@ def train(config: SAEConfig, run=None, progress: bool = False) -> SAEResult:
     params = {k: v.repeat(copies, *(1,) * (v.dim() - 1)).to(device) for k, v in first.items()}
     history = torch.empty(config.steps, n)
     resampled = torch.zeros(n, dtype=torch.long)
-    every = max(1, config.steps // RESAMPLE_CHECKS)
+    every = config.resample_every
+    checks: list[int] = []
+    dead_counts: list[Tensor] = []
     done = 0
     with LossBar("sae", config.steps, progress) as bar:
         started = time.perf_counter()
@@ -146,14 +153,16 @@ def train(config: SAEConfig, run=None, progress: bool = False) -> SAEResult:
             problem = divergence(stepper.params, history[done - count : done].amax(0).tolist())
             if problem:
                 raise Diverged(problem)
-            if config.resample and done % every == 0 and done <= config.steps // 2:
+            if done % every == 0:
                 dead = stepper.last_fired < done - every  # silent for the whole of the last `every` steps
-                h = source.batch(config.seed, config.batch_size, done - 1).repeat(copies, 1, 1)
-                draws = [_draws(config.seed, done - 1, i % config.source_instances) for i in range(n)]
-                with torch.no_grad():
-                    resampled += _resample(stepper.params, stepper.moments(), dead, h, kind, stepper.setting, draws).cpu()
+                checks.append(done)
+                dead_counts.append(dead.sum(-1).cpu())
+                if config.resample and done <= config.resample_until * config.steps:
+                    with torch.no_grad():
+                        resampled += _resample(config, source, stepper, kind, dead, len(checks)).cpu()
     params = {k: v.detach().cpu().clone() for k, v in stepper.params.items()}
-    return SAEResult(config, params, history, resampled, time.perf_counter() - looping, looping - started, engine)
+    dead = torch.stack(dead_counts) if dead_counts else torch.zeros(0, n, dtype=torch.long)
+    return SAEResult(config, params, history, resampled, checks, dead, time.perf_counter() - looping, looping - started, engine)
 
 
 def step_loss(
@@ -271,26 +280,55 @@ class _Fused:
         return {n: pair for n, pair in pairs.items() if n in self.params}
 
 
-def _draws(seed: int, step: int, source: int) -> torch.Generator:
-    """The generator of one resampling: the same for every setting of a source instance."""
-    return torch.Generator().manual_seed(derived_seed(seed, RESAMPLING, step, source))
+def _pool_weights(config: SAEConfig, source, params: Params, kind, setting: Tensor, check: int) -> Float[Tensor, "inst pool"]:
+    """Each SAE's chance weights over the check's pool of fresh rows: the square of each
+    row's squared error. The pool is the source's stream under its own seed, drawn a batch
+    at a time (the same rows for every setting of a source instance)."""
+    seed = _pool_seed(config, check)
+    copies = len(config.settings)
+    parts = []
+    for chunk, first in enumerate(range(0, config.resample_pool, config.batch_size)):
+        h = source.batch(seed, min(config.batch_size, config.resample_pool - first), chunk).repeat(copies, 1, 1)
+        _, _, h_hat = forward(kind, params, h, setting)
+        # squared in float64: a float32 error above ~1e19 would square to infinity
+        parts.append(((h - h_hat) ** 2).sum(-1).double() ** 2)
+    return torch.cat(parts, 1)
 
 
-def _resample(
-    params: Params, moments: dict[str, tuple[Tensor, Tensor]], dead: Tensor, h: Tensor, kind, setting: Tensor, draws: list[torch.Generator]
-) -> Tensor:
-    """Resample the `dead` latents (inst, latents) from inputs of h (inst, batch, d_in), with
-    instance i's rows drawn by draws[i], and zero their Adam moments; their count per instance."""
-    _, _, h_hat = forward(kind, params, h, setting)
-    # squared in float64: a float32 error above ~1e19 would square to infinity
-    weight = ((h - h_hat) ** 2).sum(-1).double() ** 2  # (inst, batch)
+def _pool_rows(config: SAEConfig, source, check: int, rows: Int[Tensor, "chosen"]) -> Float[Tensor, "sources chosen d_in"]:
+    """The pool's rows `rows` (indices into the whole pool), each batch that holds some drawn again."""
+    seed = _pool_seed(config, check)
+    chunks = rows // config.batch_size
+    out = None
+    for chunk in chunks.unique().tolist():
+        take = torch.nonzero(chunks == chunk).flatten()
+        h = source.batch(seed, min(config.batch_size, config.resample_pool - chunk * config.batch_size), chunk).cpu()
+        if out is None:
+            out = h.new_empty(h.shape[0], len(rows), h.shape[2])
+        out[:, take] = h[:, rows[take] - chunk * config.batch_size]
+    return out
+
+
+def _pool_seed(config: SAEConfig, check: int) -> int:
+    return derived_seed(config.seed, RESAMPLING_POOL, check) % 2**63
+
+
+def _resample(config: SAEConfig, source, stepper, kind, dead: Bool[Tensor, "inst latents"], check: int) -> Int[Tensor, "inst"]:
+    """Resample the `dead` latents of the stepper's SAEs from the check's pool and zero their
+    Adam moments; their count per instance. Instance i's rows are chosen by a generator of
+    its source instance, so every setting of a source instance draws alike."""
+    params, moments = stepper.params, stepper.moments()
+    weight = _pool_weights(config, source, params, kind, stepper.setting, check)
     if not bool(torch.isfinite(weight).all()):
         raise Diverged("non-finite reconstruction error before resampling; lower lr")
-    counts = dead.sum(-1) * (weight.sum(-1) > 0)
+    counts = torch.minimum(dead.sum(-1).cpu(), (weight > 0).sum(-1).cpu())
     for i in torch.nonzero(counts).flatten().tolist():
-        latents = torch.nonzero(dead[i]).flatten()
-        rows = torch.multinomial(weight[i].cpu(), len(latents), replacement=True, generator=draws[i]).to(h.device)
-        direction = torch.nn.functional.normalize(h[i, rows] - params["b_dec"][i], dim=-1)  # (dead, d_in)
+        source_instance = i % config.source_instances
+        draws = torch.Generator().manual_seed(derived_seed(config.seed, RESAMPLING, check, source_instance))
+        rows = torch.multinomial(weight[i].cpu(), int(counts[i]), replacement=False, generator=draws)
+        h = _pool_rows(config, source, check, rows)[source_instance].to(params["W_dec"].device)
+        latents = torch.nonzero(dead[i]).flatten()[: int(counts[i])]
+        direction = torch.nn.functional.normalize(h - params["b_dec"][i], dim=-1)  # (resampled, d_in)
         alive = params["W_enc"][i][:, ~dead[i]]
         scale = RESAMPLE_SCALE * (alive.norm(dim=0).mean() if alive.shape[1] else 1.0)
         params["W_dec"][i, latents] = direction
