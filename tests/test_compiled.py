@@ -32,12 +32,12 @@ def _assert_same(ours, reference, atol: float = 2e-5) -> None:
     [
         {
             "hidden_activation": "relu", "activation": "linear", "correlation": "correlated", "set_size": 4,
-            "normalize": True, "warmup": 30, "schedule": "cosine", "weight_decay": 0.1,
+            "normalize": True, "warmup": 30, "schedule": "cosine", "weight_decay": 0.1, "strength": 0.6,
         },
         {"model": "untied", "data": "seed", "optimizer": "adam", "weight_decay": 1e-3, "warm_start": True, "replicates": 1},
         {"model": "mlp", "data": "signed", "target": "abs", "correlation": "anticorrelated", "set_size": 2, "sparsity": [0.6, 0.9]},
     ],
-    ids=["tied-privileged-correlated-normalized-cosine", "untied-seed-adam-warm-start", "mlp-signed-anticorrelated"],
+    ids=["tied-privileged-partly-correlated-normalized-cosine", "untied-seed-adam-warm-start", "mlp-signed-anticorrelated"],
 )  # fmt: skip
 def test_same_weights_as_the_reference_engine(keys):
     """Same stream, same model and Adam: only rounding differs, so 150 steps end within 2e-5.

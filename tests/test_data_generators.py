@@ -119,7 +119,26 @@ def test_the_option_comes_from_the_command_lines_generic_flag(cli, tmp_path):
         "--steps", "20", "--data-option", "correlation=anticorrelated", "--data-option", "set_size=3", "--quiet",
     )  # fmt: skip
     assert code == 0, err
-    assert sp.load_run(tmp_path / "run").config.data_options == {"correlation": "anticorrelated", "set_size": 3}
+    assert sp.load_run(tmp_path / "run").config.data_options == {"correlation": "anticorrelated", "set_size": 3, "strength": 1.0}
     code, _, err = cli("train", "--out", tmp_path / "bad", "--data-option", "set_size", "--quiet")
     assert code == 2 and err.strip() == "error: data-option: 'set_size' is not KEY=VALUE, e.g. --data-option set_size=2"
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_correlated_set_of_partial_strength_keeps_each_probability_and_correlates_at_it():
+    def presence(**options):
+        config = sp.Config(features=4, hidden=2, feature_probability=[[0.3] * 4], batch_size=200_000,
+                           correlation="correlated", set_size=2, **options)  # fmt: skip
+        return (data.batch(config, data.feature_probability(config), torch.arange(1), 0)[0] > 0).float()
+
+    for strength in (0.0, 0.5, 0.8):
+        x = presence(strength=strength)
+        assert x.mean(0).tolist() == pytest.approx([0.3] * 4, abs=0.005)
+        r = torch.corrcoef(x.T)
+        assert float(r[0, 1]) == pytest.approx(strength, abs=0.01) and float(r[2, 3]) == pytest.approx(strength, abs=0.01)
+        assert float(r[1, 2]) == pytest.approx(0.0, abs=0.01)  # sets are independent of each other
+    assert torch.equal(presence(strength=1.0), presence())  # 1: the full co-occurrence the kernels draw
+    with pytest.raises(sp.ConfigError, match="strength: 0.5 applies to correlated sets only"):
+        sp.Config(features=4, hidden=2, strength=0.5)
+    with pytest.raises(sp.ConfigError, match="^engine: the fused engine's kernels have no draw of paper data in correlated sets of 2 "):
+        sp.train(sp.Config(features=4, hidden=2, correlation="correlated", set_size=2, strength=0.5, engine="fused", steps=1))

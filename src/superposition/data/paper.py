@@ -8,6 +8,13 @@ presence draw per example. Correlated sets are present together; in an anticorre
 set at most one member is active (each member owns a slot of width p_f of the shared
 draw). Each feature keeps its own probability p_f either way, and a present value is
 its own draw.
+
+A correlated set may be correlated in part (`strength` s < 1, as in Chanin et al.'s
+correlated toy features): on each example a coin of the set says whether its members
+share the presence draw (probability s) or draw their own. Members of equal p then have
+presence correlated at exactly s (covariance s p (1 − p)); s = 1 is the full
+co-occurrence above. The kernels do not draw s < 1: such data trains on the compiled and
+reference engines.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ class Sets(NoOptions):
         "none", description="none, correlated or anticorrelated: features in sets of set_size."
     )
     set_size: int = Field(1, gt=0, le=MAX_SIZE, description="Features per correlated or anticorrelated set.")
+    strength: float = Field(1.0, ge=0, le=1, description="Correlated sets: the correlation of their members' presence (1: always together).")
 
 
 @register_data
@@ -46,6 +54,8 @@ class Paper(Generator):
 
     def check(self, config: Config) -> None:
         sets = self.options(config)
+        if sets.strength < 1 and sets.correlation != "correlated":
+            raise ValueError(f"strength: {sets.strength} applies to correlated sets only; give correlation = \"correlated\"")
         if sets.correlation == "none":
             return
         if config.features % sets.set_size:
@@ -64,6 +74,9 @@ class Paper(Generator):
         shared = stream.uniform(block=1, every=size).repeat_interleave(size, dim=1)  # one draw per set
         if sets.correlation == "correlated":
             present = shared < p
+            if sets.strength < 1:
+                together = stream.uniform(block=2, every=size).repeat_interleave(size, dim=1) < sets.strength
+                present = torch.where(together, present, stream.uniform(block=3) < p)
         else:  # member j owns [low_j, low_j + p_j) of the shared draw, low summed in order as the kernel does
             low = torch.zeros_like(p)
             for j in range(1, size):
@@ -74,10 +87,13 @@ class Paper(Generator):
     def describe(self, config: Config) -> str:
         sets = self.options(config)
         sets_words = f" in {sets.correlation} sets of {sets.set_size}" if sets.correlation != "none" else ""
-        return f"{self.name} data{sets_words}"
+        strength = f" (correlation {sets.strength:g})" if sets.strength < 1 else ""
+        return f"{self.name} data{sets_words}{strength}"
 
-    def kernel_draw(self, config: Config) -> KernelDraw:
+    def kernel_draw(self, config: Config) -> KernelDraw | None:
         sets = self.options(config)
+        if sets.strength < 1:
+            return None
         return KernelDraw(self.kernel, SET_MODES[sets.correlation], sets.set_size)
 
 

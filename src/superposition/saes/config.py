@@ -3,7 +3,8 @@
 User keys (the same on the command line, in a TOML file and in `sp.train_sae`):
 
   run = "runs/x"            the source: a trained toy model's directory (or, in Python, a Run)
-  data = "dictionary"       or a synthetic dictionary: features, dims, density, instances
+  data = "dictionary"       or a synthetic dictionary: features, dims, density, instances,
+                            and the paper data's options (correlation, set_size, strength)
   kind = "relu"             relu | topk | jumprelu, or a registered kind (saes.SAE_KINDS)
   latents, l1 | k | l0, steps, lr, batch_size, seed, device, engine, eval_batch_size
   resample, resample_every, resample_until, resample_pool   dead latents (saes/training.py)
@@ -43,9 +44,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ..analysis.metrics import REPRESENTED_NORM
 from ..config import MAX_SIZE, MIN_PROBABILITY, ConfigError, Device, Engine, _one_line, finite_number, normalise_keys, plain
+from ..data import GENERATORS
 from ..files import CONFIG, read_marker, to_json
 from ..runs import load_run, package_version
 from . import SAE_KINDS, setting_columns
+from .sources import dictionary_data
 
 if TYPE_CHECKING:
     from ..runs import Run
@@ -65,6 +68,7 @@ class SAEConfig(BaseModel):
     features: int = Field(gt=0, le=MAX_SIZE)  # true features per source instance
     dims: int = Field(gt=0, le=MAX_SIZE)  # d_in
     density: float | None = Field(None, gt=0, le=1)  # dictionary only
+    data_options: dict[str, Any] = Field(default_factory=dict)  # dictionary only: the paper generator's options
     source_instances: int = Field(1, gt=0, le=MAX_SIZE)
     latents: int = Field(gt=0, le=MAX_SIZE)
     settings: list[int | float]  # the kind's setting, one value per group of source instances
@@ -104,6 +108,8 @@ class SAEConfig(BaseModel):
                 raise ValueError(f"{kind.setting}: {v} {problem}")
         if (self.source == "dictionary") != (self.density is not None):
             raise ValueError("density: give it for --data dictionary, and only there")
+        if self.data_options and self.source != "dictionary":
+            raise ValueError("data_options: a run source's data is the run's own; options belong to --data dictionary")
         return self
 
     def __init__(self, **keys: Any) -> None:
@@ -117,14 +123,19 @@ class SAEConfig(BaseModel):
         return len(self.settings) * self.source_instances
 
 
-USER_KEYS = set(SAEConfig.model_fields) - {"source", "run_config_sha256", "source_instances", "settings"} | {"data", "instances", "setting"}
+USER_KEYS = set(SAEConfig.model_fields) - {"source", "run_config_sha256", "source_instances", "settings", "data_options"} | {"data", "instances", "setting"}
+# a dictionary's features follow the paper's data, and take its options as keys
+DICTIONARY_OPTIONS = set(GENERATORS["paper"].Options.model_fields)
 
 
 def user_keys() -> set[str]:
-    """Every key an SAE job may be given: USER_KEYS and every registered kind's setting."""
-    return USER_KEYS | set(setting_columns())
+    """Every key an SAE job may be given: USER_KEYS, the dictionary's data options and every
+    registered kind's setting."""
+    return USER_KEYS | DICTIONARY_OPTIONS | set(setting_columns())
+
+
 RUN_ONLY = {"run"}
-DICTIONARY_ONLY = {"features", "dims", "density", "instances"}
+DICTIONARY_ONLY = {"features", "dims", "density", "instances"} | DICTIONARY_OPTIONS
 
 
 def resolve_sae(raw: dict[str, Any], run: Run | None = None) -> SAEConfig:
@@ -169,7 +180,8 @@ def resolve_sae(raw: dict[str, Any], run: Run | None = None) -> SAEConfig:
         instances = keys.pop("instances", 1)
         if isinstance(instances, bool) or not isinstance(instances, int) or not 0 < instances <= MAX_SIZE:
             raise ConfigError(f"instances: must be a whole number from 1 to {MAX_SIZE}, got {instances!r}")
-        source = {"source": "dictionary", "source_instances": instances}
+        options = {key: keys.pop(key) for key in DICTIONARY_OPTIONS if key in keys}
+        source = {"source": "dictionary", "source_instances": instances, "data_options": options}
         r2 = 1.0
         features = keys["features"]
         active = density * features if isinstance(features, int) and 0 < features <= MAX_SIZE else 1.0
@@ -183,6 +195,9 @@ def resolve_sae(raw: dict[str, Any], run: Run | None = None) -> SAEConfig:
         raise ConfigError(f"setting: give the {kind} SAE's values as {chosen.setting} or as setting, not both")
     if given:
         keys["settings"] = _as_list(chosen.setting, keys.pop(given[0]), chosen.whole)
+    if data == "dictionary" and isinstance(keys.get("dims"), int) and isinstance(keys.get("features"), int):
+        # the options checked, and filled in, as the data's own config does it
+        keys["data_options"] = dictionary_data(instances, keys["features"], keys["dims"], keys["density"], keys["data_options"]).data_options
     d = keys.get("dims")
     if isinstance(d, int) and d > 0:
         features = keys.get("features")

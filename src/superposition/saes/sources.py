@@ -10,13 +10,16 @@ fresh activations h (inst, batch, d) for a training step (nothing is stored):
   ReLU(x W): in x W every feature is one direction, after the ReLU it is not.
 - `DictionarySource`: a synthetic dictionary as in Sharkey et al. (2022): n random unit
   directions in d dimensions per instance, features present with probability `density`
-  and values U[0, 1] (the paper's data), h = x F.
+  and values U[0, 1] (the paper's data, with its options: features in correlated or
+  anticorrelated sets, a correlation's strength), h = x F.
 
 A source has one instance per dictionary (or toy-model instance); an SAE job trains
 `settings` copies of each, setting-major: SAE instance s * sources + i reads source i.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,9 +63,14 @@ def derived_seed(seed: int, purpose: int, *more: int) -> int:
     return int(np.random.SeedSequence([seed, purpose, *more]).generate_state(1, np.uint64)[0])
 
 
+def dictionary_data(instances: int, features: int, dims: int, density: float, options: dict[str, Any]) -> Config:
+    """The data a dictionary's features follow: the paper's, every feature at `density`,
+    with the paper generator's `options`; ConfigError where they do not fit."""
+    return Config(features=features, hidden=dims, feature_probability=[[density] * features] * instances, data="paper", data_options=options)
+
+
 class DictionarySource(RunSource):
-    def __init__(self, instances: int, features: int, dims: int, density: float, seed: int, device: str):
+    def __init__(self, data: Config, seed: int, device: str):
         generator = torch.Generator().manual_seed(derived_seed(seed, DICTIONARY))
-        F = torch.nn.functional.normalize(torch.randn(instances, features, dims, generator=generator), dim=-1)
-        data = Config(features=features, hidden=dims, feature_probability=[[density] * features] * instances, data="paper")
-        super().__init__(data, F, device)
+        F = torch.randn(data.instances, data.features, data.hidden, generator=generator)
+        super().__init__(data, torch.nn.functional.normalize(F, dim=-1), device)

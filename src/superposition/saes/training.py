@@ -44,7 +44,7 @@ from ..training.loop import Diverged, LossBar, divergence, require_memory
 from ..training.steps import BETAS, EPS
 from . import AUXK_WEIGHT, BANDWIDTH, SAE_KINDS, THRESHOLD_INIT, Params, forward, k_aux
 from .config import SAEConfig, config_sha256
-from .sources import RESAMPLING, RESAMPLING_POOL, SAE_INIT, DictionarySource, RunSource, derived_seed
+from .sources import RESAMPLING, RESAMPLING_POOL, SAE_INIT, DictionarySource, RunSource, derived_seed, dictionary_data
 
 DEAD_STEPS = 100
 RESAMPLE_SCALE = 0.2
@@ -80,9 +80,14 @@ def source_run(config: SAEConfig, run=None):
 def source_of(config: SAEConfig, run=None, device: str = "cpu") -> RunSource:
     """The activations an SAE config reads: its run (see source_run) or its dictionary."""
     if config.source == "dictionary":
-        return DictionarySource(config.source_instances, config.features, config.dims, config.density, config.seed, device)
+        return DictionarySource(dictionary_of(config), config.seed, device)
     run = source_run(config, run)
     return RunSource(run.config, run.params["W"], device)
+
+
+def dictionary_of(config: SAEConfig):
+    """A dictionary source's data config (its features' probabilities and options)."""
+    return dictionary_data(config.source_instances, config.features, config.dims, config.density, config.data_options)
 
 
 def settings_tensor(config: SAEConfig, device: str = "cpu") -> Float[Tensor, "inst"]:
@@ -107,7 +112,7 @@ def memory_needed(config: SAEConfig) -> int:
 def check(config: SAEConfig) -> None:
     """Refuse, before anything is created or allocated, SAEs that cannot train here: their
     device, their engine, or the memory they need."""
-    engine_of(config, device_of(config))
+    engine_of(config, device_of(config), dictionary_of(config) if config.source == "dictionary" else None)
     check_memory(config)
 
 

@@ -78,7 +78,7 @@ class Fused(Engine):
         data = job if toy else data
         if data is not None and GENERATORS[data.data].kernel_draw(data) is None:
             drawn = ", ".join(name for name, g in GENERATORS.items() if g.kernel is not None)
-            return f"the fused engine's kernels have no draw of {data.data} data (they draw {drawn}); use --engine compiled or reference"
+            return f"the fused engine's kernels have no draw of {GENERATORS[data.data].describe(data)} (they draw {drawn}); use --engine compiled or reference"
         if toy and KINDS[job.model].fused is None:
             return f"the fused engine does not run the {job.model} model; use --engine reference"
         if not toy and not SAE_KINDS[job.kind].fused:
