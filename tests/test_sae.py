@@ -197,6 +197,9 @@ def test_the_command_writes_an_sae_directory_that_names_its_source(cli, pentagon
         (["--kind", "topk", "--l1", "0.1"], "l1: the topk SAE takes --k, not --l1"),
         (["--features", "5"], "features: belongs to --data dictionary"),
         (["--latents", "100000000"], "latents: these SAEs need about"),  # refused before allocating
+        (["--kind", "topk", "--sparsity-warmup", "0.1"], "sparsity_warmup: the topk SAE's k is not a penalty to warm up"),
+        (["--log-threshold"], "log_threshold: the relu SAE has no threshold"),
+        (["--beta1", "1"], "beta1:"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(cli, pentagon, tmp_path, args, message):
@@ -228,30 +231,37 @@ def _trained(engine, kind, setting, **keys):
 
 
 @pytest.mark.parametrize(
-    ("kind", "setting", "steps", "tolerance"),
-    [("relu", [0.01, 0.05], 200, 1e-4), ("jumprelu", [0.005, 0.02], 200, 1e-4), ("topk", [1, 3], 30, 1e-4)],
+    ("kind", "setting", "steps", "recipe"),
+    [
+        ("relu", [0.01, 0.05], 200, {"sparsity_warmup": 0.3, "beta1": 0.5}),
+        ("jumprelu", [0.005, 0.02], 200, {"lr": 1e-3, "beta1": 0.0, "sparsity_warmup": 0.1, "log_threshold": True}),  # the paper's recipe
+        ("jumprelu", [0.005, 0.02], 200, {"lr": 1e-3}),  # θ itself (at its default 3e-3 a threshold flip moves weights ~1e-4 in 200 steps)
+        ("topk", [1, 3], 30, {}),
+    ],
+    ids=["relu-warmup", "jumprelu-recipe", "jumprelu-plain", "topk"],
 )
 @pytest.mark.parametrize("batch_size", [1024, 16])  # the factored encoder (2 x 12 < 1024) and the dense one
-def test_the_compiled_engine_agrees_with_autograd(kind, setting, steps, tolerance, batch_size, monkeypatch):
+def test_the_compiled_engine_agrees_with_autograd(kind, setting, steps, recipe, batch_size, monkeypatch):
     # TopK's selection amplifies rounding once a near-tie flips, so it is compared earlier;
     # its latents die early here, so the resampling both engines share runs too
     from superposition.kernels import sae_fused
 
     monkeypatch.setattr(sae_fused, "COLUMNS_WIDTH", 0)  # row by row: the batch-major path is tested below
-    reference = _trained("reference", kind, setting, steps=steps, batch_size=batch_size)
-    fused = _trained("fused", kind, setting, steps=steps, batch_size=batch_size)
+    reference = _trained("reference", kind, setting, steps=steps, batch_size=batch_size, **recipe)
+    fused = _trained("fused", kind, setting, steps=steps, batch_size=batch_size, **recipe)
+    tolerance = 1e-4
     _agree(fused, reference, kind, setting, batch_size, tolerance)
     assert kind != "topk" or int(reference.resampled.sum()) > 0
 
 
-@pytest.mark.parametrize(("kind", "setting"), [("relu", [0.01, 0.05]), ("jumprelu", [0.005, 0.02])])
+@pytest.mark.parametrize(("kind", "setting", "recipe"), [("relu", [0.01, 0.05], {"sparsity_warmup": 0.3}), ("jumprelu", [0.005, 0.02], {"lr": 1e-3, "log_threshold": True, "beta1": 0.0})])
 @pytest.mark.parametrize("batch_size", [1024, 16])
-def test_the_batch_major_path_agrees_with_autograd(kind, setting, batch_size):
+def test_the_batch_major_path_agrees_with_autograd(kind, setting, recipe, batch_size):
     from superposition.kernels.sae_fused import batch_major
 
     assert batch_major(kind, 4, 12) and not batch_major(kind, 32, 64) and not batch_major("topk", 4, 12)
-    reference = _trained("reference", kind, setting, steps=200, batch_size=batch_size, latents=12)
-    fused = _trained("fused", kind, setting, steps=200, batch_size=batch_size, latents=12)
+    reference = _trained("reference", kind, setting, steps=200, batch_size=batch_size, latents=12, **recipe)
+    fused = _trained("fused", kind, setting, steps=200, batch_size=batch_size, latents=12, **recipe)
     _agree(fused, reference, kind, setting, batch_size, 1e-4)
 
 
@@ -345,3 +355,21 @@ def test_the_resampling_schedule_is_the_config_s_and_every_check_is_counted(cli,
     assert (config["resample_every"], config["resample_until"], config["resample_pool"]) == (7, 0.3, 5000)
     code, _, err = cli("sae", "--data", "dictionary", "--features", "12", "--dims", "4", "--resample-until", "0", "--out", tmp_path / "t")
     assert code == 2 and "resample_until" in err and not (tmp_path / "t").exists()
+
+
+@pytest.mark.parametrize("engine", ["reference", "fused"])
+def test_log_threshold_moves_theta_by_a_factor_and_the_warmup_ramps_the_penalty(engine):
+    import math
+
+    from superposition.saes import THRESHOLD_INIT
+    from superposition.saes.training import warmed
+
+    # Adam's first step with β1 = 0 is lr x sign(g) on log θ: θ grows or shrinks by e^±lr
+    sae = _trained(engine, "jumprelu", [0.02], steps=1, lr=0.1, beta1=0.0, log_threshold=True, resample=False)
+    ratio = sae.params["threshold"] / THRESHOLD_INIT
+    moved = ~torch.isclose(ratio, torch.tensor(1.0))
+    assert moved.any()
+    factors = torch.tensor([math.exp(-0.1), math.exp(0.1)])
+    assert torch.isclose(ratio[moved][:, None], factors, rtol=1e-5).any(-1).all()
+    config = resolve_sae({"data": "dictionary", "features": 4, "dims": 2, "l1": 0.1, "steps": 100, "sparsity_warmup": 0.2})
+    assert [warmed(config, s) for s in (0, 9, 19, 20, 99)] == [0.05, 0.5, 1.0, 1.0, 1.0]

@@ -136,6 +136,8 @@ class Rule(NamedTuple):
     beta1: float
     beta2: float
     eps: float
+    warmup: int  # steps over which the setting ramps up from 0 (see saes/training.py `warmed`)
+    log_threshold: bool  # θ trained as log θ
 
 
 @njit(inline="always")
@@ -601,10 +603,13 @@ def _unit(weights, source, rule, i, step, first, last, last_fired, everyone, dea
     _draw(X, source.probs[s], step_key(source.seed, s, step), source.data_code, source.set_mode, source.set_size)
     if source.normalize:
         _unit_columns(X)
+    setting = np.float32(rule.settings[i])
+    if step + 1 < rule.warmup:
+        setting *= np.float32((step + 1) / rule.warmup)
     if rule.columns:
         return _columns(
             W_enc[i], b_enc[i], W_dec[i], b_dec[i], theta[i], source.F[s], X, first, last, source.batch, rule,
-            np.float32(rule.settings[i]), columns, grads,
+            setting, columns, grads,
         )  # fmt: skip
     any_dead = False
     for j in range(dead.shape[0]):
@@ -612,7 +617,7 @@ def _unit(weights, source, rule, i, step, first, last, last_fired, everyone, dea
         any_dead |= dead[j]
     return _rows(
         W_enc[i], b_enc[i], W_dec[i], b_dec[i], theta[i], source.F[s], X, first, last, source.batch, rule,
-        np.float32(rule.settings[i]), dead, any_dead, everyone, scratch, grads, stats,
+        setting, dead, any_dead, everyone, scratch, grads, stats,
     )  # fmt: skip
 
 
@@ -653,7 +658,15 @@ def _update(weights, moments, rule, i, step, lr, grads, gW_enc, last_fired):
     _adam(b_enc[i], gb_enc, mb_enc[i], vb_enc[i], hyper)
     _adam(W_dec[i].reshape(-1), gW_dec.reshape(-1), mW_dec[i].reshape(-1), vW_dec[i].reshape(-1), hyper)
     _adam(b_dec[i], gb_dec, mb_dec[i], vb_dec[i], hyper)
-    if rule.kind == JUMPRELU:
+    if rule.kind == JUMPRELU and rule.log_threshold:  # Adam on log θ, whose gradient is θ ∂L/∂θ
+        log = np.empty(latents, np.float32)
+        for j in range(latents):
+            gtheta[j] *= theta[i, j]
+            log[j] = np.log(theta[i, j])
+        _adam(log, gtheta, mtheta[i], vtheta[i], hyper)
+        for j in range(latents):
+            theta[i, j] = np.exp(log[j])
+    elif rule.kind == JUMPRELU:
         _adam(theta[i], gtheta, mtheta[i], vtheta[i], hyper)
         for j in range(latents):
             theta[i, j] = max(theta[i, j], np.float32(0.0))

@@ -8,6 +8,10 @@ User keys (the same on the command line, in a TOML file and in `sp.train_sae`):
   kind = "relu"             relu | topk | jumprelu, or a registered kind (saes.SAE_KINDS)
   latents, l1 | k | l0, steps, lr, batch_size, seed, device, engine, eval_batch_size
   resample, resample_every, resample_until, resample_pool   dead latents (saes/training.py)
+  beta1, sparsity_warmup, log_threshold   the recipe: Adam's β1, the share of training over
+                            which the penalty ramps up from 0, θ trained as log θ (jumprelu;
+                            Rajamanoharan et al.'s recipe is 0, 0.1 and on); a kind's own
+                            recipe (`SAEKind.recipe`, jumprelu's lr 3e-3) where none is given
 
 The kind's setting, under its own key (`l1` for relu, `k` for topk, `l0` for jumprelu,
 a registered kind's own; `setting` for whichever the kind's is), takes one value or a
@@ -29,7 +33,7 @@ true features, r²: their mean squared norm over the represented ones, 1 for a d
                                   pentagons and 55-60 of 64 in a 64 → 16 dictionary
   k        the expected number of active features per row, rounded, at least 1
   l0       0.05 r² / d            the same balance for a count instead of a sum
-  steps 5,000, lr 1e-3, batch 1,024, resampling on: a check every tenth of training
+  steps 5,000, lr 1e-3 (jumprelu 3e-3), batch 1,024, resampling on: a check every tenth of training
   (resample_every), resampling until half of it (resample_until), candidates from 65,536
   fresh rows (resample_pool)
 """
@@ -79,6 +83,10 @@ class SAEConfig(BaseModel):
     resample_every: int = Field(gt=0, le=MAX_SIZE)  # steps between checks for dead latents; given: steps // 10
     resample_until: float = Field(0.5, gt=0, le=1)  # the share of training whose checks resample
     resample_pool: int = Field(65_536, gt=0, le=MAX_SIZE)  # fresh rows a check draws candidates from
+    # the recipe; these defaults are plain Adam's and a saved SAE's from before they were keys
+    beta1: float = Field(0.9, ge=0, lt=1)  # Adam's (β2 0.999, ε 1e-8 as everywhere)
+    sparsity_warmup: float = Field(0.0, ge=0, le=1)  # the share of steps over which the penalty ramps from 0
+    log_threshold: bool = False  # θ trained as log θ (a kind with a threshold)
     seed: int = Field(0, ge=0, lt=2**63)
     device: Device = "auto"
     engine: Engine = "auto"  # fused (compiled, CPU) or reference (autograd, any device)
@@ -106,6 +114,10 @@ class SAEConfig(BaseModel):
                 raise ValueError(f"{kind.setting}: expected whole numbers, got {v!r}")
             if problem := kind.setting_problem(v, self.latents):
                 raise ValueError(f"{kind.setting}: {v} {problem}")
+        if self.sparsity_warmup > 0 and kind.whole:
+            raise ValueError(f"sparsity_warmup: the {self.kind} SAE's {kind.setting} is not a penalty to warm up; drop it")
+        if self.log_threshold and "threshold" not in kind.shapes(1, 1, 1):
+            raise ValueError(f"log_threshold: the {self.kind} SAE has no threshold; drop it")
         if (self.source == "dictionary") != (self.density is not None):
             raise ValueError("density: give it for --data dictionary, and only there")
         if self.data_options and self.source != "dictionary":
@@ -185,7 +197,7 @@ def resolve_sae(raw: dict[str, Any], run: Run | None = None) -> SAEConfig:
         r2 = 1.0
         features = keys["features"]
         active = density * features if isinstance(features, int) and 0 < features <= MAX_SIZE else 1.0
-    keys = {**source, **keys}
+    keys = {**source, **SAE_KINDS[kind].recipe, **keys}
     chosen = SAE_KINDS[kind]
     given = [key for key in keys if key in setting_columns() or key == "setting"]
     for key in given:

@@ -65,6 +65,9 @@ class SAEKind:
     # whether sae_fused.py's kernel computes it; never inherited (see `register`): a subclass
     # that changes the arithmetic is an SAE the kernel does not compute
     fused: ClassVar[bool] = False
+    # its training recipe: config keys (lr, beta1, sparsity_warmup, log_threshold, …) a job
+    # of this kind takes where none is given, in place of SAEConfig's own defaults
+    recipe: ClassVar[dict[str, object]] = {}
 
     def shapes(self, instances: int, d_in: int, latents: int) -> dict[str, tuple[int, ...]]:
         return {

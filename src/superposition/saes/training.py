@@ -90,6 +90,13 @@ def dictionary_of(config: SAEConfig):
     return dictionary_data(config.source_instances, config.features, config.dims, config.density, config.data_options)
 
 
+def warmed(config: SAEConfig, step: int) -> float:
+    """The share of its penalty a step trains with: rising linearly to 1 over the first
+    sparsity_warmup of training (step s of a warm-up of w steps: (s + 1) / w)."""
+    span = round(config.sparsity_warmup * config.steps)
+    return min(1.0, (step + 1) / span) if span > 0 else 1.0
+
+
 def settings_tensor(config: SAEConfig, device: str = "cpu") -> Float[Tensor, "inst"]:
     """Each SAE instance's setting (l1, k or l0), setting-major."""
     return torch.tensor(config.settings, dtype=torch.float32, device=device).repeat_interleave(config.source_instances)
@@ -188,7 +195,12 @@ class _Reference:
         self.kind = SAE_KINDS[config.kind]
         self.loss_of = self.loss_function()
         self.params = {k: v.requires_grad_() for k, v in params.items()}
-        self.optimizer = torch.optim.Adam(list(self.params.values()), lr=config.lr, betas=BETAS, eps=EPS, foreach=True)
+        # θ trained as log θ takes its own Adam step (`_log_threshold_step`)
+        self.log_threshold = self.params["threshold"] if config.log_threshold else None
+        plain = [p for p in self.params.values() if p is not self.log_threshold]
+        self.optimizer = torch.optim.Adam(plain, lr=config.lr, betas=(config.beta1, BETAS[1]), eps=EPS, foreach=True)
+        if self.log_threshold is not None:
+            self.threshold_moments = (torch.zeros_like(self.log_threshold), torch.zeros_like(self.log_threshold))
         device = params["W_enc"].device
         self.setting = settings_tensor(config, device)
         self.last_fired = torch.full((config.instances, config.latents), -1, dtype=torch.long, device=device)
@@ -204,19 +216,34 @@ class _Reference:
             step = first + s
             h = self.source.batch(config.seed, config.batch_size, step).repeat(len(config.settings), 1, 1)
             dead = (step - self.last_fired) >= DEAD_STEPS
-            loss, fired = self.loss_of(params, h, self.setting, dead)
+            loss, fired = self.loss_of(params, h, self.setting * warmed(config, step), dead)
             self.optimizer.zero_grad(set_to_none=True)
+            if self.log_threshold is not None:
+                self.log_threshold.grad = None
             loss.sum().backward()
             self.optimizer.step()
             with torch.no_grad():
+                if self.log_threshold is not None:
+                    self._log_threshold_step(step)
                 self.kind.after_step(params)
                 self.last_fired[fired] = step
                 losses[s] = loss.detach()
         return losses.cpu()
 
+    def _log_threshold_step(self, step: int) -> None:
+        """Adam on log θ, whose gradient is θ ∂L/∂θ, in torch's Adam's arithmetic."""
+        theta, (m, v) = self.log_threshold, self.threshold_moments
+        g = theta.grad * theta
+        beta1, beta2 = self.config.beta1, BETAS[1]
+        m.mul_(beta1).add_(g, alpha=1 - beta1)
+        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        c1, c2 = 1 - beta1 ** (step + 1), (1 - beta2 ** (step + 1)) ** 0.5
+        theta.copy_((theta.log() - (self.config.lr / c1) * m / (v.sqrt() / c2 + EPS)).exp())
+
     def moments(self) -> dict[str, tuple[Tensor, Tensor]]:
         state = self.optimizer.state
-        return {k: (state[p]["exp_avg"], state[p]["exp_avg_sq"]) for k, p in self.params.items() if p in state}
+        pairs = {k: (state[p]["exp_avg"], state[p]["exp_avg_sq"]) for k, p in self.params.items() if p in state}
+        return pairs | ({"threshold": self.threshold_moments} if self.log_threshold is not None else {})
 
 
 @ENGINES["compiled"].builds("sae")
@@ -266,7 +293,8 @@ class _Fused:
         self.rule = sae_fused.Rule(
             kind=sae_fused.KIND_CODES[config.kind], factored=sae_fused.factored(config.features, config.batch_size),
             columns=sae_fused.batch_major(config.kind, config.dims, config.latents), settings=self.setting.numpy(), k_aux=k_aux(config.dims, config.latents),
-            aux_weight=AUXK_WEIGHT, dead_steps=DEAD_STEPS, bandwidth=BANDWIDTH, beta1=BETAS[0], beta2=BETAS[1], eps=EPS,
+            aux_weight=AUXK_WEIGHT, dead_steps=DEAD_STEPS, bandwidth=BANDWIDTH, beta1=config.beta1, beta2=BETAS[1], eps=EPS,
+            warmup=round(config.sparsity_warmup * config.steps), log_threshold=config.log_threshold,
         )  # fmt: skip
         self.last_fired = torch.full((config.instances, config.latents), -1, dtype=torch.long)
         self._train = sae_fused.train_steps
