@@ -136,20 +136,25 @@ def test_sae_quick_trains_scores_and_saves_every_sae(tmp_path):
     # on the CPU: the claims asserted below were measured there, and a GPU trains another trajectory
     summary = reproduce("sae", tmp_path / "sae", Options(quick=True, overrides={"device": "cpu"}))
     claims = {c["claim"]: c for c in summary["claims"]}
-    assert len(claims) == 5 and list((tmp_path / "sae").glob("*.png"))
+    assert len(claims) == 6 and list((tmp_path / "sae").glob("*.png"))
 
     def claim(start):
         return next(c for text, c in claims.items() if text.startswith(start))
 
-    assert "topk: 5/5, 5/5" in claim("5 → 2 pentagon")["ours"]  # k = 1 for ≤ 0.5 active features per row
     assert claim("random dictionary")["holds"], claim("random dictionary")["ours"]  # MMCS peaks inside the L1 grid
-    assert claim("TopK with k near")["holds"], claim("TopK with k near")["ours"]
+    # Chanin et al.'s mixing: on correlated pairs at k = 1, not on independent features
+    assert claim("TopK with k below")["holds"], claim("TopK with k below")["ours"]
+    assert claim("resampling lets")["holds"], claim("resampling lets")["ours"]
+    assert "8 models whole" in claim("5 → 2 pentagon-like")["ours"] and "recipe:" in claim("the same 8 models")["ours"]
     saved = sorted(p.name for p in (tmp_path / "sae").iterdir() if p.is_dir() and p.name != "pentagon")
     assert saved == sorted(
-        ["pentagon-relu", "pentagon-topk", "pentagon-jumprelu", "pentagon-relu-20-resampled", "pentagon-relu-20-not-resampled",
-         "dictionary-16", "dictionary-32", "dictionary-64", "dictionary-topk"]
+        ["pentagon-relu", "pentagon-topk", "pentagon-jumprelu", "pentagon-jumprelu-recipe", "resampling-on", "resampling-off",
+         "dictionary-16", "dictionary-32", "dictionary-64", "topk-independent", "topk-correlated"]
     )  # fmt: skip
-    resampled = sp.load_sae(tmp_path / "sae" / "pentagon-relu-20-resampled")
-    assert resampled.config.resample and resampled.config.latents == 20
+    recipe = sp.load_sae(tmp_path / "sae" / "pentagon-jumprelu-recipe")
+    assert (recipe.config.beta1, recipe.config.sparsity_warmup, recipe.config.log_threshold) == (0.0, 0.1, True)
+    assert len(recipe) == 8
     # the run is named from beside the SAE: the output was built elsewhere and moved into place
-    assert (tmp_path / "sae" / "pentagon-relu-20-resampled" / resampled.config.run).resolve() == (tmp_path / "sae" / "pentagon").resolve()
+    assert (tmp_path / "sae" / "pentagon-jumprelu-recipe" / recipe.config.run).resolve() == (tmp_path / "sae" / "pentagon").resolve()
+    correlated = sp.load_sae(tmp_path / "sae" / "topk-correlated")
+    assert correlated.config.data_options["strength"] == 0.5 and correlated.metrics["engine"] != "fused"
