@@ -207,9 +207,6 @@ def resolve_sae(raw: dict[str, Any], run: Run | None = None) -> SAEConfig:
         raise ConfigError(f"setting: give the {kind} SAE's values as {chosen.setting} or as setting, not both")
     if given:
         keys["settings"] = _as_list(chosen.setting, keys.pop(given[0]), chosen.whole)
-    if data == "dictionary" and isinstance(keys.get("dims"), int) and isinstance(keys.get("features"), int):
-        # the options checked, and filled in, as the data's own config does it
-        keys["data_options"] = dictionary_data(instances, keys["features"], keys["dims"], keys["density"], keys["data_options"]).data_options
     d = keys.get("dims")
     if isinstance(d, int) and d > 0:
         features = keys.get("features")
@@ -221,6 +218,13 @@ def resolve_sae(raw: dict[str, Any], run: Run | None = None) -> SAEConfig:
             keys["settings"] = [default]
     if "settings" not in keys:
         raise ConfigError(f"{chosen.setting}: the {kind} SAE needs at least one value (--{chosen.setting})")
+    if data == "dictionary":
+        # filled in; given ones checked against the dictionary's shape as the data's own config does it
+        options = keys["data_options"]
+        keys["data_options"] = GENERATORS["paper"].Options(**{}).model_dump() if not options else (
+            dictionary_data(instances, keys["features"], keys["dims"], keys["density"], options).data_options
+            if isinstance(keys.get("dims"), int) and isinstance(keys.get("features"), int) else options
+        )
     return SAEConfig(**keys)
 
 

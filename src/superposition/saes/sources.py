@@ -26,7 +26,8 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from ..config import Config
+from ..config import Config, ConfigError
+from ..limits import MAX_VALUES
 from ..data import batch as draw, feature_probability
 from ..analysis.metrics import REPRESENTED_NORM
 
@@ -66,6 +67,8 @@ def derived_seed(seed: int, purpose: int, *more: int) -> int:
 def dictionary_data(instances: int, features: int, dims: int, density: float, options: dict[str, Any]) -> Config:
     """The data a dictionary's features follow: the paper's, every feature at `density`,
     with the paper generator's `options`; ConfigError where they do not fit."""
+    if instances * features > MAX_VALUES:  # before a list of them is built
+        raise ConfigError(f"features: {instances} instances x {features} features is more than {MAX_VALUES:,} values; split the work into several runs")
     return Config(features=features, hidden=dims, feature_probability=[[density] * features] * instances, data="paper", data_options=options)
 
 

@@ -119,8 +119,8 @@ def memory_needed(config: SAEConfig) -> int:
 def check(config: SAEConfig) -> None:
     """Refuse, before anything is created or allocated, SAEs that cannot train here: their
     device, their engine, or the memory they need."""
+    check_memory(config)  # first: a dictionary too large to hold is refused before its data is built
     engine_of(config, device_of(config), dictionary_of(config) if config.source == "dictionary" else None)
-    check_memory(config)
 
 
 def check_memory(config: SAEConfig) -> None:
