@@ -118,7 +118,7 @@ def test_resampling_revives_dead_latents_on_a_constructed_case():
     pool[0, 40:48, 0] = 1.0
     pool[0, 40:48, 1] = torch.arange(8) / 20
     source = SimpleNamespace(batch=lambda seed, rows, chunk: pool[:, 16 * chunk : 16 * chunk + rows])
-    config = resolve_sae({"data": "dictionary", "features": 6, "dims": 3, "latents": 6, "l1": 0.0, "batch_size": 16, "resample_pool": 64})
+    config = resolve_sae({"data": "dictionary", "features": 6, "dims": 3, "latents": 6, "l1": 0.0, "eval_batch_size": 16, "resample_pool": 64})
     with torch.no_grad():
         params["b_enc"][0, 3:] = -100.0  # latents 3-5 dead
     loss = forward(kind, params, pool, torch.zeros(1))[2].sum()

@@ -315,13 +315,14 @@ class _Fused:
 
 def _pool_weights(config: SAEConfig, source, params: Params, kind, setting: Tensor, check: int) -> Float[Tensor, "inst pool"]:
     """Each SAE's chance weights over the check's pool of fresh rows: the square of each
-    row's squared error. The pool is the source's stream under its own seed, drawn a batch
-    at a time (the same rows for every setting of a source instance)."""
+    row's squared error. The pool is the source's stream under its own seed, drawn in
+    chunks of eval_batch_size rows, the size whose forward pass the memory estimate holds
+    for scoring (the same rows for every setting of a source instance)."""
     seed = _pool_seed(config, check)
-    copies = len(config.settings)
+    copies, size = len(config.settings), config.eval_batch_size
     parts = []
-    for chunk, first in enumerate(range(0, config.resample_pool, config.batch_size)):
-        h = source.batch(seed, min(config.batch_size, config.resample_pool - first), chunk).repeat(copies, 1, 1)
+    for chunk, first in enumerate(range(0, config.resample_pool, size)):
+        h = source.batch(seed, min(size, config.resample_pool - first), chunk).repeat(copies, 1, 1)
         _, _, h_hat = forward(kind, params, h, setting)
         # squared in float64: a float32 error above ~1e19 would square to infinity
         parts.append(((h - h_hat) ** 2).sum(-1).double() ** 2)
@@ -330,15 +331,15 @@ def _pool_weights(config: SAEConfig, source, params: Params, kind, setting: Tens
 
 def _pool_rows(config: SAEConfig, source, check: int, rows: Int[Tensor, "chosen"]) -> Float[Tensor, "sources chosen d_in"]:
     """The pool's rows `rows` (indices into the whole pool), each batch that holds some drawn again."""
-    seed = _pool_seed(config, check)
-    chunks = rows // config.batch_size
+    seed, size = _pool_seed(config, check), config.eval_batch_size
+    chunks = rows // size
     out = None
     for chunk in chunks.unique().tolist():
         take = torch.nonzero(chunks == chunk).flatten()
-        h = source.batch(seed, min(config.batch_size, config.resample_pool - chunk * config.batch_size), chunk).cpu()
+        h = source.batch(seed, min(size, config.resample_pool - chunk * size), chunk).cpu()
         if out is None:
             out = h.new_empty(h.shape[0], len(rows), h.shape[2])
-        out[:, take] = h[:, rows[take] - chunk * config.batch_size]
+        out[:, take] = h[:, rows[take] - chunk * size]
     return out
 
 
