@@ -221,7 +221,7 @@ def resolve_sae(raw: dict[str, Any], run: Run | None = None) -> SAEConfig:
     if data == "dictionary":
         # filled in; given ones checked against the dictionary's shape as the data's own config does it
         options = keys["data_options"]
-        keys["data_options"] = GENERATORS["paper"].Options(**{}).model_dump() if not options else (
+        keys["data_options"] = GENERATORS["paper"].Options().model_dump() if not options else (
             dictionary_data(instances, keys["features"], keys["dims"], keys["density"], options).data_options
             if isinstance(keys.get("dims"), int) and isinstance(keys.get("features"), int) else options
         )
