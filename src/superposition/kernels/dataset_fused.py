@@ -491,7 +491,8 @@ def gradients(W, W_out, b, imp, row_ptr, cols, vals, rows, tied, abs_target=Fals
     batch = rows.shape[0]
     H, dH = np.empty((batch, hid), np.float32), np.empty((batch, hid), np.float32)
     gW, gD, gb = np.empty((feat, hid), np.float32), np.empty((feat, hid), np.float32), np.empty(feat, np.float32)
-    loss = _step(W, D, b, imp, row_ptr, cols, vals, rows.copy(), True, _tree(batch, feat, hid, _entries(row_ptr, rows)), H, dH, gW, gD, gb, abs_target)
+    rebuild = batch >= 0  # a bool, not the literal True: _step as train_steps compiled it, not a second compile
+    loss = _step(W, D, b, imp, row_ptr, cols, vals, rows.copy(), rebuild, _tree(batch, feat, hid, _entries(row_ptr, rows)), H, dH, gW, gD, gb, abs_target)
     if tied:
         gW += gD
     return loss, gW, gD.T.copy(), gb

@@ -774,29 +774,30 @@ def train_steps(weights, moments, source, rule, first_step, lr, losses, last_fir
     aux = np.zeros(instances, np.float32)
     for s in range(steps):
         step = first_step + s
-        if rule.kind == TOPK:  # the residual's variance over each instance's whole batch, for AuxK
+        # stage 0, for a TopK SAE only: the residual's variance over each instance's whole batch,
+        # for AuxK; stage 1: the gradients. One parallel loop for both, as each parallel loop
+        # costs seconds to compile (three took 90 s, two 64; the sum and update in it too ran slower)
+        for stage in range(0 if rule.kind == TOPK else 1, 2):
             for u in prange(units):
                 i, part = np.int64(u // chunks), np.int64(u % chunks)
                 grads = (gW_encT[u], gb_enc[u], gW_dec[u], gb_dec[u], gtheta[u], fired[u])
                 X, scratch, columns = buffers[u]
                 first, last = part * size, min(batch, (part + 1) * size)
-                stats[u, :] = 0
-                stats[u, d + 1] = -1
-                if _needs_auxk(rule, last_fired, i, step):
-                    _unit(weights, source, rule, i, step, first, last, last_fired, everyone, deads[u], X, scratch, columns, grads, stats[u])
-            for i in range(instances):
-                for other in range(i * chunks + 1, (i + 1) * chunks):
-                    for k in range(d + 1):
-                        stats[i * chunks, k] += stats[other, k]
-                aux[i] = _auxk_weight(rule, stats[i * chunks], batch) if _needs_auxk(rule, last_fired, i, step) else np.float32(0.0)
-        for u in prange(units):
-            i, part = np.int64(u // chunks), np.int64(u % chunks)
-            grads = (gW_encT[u], gb_enc[u], gW_dec[u], gb_dec[u], gtheta[u], fired[u])
-            _zero(grads)
-            X, scratch, columns = buffers[u]
-            first, last = part * size, min(batch, (part + 1) * size)
-            stats[u, d + 1] = aux[i]
-            parts[u] = _unit(weights, source, rule, i, step, first, last, last_fired, everyone, deads[u], X, scratch, columns, grads, stats[u])
+                run = stage == 1 or _needs_auxk(rule, last_fired, i, step)
+                if stage == 0:
+                    stats[u, :] = 0
+                    stats[u, d + 1] = -1
+                else:
+                    _zero(grads)
+                    stats[u, d + 1] = aux[i]
+                if run:
+                    parts[u] = _unit(weights, source, rule, i, step, first, last, last_fired, everyone, deads[u], X, scratch, columns, grads, stats[u])
+            if stage == 0:
+                for i in range(instances):
+                    for other in range(i * chunks + 1, (i + 1) * chunks):
+                        for k in range(d + 1):
+                            stats[i * chunks, k] += stats[other, k]
+                    aux[i] = _auxk_weight(rule, stats[i * chunks], batch) if _needs_auxk(rule, last_fired, i, step) else np.float32(0.0)
         for i in prange(instances):
             u = i * chunks
             loss = parts[u]
