@@ -209,11 +209,36 @@ def test_test_loss_stops_at_its_cap_and_says_how_precise_it_is(monkeypatch):
 def test_a_double_descent_peak_must_stand_clear_of_the_test_losses_standard_errors():
     from superposition.experiments.double_descent import _peak
 
-    def rows(se):
-        return [{"T": T, "test_loss": loss, "test_loss_se": se} for T, loss in zip((3, 10, 30, 100), (1.0, 1.0, 1.2, 1.0))]
+    def rows(se, middle=1.2):
+        losses = (1.0, 1.0, middle, 1.0)
+        return [{"T": T, "test_loss": loss, "test_loss_se": se, "nothing": 1.0} for T, loss in zip((3, 10, 30, 100), losses)]
 
-    assert _peak(rows(0.01)) == (30, pytest.approx(1.2))
-    assert _peak(rows(0.1)) == (None, 1.0)  # 0.2 above is 1.4 standard errors of the difference
+    assert _peak(rows(0.01)) == (30, pytest.approx(0.2))  # +20% above predicting nothing
+    assert _peak(rows(0.1)) == (None, 0.0)  # 0.2 above is 1.4 standard errors of the difference
+    assert _peak(rows(1e-5, middle=1.015)) == (30, pytest.approx(0.015))  # the note's bump: +1.5%
+    assert _peak(rows(1e-6, middle=1.005)) == (None, 0.0)  # clear of the noise, but under BUMP
+
+
+def test_double_descent_averages_its_dataset_seeds(tmp_path):
+    """Each (m, T) row is the mean test loss over the run's instances (dataset seeds), its
+    standard error their spread over √seeds; the paper setting trains 4 seeds per T."""
+    from superposition.experiments import double_descent
+
+    assert double_descent._keys(double_descent.SETTINGS["paper"], 2, 100)["sparsity"] == [0.999] * 4
+    trained = {}
+    for T in (5, 10, 20):
+        config = sp.Config(**{**SMALL, "sparsity": [0.9] * 3, "importance_decay": 1.0, "dataset_size": T, "steps": 50})
+        run = sp.train(config, progress=False)
+        trained[2, T] = (run.config, run.params, run.examples, run.metrics)
+        assert len({tuple(run.examples.dense()[i].flatten().tolist()) for i in range(3)}) == 3  # three training sets
+    outcome = double_descent.conclude(trained, tmp_path)
+    for row, (_, _, _, metrics) in zip(outcome.table, trained.values()):
+        test = np.array([instance["test_loss"] for instance in metrics["instances"]])
+        assert row["seeds"] == 3 and row["test_loss"] == pytest.approx(test.mean(), rel=1e-5)
+        assert row["test_loss_se"] == pytest.approx(test.std(ddof=1) / np.sqrt(3), rel=1e-4)
+        assert row["test_low"] <= row["test_loss"] <= row["test_high"]
+        assert row["nothing"] == pytest.approx((1 - 0.9**30) / 30)  # not empty, unit norm, the mean over 30 features
+    assert "of 3)" in outcome.claims[0].ours  # the regimes are judged in every seed
 
 
 def test_the_loss_comparison_draws_each_convention_per_example(tmp_path):
