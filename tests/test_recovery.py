@@ -54,3 +54,38 @@ def test_a_run_scores_a_dictionary_of_its_own_feature_directions():
     assert row["recovered"] == 2 and row["latents_matched"] == 2 and row["mmcs"] < 1 - (1 - MATCH) * 2 / 5
     with pytest.raises(sp.ConfigError, match="latents: expected shape"):
         run.recovery(torch.zeros(1, 4, 3))
+
+
+def test_mcc_is_the_best_one_to_one_matching_not_the_greedy_one():
+    from superposition.analysis.recovery import mcc
+
+    # greedy by feature takes latent 0 for feature 0 (0.9) and leaves feature 1 its 0.1;
+    # the best one-to-one matching crosses: (0.8 + 0.85) / 2. Signs do not matter
+    assert mcc(torch.tensor([[0.9, -0.8], [0.85, 0.1]])) == pytest.approx(0.825)
+    # more latents than features: one pair per feature; fewer: one per latent
+    assert mcc(torch.tensor([[0.2, 1.0, 0.3], [0.1, 0.9, 0.4]])) == pytest.approx((1.0 + 0.4) / 2)
+    assert mcc(torch.tensor([[0.5], [0.7], [0.1]])) == pytest.approx(0.7)
+
+
+def test_uniqueness_counts_the_distinct_features_the_latents_take():
+    features = torch.eye(3)[None]
+    near = torch.nn.functional.normalize(torch.tensor([1.0, 0.1, 0.0]), dim=0)
+    latents = torch.stack([torch.eye(3)[0], near, -torch.eye(3)[1], torch.eye(3)[2]])[None]
+    (row,) = score(features, latents)
+    assert row["uniqueness"] == pytest.approx(3 / 4)  # features 0 (twice), 1 (by |cos|), 2
+    assert row["mcc"] == pytest.approx(1.0)  # 0, 1 and 2 each have a latent at |cos| 1
+
+
+def test_classification_scores_each_latent_against_its_closest_feature():
+    from superposition.analysis.recovery import classification
+
+    cos = torch.tensor([[0.9, 0.1, 0.0], [0.2, -0.95, 0.0]])  # latent 0 ~ feature 0, 1 ~ 1; latent 2 dead
+    present = torch.tensor([[1, 0], [1, 1], [0, 1], [0, 0]], dtype=torch.bool)
+    fires = torch.tensor([[1, 0, 0], [1, 1, 0], [1, 0, 0], [0, 1, 0]], dtype=torch.bool)
+    scores = classification(cos, present, fires)
+    # latent 0: fires on rows 0-2, feature 0 present on 0-1: precision 2/3, recall 1;
+    # latent 1: fires on 1 and 3, feature 1 present on 1-2: 1/2 and 1/2; latent 2: 0
+    f1 = [2 * (2 / 3) / (2 / 3 + 1), 0.5, 0.0]
+    assert scores["precision"] == pytest.approx((2 / 3 + 1 / 2) / 3)
+    assert scores["recall"] == pytest.approx((1 + 1 / 2) / 3)
+    assert scores["f1_per_latent"] == pytest.approx(f1, abs=1e-6) and scores["f1"] == pytest.approx(sum(f1) / 3)

@@ -27,6 +27,13 @@ def test_a_small_pentagon_sae_recovers_all_five_directions(pentagon):
     (row,) = sae.metrics["instances"]
     assert row["recovered"] == 5 and row["mmcs"] > 0.97
     assert row["variance_explained"] > 0.8 and row["dead_fraction"] < 0.5
+    # SAELens's synthetic scores: a latent per feature at |cos| ~ 1, and the 10 latents take
+    # all five features; a live latent shares its feature's firing with its duplicates (F1
+    # ~0.7 here), a dead one scores 0; the L1 penalty shrinks the reconstructions
+    assert row["mcc"] > 0.97 and row["uniqueness"] == 0.5
+    f1 = row["f1_per_latent"]
+    assert f1.count(0.0) == round(10 * row["dead_fraction"]) and all(f > 0.6 for f in f1 if f > 0)
+    assert row["f1"] == pytest.approx(sum(f1) / 10, abs=1e-5) and 0.3 < row["shrinkage"] < 1
     assert sae.config.latents == 10 and sae.config.settings == [pytest.approx(0.3 * float((pentagon.params["W"].norm(dim=-1) ** 2).mean()) / 2)]
 
 

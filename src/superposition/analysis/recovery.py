@@ -12,6 +12,16 @@ dictionary is a set of latent directions (the decoder rows). Per instance:
   latents         matched: at least MATCH with some feature and that feature's best
                   latent; duplicate: at least MATCH but another latent matches that
                   feature better; unmatched: below MATCH with every feature
+  mcc             mean |cos| over a one-to-one matching of features to latents that
+                  maximises it (Hungarian; O'Neill et al. 2025, SAELens's synthetic
+                  evaluations): min(features, latents) pairs
+  uniqueness      distinct features among the latents' closest (by |cos|), over the
+                  latents: 1 where every latent has a feature of its own
+
+and from activations (`classification`), each latent against the feature closest to it by
+|cos|, as SAELens's synthetic evaluations match them: precision, recall and F1 of "the
+latent fires" (activation > 0) as a detector of "its feature is present" (x_i ≠ 0), per
+latent and their means over every latent (a dead one scores 0).
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ from typing import Any
 
 import torch
 from jaxtyping import Bool, Float, Int
+from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 # A latent within ~25° of a feature's direction: far above what chance gives in the
@@ -61,9 +72,36 @@ def score(
                 "recovered": int((best[k][kept] >= MATCH).sum()),
                 "represented": int(kept.sum()),
                 **{f"latents_{name}": int((status == code).sum()) for code, name in enumerate(STATUS)},
+                "mcc": mcc(cos[k]),
+                "uniqueness": float(len(cos[k].abs().argmax(dim=0).unique()) / cos.shape[2]),
             }
         )
     return out
+
+
+def mcc(cos: Float[Tensor, "feat latent"]) -> float:
+    """The mean |cos| of the one-to-one matching of features to latents that maximises it."""
+    similarity = cos.abs().double().numpy()
+    rows, columns = linear_sum_assignment(similarity, maximize=True)
+    return float(similarity[rows, columns].mean())
+
+
+def classification(
+    cos: Float[Tensor, "feat latent"], present: Bool[Tensor, "rows feat"], fires: Bool[Tensor, "rows latent"]
+) -> dict[str, Any]:
+    """Each latent's firing as a detector of its closest feature's presence (module docstring)."""
+    feature = cos.abs().argmax(dim=0)  # per latent
+    truth = present[:, feature]  # (rows, latent): the latent's feature is present
+    hits = (truth & fires).sum(0).double()
+    precision = torch.where(fires.any(0), hits / fires.sum(0).clamp(min=1), 0.0)
+    recall = torch.where(truth.any(0), hits / truth.sum(0).clamp(min=1), 0.0)
+    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-300), 0.0)
+    return {
+        "precision": float(precision.mean()),
+        "recall": float(recall.mean()),
+        "f1": float(f1.mean()),
+        "f1_per_latent": [round(v, 6) for v in f1.tolist()],
+    }
 
 
 STATUS = ("matched", "duplicate", "unmatched")

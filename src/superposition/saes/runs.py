@@ -16,7 +16,9 @@
 Each SAE instance's row: its setting (l1_coefficient, k or l0_coefficient), the source
 instance it read, and its scores on a fixed evaluation batch of eval_batch_size fresh rows:
   recovery (recovery.py): mmcs, mmcs_all, recovered, represented, latents_matched,
-                          latents_duplicate, latents_unmatched
+                          latents_duplicate, latents_unmatched, mcc, uniqueness;
+                          precision, recall, f1 (means over latents) and f1_per_latent
+  shrinkage               mean over rows of ‖h'‖ / ‖h‖ (1: none; rows of ‖h‖ ≤ 1e-6 left out)
   dead_fraction           latents that fire on no row of the evaluation batch
   l0                      mean number of latents firing per row
   mse                     mean over rows and dimensions of (h − h')²
@@ -41,7 +43,7 @@ from jaxtyping import Float
 from safetensors.torch import load, save
 from torch import Tensor
 
-from ..analysis.recovery import score
+from ..analysis.recovery import classification, cosines, score
 from ..config import ConfigError
 from ..files import CONFIG, atomic_dir, seal, to_json, verify
 from ..runs import package_version
@@ -58,6 +60,7 @@ SEALED = (CONFIG, WEIGHTS, METRICS, HISTORY)
 
 # The SAEs' evaluation batch: the source's stream under its own seed, never a training one.
 EVAL_SEED_OFFSET = 1_000_003
+MIN_NORM = 1e-6  # rows of activations shorter than this have no shrinkage (an empty input's)
 
 
 @dataclass
@@ -132,7 +135,8 @@ def measure(result: SAEResult, run=None) -> SAE:
     copies = len(config.settings)
     features = source.features.cpu().repeat(copies, 1, 1)
     represented = source.represented.cpu().repeat(copies, 1)
-    h = source.batch(config.seed + EVAL_SEED_OFFSET, config.eval_batch_size, 0).cpu().repeat(copies, 1, 1)
+    x = source.inputs(config.seed + EVAL_SEED_OFFSET, config.eval_batch_size, 0)  # (sources, rows, feat)
+    h = torch.bmm(x, source.W).cpu().repeat(copies, 1, 1)  # source.batch's activations
     kind = SAE_KINDS[config.kind]
     setting = settings_tensor(config)
     with torch.no_grad():
@@ -142,6 +146,10 @@ def measure(result: SAEResult, run=None) -> SAE:
         mse = error / (h.shape[1] * h.shape[2])
         loss = mse + kind.sparsity_loss(result.params, pre, a, setting)
         firing = a > 0
+        norm = h.norm(dim=-1)
+        shrinkage = [float((h_hat[i].norm(dim=-1) / norm[i])[norm[i] > MIN_NORM].mean()) for i in range(len(h))]
+    present = (x != 0).cpu()
+    cos = cosines(features, result.params["W_dec"])
     rows = []
     for i, scores in enumerate(score(features, result.params["W_dec"], represented)):
         rows.append(
@@ -149,6 +157,8 @@ def measure(result: SAEResult, run=None) -> SAE:
                 kind.column: config.settings[i // config.source_instances],
                 "source_instance": i % config.source_instances,
                 **scores,
+                **classification(cos[i], present[i % config.source_instances], firing[i]),
+                "shrinkage": shrinkage[i],
                 "dead_fraction": float((~firing[i].any(0)).float().mean()),
                 "l0": float(firing[i].sum(-1).float().mean()),
                 "mse": float(mse[i]),

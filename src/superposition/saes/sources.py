@@ -47,10 +47,14 @@ class RunSource:
     def represented(self) -> Bool[Tensor, "inst feat"]:
         return self.W.norm(dim=-1) > REPRESENTED_NORM
 
-    def batch(self, seed: int, rows: int, step: int) -> Float[Tensor, "inst rows hidden"]:
-        """Activations of `rows` fresh inputs: the batch (seed, step) of the source's distribution."""
+    def inputs(self, seed: int, rows: int, step: int) -> Float[Tensor, "inst rows feat"]:
+        """The true features' values of `rows` fresh inputs: the batch (seed, step) of the source's distribution."""
         config = self.config.model_copy(update={"seed": seed, "batch_size": rows})
-        return torch.bmm(draw(config, self.probs, self.ids, step), self.W)
+        return draw(config, self.probs, self.ids, step)
+
+    def batch(self, seed: int, rows: int, step: int) -> Float[Tensor, "inst rows hidden"]:
+        """Activations of the same inputs: x W."""
+        return torch.bmm(self.inputs(seed, rows, step), self.W)
 
 
 # Each random choice of an SAE job draws from its own stream of the seed. One seed for
