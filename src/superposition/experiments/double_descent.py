@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from ..config import ConfigError
 from ..labels import describe
@@ -361,6 +362,7 @@ def _against_T() -> tuple[Figure, Any]:
 def _finish(fig: Figure, ax: Any, ylabel: str, trained: str) -> Figure:
     """A quantity against T on a log axis, titled with what was trained."""
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # over a decade or two they overlap: 3×10²4×10²
     ax.set_xlabel("training examples T")
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
