@@ -136,7 +136,7 @@ def measure(result: SAEResult, run=None) -> SAE:
     features = source.features.cpu().repeat(copies, 1, 1)
     represented = source.represented.cpu().repeat(copies, 1)
     x = source.inputs(config.seed + EVAL_SEED_OFFSET, config.eval_batch_size, 0)  # (sources, rows, feat)
-    h = torch.bmm(x, source.W).cpu().repeat(copies, 1, 1)  # source.batch's activations
+    h = source.activations(x).cpu().repeat(copies, 1, 1)
     kind = SAE_KINDS[config.kind]
     setting = settings_tensor(config)
     with torch.no_grad():

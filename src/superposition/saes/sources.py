@@ -52,9 +52,13 @@ class RunSource:
         config = self.config.model_copy(update={"seed": seed, "batch_size": rows})
         return draw(config, self.probs, self.ids, step)
 
+    def activations(self, x: Float[Tensor, "inst rows feat"]) -> Float[Tensor, "inst rows hidden"]:
+        """The activations of inputs x: x W."""
+        return torch.bmm(x, self.W)
+
     def batch(self, seed: int, rows: int, step: int) -> Float[Tensor, "inst rows hidden"]:
-        """Activations of the same inputs: x W."""
-        return torch.bmm(self.inputs(seed, rows, step), self.W)
+        """Activations of `inputs(seed, rows, step)`."""
+        return self.activations(self.inputs(seed, rows, step))
 
 
 # Each random choice of an SAE job draws from its own stream of the seed. One seed for
