@@ -206,8 +206,10 @@ class Config(BaseModel):
         )
 
 
-# Keys a user may give besides Config's own fields and the generators' options.
-CONVENIENCE_KEYS = {"sparsity", "importance_decay"}
+# Keys a user may give besides Config's own fields and the generators' options: a
+# firing profile's keys (data/firing.py) give feature_probability as sparsity does.
+FIRING_KEYS = {"firing", "firing_max", "firing_min", "zipf_exponent"}
+CONVENIENCE_KEYS = {"sparsity", "importance_decay"} | FIRING_KEYS
 USER_KEYS = set(Config.model_fields) | CONVENIENCE_KEYS
 
 
@@ -291,7 +293,12 @@ def _expand(raw: dict[str, Any]) -> dict[str, Any]:
         )
     if "sparsity" in keys and "feature_probability" in keys:
         raise ConfigError("sparsity: give either sparsity or feature_probability, not both")
-    if "feature_probability" in keys:
+    if profile := {key: keys.pop(key) for key in FIRING_KEYS if key in keys}:
+        if given := [key for key in ("sparsity", "feature_probability") if key in keys]:
+            raise ConfigError(f"{given[0]}: a firing profile gives every feature's probability; give either {given[0]} or firing")
+        row = firing_profile(profile, features)
+        probs = [list(row) for _ in range(copies)]
+    elif "feature_probability" in keys:
         probs = _per_instance("feature_probability", keys.pop("feature_probability"), 1)
         if len(probs) == 1 and len(probs[0]) != features:
             raise ConfigError(
@@ -326,6 +333,16 @@ def _expand(raw: dict[str, Any]) -> dict[str, Any]:
     for key, value in (model.defaults if model else {}).items():
         keys.setdefault(key, value)
     return {**keys, "feature_probability": probs, "importance": importance}
+
+
+def firing_profile(keys: dict[str, Any], features: int) -> list[float]:
+    """The row of feature probabilities of a firing profile's keys (data/firing.py)."""
+    if "firing" not in keys:
+        raise ConfigError(f"{next(iter(keys))}: belongs to a firing profile; give firing = \"zipf\" or \"linear\" with it")
+    try:
+        return generators().Firing(**keys).probabilities(features)
+    except ValidationError as error:
+        raise ConfigError(_one_line(error)) from None
 
 
 def _gather_options(keys: dict[str, Any]) -> dict[str, Any]:

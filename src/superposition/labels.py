@@ -64,7 +64,11 @@ def sae_source(config) -> str:
     if config.source == "run":
         source = f"run {Path(config.run).name if config.run else '(not saved)'}"
     else:
-        source = f"a random dictionary, density {config.density:g}"
+        firing = config.firing
+        rate = f"density {config.density:g}" if not firing else f"{firing['firing']} firing {firing['firing_max']:g} to {firing['firing_min']:g}"
+        shape = Config(features=config.features, hidden=config.dims, sparsity=[0.0], data=config.generator, data_options=config.data_options)
+        data = "" if config.generator == "paper" else f" of {GENERATORS[config.generator].describe(shape)}"
+        source = f"a random dictionary{data}, {rate}"
     return f"{source}: {config.features} features in {config.dims} dims"
 
 

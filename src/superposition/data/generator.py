@@ -90,6 +90,11 @@ class Generator:
         where only the options, not the whole config, are at hand)."""
         raise NotImplementedError
 
+    def hierarchy(self, config: Config) -> list[int]:
+        """The parent of each of the first features (-1: a root) where they form trees
+        (children fire only with their parents); empty where none do."""
+        return []
+
     def describe(self, config: Config) -> str:
         """The data in words, for figure titles."""
         return f"{self.name} data"

@@ -3,8 +3,10 @@
 User keys (the same on the command line, in a TOML file and in `sp.train_sae`):
 
   run = "runs/x"            the source: a trained toy model's directory (or, in Python, a Run)
-  data = "dictionary"       or a synthetic dictionary: features, dims, density, instances,
-                            and the paper data's options (correlation, set_size, strength)
+  data = "dictionary"       or a synthetic dictionary: features, dims, density (or a firing
+                            profile: firing, firing_max, firing_min, zipf_exponent),
+                            instances, and its data: `generator` (paper unless given) with
+                            that generator's options (correlation, set_size; roots, …)
   kind = "relu"             relu | topk | jumprelu, or a registered kind (saes.SAE_KINDS)
   latents, l1 | k | l0, steps, lr, batch_size, seed, device, engine, eval_batch_size
   resample, resample_every, resample_until, resample_pool   dead latents (saes/training.py)
@@ -47,8 +49,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..analysis.metrics import REPRESENTED_NORM
-from ..config import MAX_SIZE, MIN_PROBABILITY, ConfigError, Device, Engine, _one_line, finite_number, normalise_keys, plain
-from ..data import GENERATORS
+from ..config import FIRING_KEYS, MAX_SIZE, MIN_PROBABILITY, ConfigError, Device, Engine, _one_line, finite_number, firing_profile, normalise_keys, plain
+from ..data import GENERATORS, option_keys
 from ..files import CONFIG, read_marker, to_json
 from ..runs import load_run, package_version
 from . import SAE_KINDS, setting_columns
@@ -71,8 +73,10 @@ class SAEConfig(BaseModel):
     run_config_sha256: str | None = None  # of the source run's config.json
     features: int = Field(gt=0, le=MAX_SIZE)  # true features per source instance
     dims: int = Field(gt=0, le=MAX_SIZE)  # d_in
-    density: float | None = Field(None, gt=0, le=1)  # dictionary only
-    data_options: dict[str, Any] = Field(default_factory=dict)  # dictionary only: the paper generator's options
+    density: float | None = Field(None, gt=0, le=1)  # dictionary only, where no firing profile is given
+    firing: dict[str, Any] = Field(default_factory=dict)  # dictionary only: a firing profile's keys (data/firing.py)
+    generator: str = "paper"  # dictionary only: the data's generator
+    data_options: dict[str, Any] = Field(default_factory=dict)  # dictionary only: the generator's options
     source_instances: int = Field(1, gt=0, le=MAX_SIZE)
     latents: int = Field(gt=0, le=MAX_SIZE)
     settings: list[int | float]  # the kind's setting, one value per group of source instances
@@ -118,9 +122,13 @@ class SAEConfig(BaseModel):
             raise ValueError(f"sparsity_warmup: the {self.kind} SAE's {kind.setting} is not a penalty to warm up; drop it")
         if self.log_threshold and "threshold" not in kind.shapes(1, 1, 1):
             raise ValueError(f"log_threshold: the {self.kind} SAE has no threshold; drop it")
-        if (self.source == "dictionary") != (self.density is not None):
-            raise ValueError("density: give it for --data dictionary, and only there")
-        if self.data_options and self.source != "dictionary":
+        if (self.source == "dictionary") != (self.density is not None or bool(self.firing)):
+            raise ValueError("density: give it (or a firing profile) for --data dictionary, and only there")
+        if self.density is not None and self.firing:
+            raise ValueError("density: a firing profile gives every feature's probability; give density or firing, not both")
+        if self.generator not in GENERATORS:
+            raise ValueError(f"generator: unknown generator {self.generator!r}; registered: {', '.join(GENERATORS)}")
+        if (self.data_options or self.firing or self.generator != "paper") and self.source != "dictionary":
             raise ValueError("data_options: a run source's data is the run's own; options belong to --data dictionary")
         return self
 
@@ -135,19 +143,24 @@ class SAEConfig(BaseModel):
         return len(self.settings) * self.source_instances
 
 
-USER_KEYS = set(SAEConfig.model_fields) - {"source", "run_config_sha256", "source_instances", "settings", "data_options"} | {"data", "instances", "setting"}
-# a dictionary's features follow the paper's data, and take its options as keys
-DICTIONARY_OPTIONS = set(GENERATORS["paper"].Options.model_fields)
+USER_KEYS = set(SAEConfig.model_fields) - {"source", "run_config_sha256", "source_instances", "settings", "data_options", "firing"} | {
+    "data", "instances", "setting", *FIRING_KEYS
+}  # fmt: skip
+
+
+def dictionary_options() -> set[str]:
+    """A dictionary's data options, given as keys of their own: every registered generator's."""
+    return set(option_keys())
 
 
 def user_keys() -> set[str]:
     """Every key an SAE job may be given: USER_KEYS, the dictionary's data options and every
     registered kind's setting."""
-    return USER_KEYS | DICTIONARY_OPTIONS | set(setting_columns())
+    return USER_KEYS | dictionary_options() | set(setting_columns())
 
 
 RUN_ONLY = {"run"}
-DICTIONARY_ONLY = {"features", "dims", "density", "instances"} | DICTIONARY_OPTIONS
+DICTIONARY_ONLY = {"features", "dims", "density", "instances", "generator", *FIRING_KEYS}
 
 
 def resolve_sae(raw: dict[str, Any], run: Run | None = None) -> SAEConfig:
@@ -158,7 +171,7 @@ def resolve_sae(raw: dict[str, Any], run: Run | None = None) -> SAEConfig:
     data = keys.pop("data", "run" if (run is not None or "run" in keys) else None)
     if data not in ("run", "dictionary"):
         raise ConfigError("data: give a source run (RUN) or --data dictionary with --features and --dims")
-    for key in DICTIONARY_ONLY if data == "run" else RUN_ONLY:
+    for key in (DICTIONARY_ONLY | dictionary_options()) if data == "run" else RUN_ONLY:
         if key in keys:
             raise ConfigError(f"{key}: belongs to --data {'dictionary' if data == 'run' else 'run'}, not to a {data} source")
 
@@ -183,8 +196,9 @@ def resolve_sae(raw: dict[str, Any], run: Run | None = None) -> SAEConfig:
         missing = [key for key in ("features", "dims") if key not in keys]
         if missing:
             raise ConfigError(f"{missing[0]}: --data dictionary needs --features N and --dims D")
-        density = keys.setdefault("density", 0.01)
-        if not finite_number(density) or not MIN_PROBABILITY <= density <= 1:
+        firing = {key: keys.pop(key) for key in FIRING_KEYS if key in keys}
+        density = keys.get("density") if firing else keys.setdefault("density", 0.01)
+        if density is not None and (not finite_number(density) or not MIN_PROBABILITY <= density <= 1):
             raise ConfigError(
                 f"density: {density!r} is not a feature's probability; give a finite number from 2^-24 "
                 f"({MIN_PROBABILITY:.3g}, the rarest the data stream draws) to 1"
@@ -192,11 +206,16 @@ def resolve_sae(raw: dict[str, Any], run: Run | None = None) -> SAEConfig:
         instances = keys.pop("instances", 1)
         if isinstance(instances, bool) or not isinstance(instances, int) or not 0 < instances <= MAX_SIZE:
             raise ConfigError(f"instances: must be a whole number from 1 to {MAX_SIZE}, got {instances!r}")
-        options = {key: keys.pop(key) for key in DICTIONARY_OPTIONS if key in keys}
+        options = {key: keys.pop(key) for key in dictionary_options() if key in keys}
         source = {"source": "dictionary", "source_instances": instances, "data_options": options}
         r2 = 1.0
         features = keys["features"]
-        active = density * features if isinstance(features, int) and 0 < features <= MAX_SIZE else 1.0
+        sized = isinstance(features, int) and 0 < features <= MAX_SIZE
+        if firing and sized:
+            source["firing"] = firing
+            active = sum(firing_profile(firing, features))
+        else:
+            active = density * features if sized and density is not None else 1.0
     keys = {**source, **SAE_KINDS[kind].recipe, **keys}
     chosen = SAE_KINDS[kind]
     given = [key for key in keys if key in setting_columns() or key == "setting"]
@@ -220,9 +239,11 @@ def resolve_sae(raw: dict[str, Any], run: Run | None = None) -> SAEConfig:
         raise ConfigError(f"{chosen.setting}: the {kind} SAE needs at least one value (--{chosen.setting})")
     if data == "dictionary":
         # filled in; given ones checked against the dictionary's shape as the data's own config does it
-        options = keys["data_options"]
-        keys["data_options"] = GENERATORS["paper"].Options().model_dump() if not options else (
-            dictionary_data(instances, keys["features"], keys["dims"], keys["density"], options).data_options
+        options, generator = keys["data_options"], keys.get("generator", "paper")
+        if generator not in GENERATORS:
+            raise ConfigError(f"generator: unknown generator {generator!r}; registered: {', '.join(GENERATORS)}")
+        keys["data_options"] = GENERATORS[generator].Options().model_dump() if not options else (
+            dictionary_data(instances, keys["features"], keys["dims"], keys.get("density"), options, generator, keys.get("firing")).data_options
             if isinstance(keys.get("dims"), int) and isinstance(keys.get("features"), int) else options
         )
     return SAEConfig(**keys)

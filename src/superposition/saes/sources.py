@@ -9,9 +9,9 @@ fresh activations h (inst, batch, d) for a training step (nothing is stored):
   For a model with a hidden ReLU this is the pre-activation x W, not the hidden layer
   ReLU(x W): in x W every feature is one direction, after the ReLU it is not.
 - `DictionarySource`: a synthetic dictionary as in Sharkey et al. (2022): n random unit
-  directions in d dimensions per instance, features present with probability `density`
-  and values U[0, 1] (the paper's data, with its options: features in correlated or
-  anticorrelated sets, a correlation's strength), h = x F.
+  directions in d dimensions per instance, h = x F, with x any generator's data (the
+  paper's unless `generator` names another: `synthetic` for trees, low-rank correlation
+  and magnitudes), every feature at probability `density` or at a firing profile's.
 
 A source has one instance per dictionary (or toy-model instance); an SAE job trains
 `settings` copies of each, setting-major: SAE instance s * sources + i reads source i.
@@ -26,7 +26,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from ..config import Config, ConfigError
+from ..config import Config, ConfigError, firing_profile
 from ..limits import MAX_VALUES
 from ..data import batch as draw, feature_probability
 from ..analysis.metrics import REPRESENTED_NORM
@@ -72,12 +72,16 @@ def derived_seed(seed: int, purpose: int, *more: int) -> int:
     return int(np.random.SeedSequence([seed, purpose, *more]).generate_state(1, np.uint64)[0])
 
 
-def dictionary_data(instances: int, features: int, dims: int, density: float, options: dict[str, Any]) -> Config:
-    """The data a dictionary's features follow: the paper's, every feature at `density`,
-    with the paper generator's `options`; ConfigError where they do not fit."""
+def dictionary_data(
+    instances: int, features: int, dims: int, density: float | None, options: dict[str, Any], generator: str = "paper", firing: dict[str, Any] | None = None
+) -> Config:
+    """The data a dictionary's features follow: the generator's (the paper's unless named),
+    with its `options`, every feature at `density` or at the probabilities of a `firing`
+    profile; ConfigError where they do not fit."""
     if instances * features > MAX_VALUES:  # before a list of them is built
         raise ConfigError(f"features: {instances} instances x {features} features is more than {MAX_VALUES:,} values; split the work into several runs")
-    return Config(features=features, hidden=dims, feature_probability=[[density] * features] * instances, data="paper", data_options=options)
+    probs = firing_profile(firing, features) if firing else [density] * features
+    return Config(features=features, hidden=dims, feature_probability=[probs] * instances, data=generator, data_options=options)
 
 
 class DictionarySource(RunSource):

@@ -87,7 +87,7 @@ def source_of(config: SAEConfig, run=None, device: str = "cpu") -> RunSource:
 
 def dictionary_of(config: SAEConfig):
     """A dictionary source's data config (its features' probabilities and options)."""
-    return dictionary_data(config.source_instances, config.features, config.dims, config.density, config.data_options)
+    return dictionary_data(config.source_instances, config.features, config.dims, config.density, config.data_options, config.generator, config.firing)
 
 
 def warmed(config: SAEConfig, step: int) -> float:
