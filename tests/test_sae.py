@@ -205,7 +205,7 @@ def test_the_command_writes_an_sae_directory_that_names_its_source(cli, pentagon
         (["--features", "5"], "features: belongs to --data dictionary"),
         (["--latents", "100000000"], "latents: these SAEs need about"),  # refused before allocating
         (["--kind", "topk", "--sparsity-warmup", "0.1"], "sparsity_warmup: the topk SAE's k is not a penalty to warm up"),
-        (["--log-threshold"], "log_threshold: the relu SAE has no threshold"),
+        (["--log-threshold"], "log_threshold: the relu SAE has no trained threshold"),
         (["--beta1", "1"], "beta1:"),
     ],
 )

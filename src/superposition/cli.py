@@ -50,16 +50,16 @@ def _numbers(name: str, text: str | None, cast: type = float) -> list[Any] | Non
         raise ConfigError(f"{name}: {text!r} is not a comma-separated list of {what}, e.g. {example}") from None
 
 
-def _options(given: list[str]) -> dict[str, Any]:
-    """--data-option KEY=VALUE flags as keys; a value is read as TOML reads it (2, 0.5, true),
-    else kept as text (correlated)."""
+def _options(given: list[str], flag: str = "data-option") -> dict[str, Any]:
+    """--data-option (or --kind-option) KEY=VALUE flags as keys; a value is read as TOML reads
+    it (2, 0.5, true, [1, 2]), else kept as text (correlated)."""
     import tomllib
 
     keys: dict[str, Any] = {}
     for option in given:
         key, equals, text = option.partition("=")
         if not equals or not key.strip():
-            raise ConfigError(f"data-option: {option!r} is not KEY=VALUE, e.g. --data-option set_size=2")
+            raise ConfigError(f"{flag}: {option!r} is not KEY=VALUE, e.g. --{flag} {'set_size=2' if flag == 'data-option' else 'prefixes=[4,16]'}")
         try:
             value = tomllib.loads(f"v = {text.strip()}")["v"]
         except tomllib.TOMLDecodeError:
@@ -192,7 +192,8 @@ def sae(
     instances: Annotated[int | None, typer.Option(help="With --data dictionary: independent dictionaries (1).")] = None,
     generator: Annotated[str | None, typer.Option(help="With --data dictionary: its data's generator (paper; synthetic: trees, low-rank correlation, magnitudes).")] = None,
     data_option: Annotated[list[str] | None, typer.Option(help="With --data dictionary, KEY=VALUE: an option of its generator (correlation=correlated, set_size=2; roots=3, branching=3, exclusive=true) or of a firing profile in place of --density (firing=zipf, firing_max=0.4, firing_min=0.001).")] = None,
-    kind: Annotated[str | None, typer.Option(help="relu, topk, jumprelu, or a registered kind.")] = None,
+    kind: Annotated[str | None, typer.Option(help="relu, topk, jumprelu, batchtopk, matryoshka, or a registered kind.")] = None,
+    kind_option: Annotated[list[str] | None, typer.Option(help="KEY=VALUE: an option of the kind, e.g. prefixes=[4,16,64] for matryoshka.")] = None,
     latents: Annotated[int | None, typer.Option(help="Latents per SAE (default 2 x features).")] = None,
     l1: Annotated[str | None, typer.Option(help="relu: L1 coefficient(s), comma-separated: one SAE per value.")] = None,
     k: Annotated[str | None, typer.Option(help="topk: k (comma-separated for several).")] = None,
@@ -232,6 +233,7 @@ def sae(
         "generator": generator,
         **_options(data_option or []),
         "kind": kind,
+        **_options(kind_option or [], "kind-option"),
         "latents": latents,
         "l1": _numbers("l1", l1),
         "k": _numbers("k", k, int),

@@ -53,7 +53,7 @@ from ..config import FIRING_KEYS, MAX_SIZE, MIN_PROBABILITY, ConfigError, Device
 from ..data import GENERATORS, option_keys
 from ..files import CONFIG, read_marker, to_json
 from ..runs import load_run, package_version
-from . import SAE_KINDS, setting_columns
+from . import SAE_KINDS, SAEKind, setting_columns
 from .sources import dictionary_data
 
 if TYPE_CHECKING:
@@ -79,6 +79,7 @@ class SAEConfig(BaseModel):
     data_options: dict[str, Any] = Field(default_factory=dict)  # dictionary only: the generator's options
     source_instances: int = Field(1, gt=0, le=MAX_SIZE)
     latents: int = Field(gt=0, le=MAX_SIZE)
+    kind_options: dict[str, Any] = Field(default_factory=dict)  # the kind's own keys (its Options), defaults filled in
     settings: list[int | float]  # the kind's setting, one value per group of source instances
     steps: int = Field(5000, gt=0, le=MAX_SIZE)
     lr: float = Field(1e-3, gt=0)
@@ -120,8 +121,10 @@ class SAEConfig(BaseModel):
                 raise ValueError(f"{kind.setting}: {v} {problem}")
         if self.sparsity_warmup > 0 and kind.whole:
             raise ValueError(f"sparsity_warmup: the {self.kind} SAE's {kind.setting} is not a penalty to warm up; drop it")
-        if self.log_threshold and "threshold" not in kind.shapes(1, 1, 1):
-            raise ValueError(f"log_threshold: the {self.kind} SAE has no threshold; drop it")
+        if self.log_threshold and not kind.trains_threshold:
+            raise ValueError(f"log_threshold: the {self.kind} SAE has no trained threshold; drop it")
+        if kind.validate(self.kind_options, self.latents) != self.kind_options:
+            raise ValueError(f"kind_options: give every option of the {self.kind} SAE (resolve_sae fills in defaults)")
         if (self.source == "dictionary") != (self.density is not None or bool(self.firing)):
             raise ValueError("density: give it (or a firing profile) for --data dictionary, and only there")
         if self.density is not None and self.firing:
@@ -142,6 +145,11 @@ class SAEConfig(BaseModel):
     def instances(self) -> int:
         return len(self.settings) * self.source_instances
 
+    @property
+    def sae_kind(self) -> SAEKind:
+        """The kind, with this config's options."""
+        return SAE_KINDS[self.kind].bound(self.kind_options)
+
 
 USER_KEYS = set(SAEConfig.model_fields) - {"source", "run_config_sha256", "source_instances", "settings", "data_options", "firing"} | {
     "data", "instances", "setting", *FIRING_KEYS
@@ -153,10 +161,19 @@ def dictionary_options() -> set[str]:
     return set(option_keys())
 
 
+def kind_options() -> dict[str, list[str]]:
+    """Every registered kind's own keys, with the kinds that declare them."""
+    keys: dict[str, list[str]] = {}
+    for name, kind in SAE_KINDS.items():
+        for key in kind.Options.model_fields:
+            keys.setdefault(key, []).append(name)
+    return keys
+
+
 def user_keys() -> set[str]:
     """Every key an SAE job may be given: USER_KEYS, the dictionary's data options and every
-    registered kind's setting."""
-    return USER_KEYS | dictionary_options() | set(setting_columns())
+    registered kind's setting and options."""
+    return USER_KEYS | dictionary_options() | set(setting_columns()) | set(kind_options())
 
 
 RUN_ONLY = {"run"}
@@ -218,6 +235,10 @@ def resolve_sae(raw: dict[str, Any], run: Run | None = None) -> SAEConfig:
             active = density * features if sized and density is not None else 1.0
     keys = {**source, **SAE_KINDS[kind].recipe, **keys}
     chosen = SAE_KINDS[kind]
+    own = {key: keys.pop(key) for key in kind_options() if key in keys}
+    for key in own:
+        if kind not in kind_options()[key]:
+            raise ConfigError(f"{key}: an option of the {' and '.join(kind_options()[key])} SAE, not of {kind}; drop it or set kind")
     given = [key for key in keys if key in setting_columns() or key == "setting"]
     for key in given:
         if key not in (chosen.setting, "setting"):
@@ -235,6 +256,12 @@ def resolve_sae(raw: dict[str, Any], run: Run | None = None) -> SAEConfig:
         default = chosen.default_setting(r2, d, active)
         if "settings" not in keys and default is not None:
             keys["settings"] = [default]
+    latents = keys.get("latents")
+    if isinstance(latents, int) and not isinstance(latents, bool) and 0 < latents <= MAX_SIZE:
+        try:
+            keys["kind_options"] = chosen.validate(own, latents)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
     if "settings" not in keys:
         raise ConfigError(f"{chosen.setting}: the {kind} SAE needs at least one value (--{chosen.setting})")
     if data == "dictionary":

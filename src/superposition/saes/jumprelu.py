@@ -58,6 +58,7 @@ class JumpReLU(SAEKind):
     # log θ, moving ~lr per step, cannot climb from 0.001 to the ~0.3 the pentagon's
     # interference needs (lr x steps ~ log(0.3 / 0.001) ~ 6) and some latents fire always
     recipe = {"lr": 3e-3}
+    trains_threshold = True
 
     def shapes(self, instances, d_in, latents):
         return {**super().shapes(instances, d_in, latents), "threshold": (instances, latents)}

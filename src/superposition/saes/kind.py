@@ -25,15 +25,20 @@ the L0 coefficient, which is how one job trains a grid of penalties.
 A kind is a subclass of `SAEKind` registered with `@register` (`sp.register_sae` from
 outside the package); `SAE_KINDS` is the table the config, the engines, the trainer and
 the command line read. A kind whose setting is l1, k or l0 needs nothing else: a new
-kind (BatchTopK, say) is one class.
+kind (BatchTopK, say) is one class. What a kind may override besides its activation:
+its own config keys (`Options`, a pydantic model: Matryoshka's prefixes), the
+reconstruction loss (Matryoshka's sum over prefixes), the activation at inference
+(BatchTopK's threshold) and a calibration after training that sets it.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+import copy
+from typing import Any, ClassVar
 
 import torch
 from jaxtyping import Bool, Float
+from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import Tensor
 
 from ..errors import ConfigError
@@ -48,8 +53,15 @@ Params = dict[str, Tensor]
 ENCODER_INIT = 0.1
 
 
+class NoOptions(BaseModel):
+    """A kind's own config keys; subclass it to declare some (each field a key)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
 class SAEKind:
-    """An SAE kind. `setting` is one value per instance: its penalty coefficient or its k."""
+    """An SAE kind. `setting` is one value per instance: its penalty coefficient or its k.
+    The instance in SAE_KINDS has the default options; `bound` gives one with a config's."""
 
     name: ClassVar[str]
     # the config key of its per-instance setting, also its command-line flag and sweep axis
@@ -68,6 +80,38 @@ class SAEKind:
     # its training recipe: config keys (lr, beta1, sparsity_warmup, log_threshold, …) a job
     # of this kind takes where none is given, in place of SAEConfig's own defaults
     recipe: ClassVar[dict[str, object]] = {}
+    Options: ClassVar[type[NoOptions]] = NoOptions
+    # θ is a parameter the optimiser trains (so `log_threshold` applies to it)
+    trains_threshold: ClassVar[bool] = False
+    # it sets something after training from the pre-activations of fresh batches (`calibrate`)
+    calibrates: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        self.options: Any = self.Options()
+
+    def bound(self, options: dict[str, Any]) -> SAEKind:
+        """This kind with a config's options (validated: see `validate`)."""
+        kind = copy.copy(self)
+        kind.options = self.Options(**options)
+        return kind
+
+    def validate(self, given: dict[str, Any], latents: int) -> dict[str, Any]:
+        """The options as given with every default filled in; bad ones raise ValueError naming the key."""
+        try:
+            options = self.Options(**given)
+        except ValidationError as error:
+            first = error.errors()[0]
+            key = ".".join(str(part) for part in first["loc"])
+            if first["type"] == "extra_forbidden":
+                raise ValueError(f"{key}: not an option of the {self.name} SAE") from None
+            raise ValueError(f"{key}: {first['msg'].removeprefix('Value error, ')} (got {first.get('input')!r})") from None
+        if problem := self.options_problem(options, latents):
+            raise ValueError(problem)
+        return options.model_dump()
+
+    def options_problem(self, options: Any, latents: int) -> str | None:
+        """What is wrong with these options for an SAE of `latents` latents (a line naming the key), or None."""
+        return None
 
     def shapes(self, instances: int, d_in: int, latents: int) -> dict[str, tuple[int, ...]]:
         return {
@@ -92,8 +136,21 @@ class SAEKind:
     def activate(self, params: Params, pre: Float[Tensor, "inst batch latents"], setting: Tensor) -> Float[Tensor, "inst batch latents"]:
         raise NotImplementedError
 
+    def infer(self, params: Params, pre: Float[Tensor, "inst batch latents"], setting: Tensor) -> Float[Tensor, "inst batch latents"]:
+        """The activation outside training (scores, `SAE.encode`): the training one unless overridden."""
+        return self.activate(params, pre, setting)
+
     def decode(self, params: Params, a: Float[Tensor, "inst batch latents"]) -> Float[Tensor, "inst batch d_in"]:
         return torch.baddbmm(params["b_dec"][:, None, :], a, params["W_dec"])
+
+    def reconstruction_loss(
+        self, params: Params, h: Float[Tensor, "inst batch d_in"], a: Float[Tensor, "inst batch latents"], h_hat: Float[Tensor, "inst batch d_in"]
+    ) -> Float[Tensor, "inst"]:
+        """The training loss's reconstruction term: the mean squared error."""
+        return ((h - h_hat) ** 2).mean(dim=(1, 2))
+
+    def calibrate(self, params: Params, pres: list[Float[Tensor, "inst batch latents"]], setting: Tensor) -> None:
+        """After training (where `calibrates`): set what inference needs from fresh batches' pre-activations."""
 
     def sparsity_loss(self, params: Params, pre: Tensor, a: Tensor, setting: Tensor) -> Float[Tensor, "inst"]:
         return torch.zeros(a.shape[0], device=a.device)
@@ -141,8 +198,8 @@ def register(cls: type[SAEKind]) -> type[SAEKind]:
     return cls
 
 
-def forward(kind: SAEKind, params: Params, h: Tensor, setting: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(pre, a, h') of every instance."""
+def forward(kind: SAEKind, params: Params, h: Tensor, setting: Tensor, inference: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    """(pre, a, h') of every instance, with the training activation or, with `inference`, the kind's inference one."""
     pre = kind.pre(params, h)
-    a = kind.activate(params, pre, setting)
+    a = (kind.infer if inference else kind.activate)(params, pre, setting)
     return pre, a, kind.decode(params, a)

@@ -23,7 +23,7 @@ instance it read, and its scores on a fixed evaluation batch of eval_batch_size 
   l0                      mean number of latents firing per row
   mse                     mean over rows and dimensions of (h − h')²
   variance_explained      1 − Σ (h − h')² / Σ (h − mean h)²
-  loss                    the training loss on that batch (mse + sparsity term)
+  loss                    the training loss on that batch (its reconstruction term + sparsity term)
   resampled               latents resampled during training
   dead_at_checks          latents silent since the check before, at each check (metrics'
                           `checks`: the steps), counted before that check resampled any
@@ -97,7 +97,7 @@ class SAE:
         if h.dim() != 3 or h.shape[0] != len(self) or h.shape[2] != self.config.dims:
             raise ConfigError(f"h: expected shape (instances={len(self)}, batch, d_in={self.config.dims}), got {tuple(h.shape)}")
         with torch.no_grad():
-            return forward(SAE_KINDS[self.config.kind], self.params, h, settings_tensor(self.config))
+            return forward(self.config.sae_kind, self.params, h, settings_tensor(self.config), inference=True)
 
     def plot(self, name: str = "directions"):
         """One figure as a matplotlib Figure: directions (d_in = 2) or penalty (several settings)."""
@@ -137,14 +137,14 @@ def measure(result: SAEResult, run=None) -> SAE:
     represented = source.represented.cpu().repeat(copies, 1)
     x = source.inputs(config.seed + EVAL_SEED_OFFSET, config.eval_batch_size, 0)  # (sources, rows, feat)
     h = source.activations(x).cpu().repeat(copies, 1, 1)
-    kind = SAE_KINDS[config.kind]
+    kind = config.sae_kind
     setting = settings_tensor(config)
     with torch.no_grad():
-        pre, a, h_hat = forward(kind, result.params, h, setting)
+        pre, a, h_hat = forward(kind, result.params, h, setting, inference=True)
         error = ((h - h_hat) ** 2).sum(dim=(1, 2))
         spread = ((h - h.mean(1, keepdim=True)) ** 2).sum(dim=(1, 2))
         mse = error / (h.shape[1] * h.shape[2])
-        loss = mse + kind.sparsity_loss(result.params, pre, a, setting)
+        loss = kind.reconstruction_loss(result.params, h, a, h_hat) + kind.sparsity_loss(result.params, pre, a, setting)
         firing = a > 0
         norm = h.norm(dim=-1)
         shrinkage = [float((h_hat[i].norm(dim=-1) / norm[i])[norm[i] > MIN_NORM].mean()) for i in range(len(h))]

@@ -63,7 +63,7 @@ class RunSource:
 
 # Each random choice of an SAE job draws from its own stream of the seed. One seed for
 # two of them once made the dictionary's directions the SAE's initial decoder rows.
-DICTIONARY, SAE_INIT, RESAMPLING, RESAMPLING_POOL = 1, 2, 3, 4
+DICTIONARY, SAE_INIT, RESAMPLING, RESAMPLING_POOL, CALIBRATION = 1, 2, 3, 4, 5
 
 
 def derived_seed(seed: int, purpose: int, *more: int) -> int:

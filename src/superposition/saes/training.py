@@ -42,12 +42,13 @@ from ..training.compiled import backend, own_code
 from ..training.engines import ENGINES, device_of, engine_of
 from ..training.loop import Diverged, LossBar, divergence, require_memory
 from ..training.steps import BETAS, EPS
-from . import AUXK_WEIGHT, BANDWIDTH, SAE_KINDS, THRESHOLD_INIT, Params, forward, k_aux
+from . import AUXK_WEIGHT, BANDWIDTH, THRESHOLD_INIT, Params, forward, k_aux
 from .config import SAEConfig, config_sha256
-from .sources import RESAMPLING, RESAMPLING_POOL, SAE_INIT, DictionarySource, RunSource, derived_seed, dictionary_data
+from .sources import CALIBRATION, RESAMPLING, RESAMPLING_POOL, SAE_INIT, DictionarySource, RunSource, derived_seed, dictionary_data
 
 DEAD_STEPS = 100
 RESAMPLE_SCALE = 0.2
+CALIBRATION_BATCHES = 8  # a kind that calibrates after training (BatchTopK's threshold) reads this many
 
 
 @dataclass
@@ -139,7 +140,7 @@ def train(config: SAEConfig, run=None, progress: bool = False) -> SAEResult:
     device = device_of(config)
     source = source_of(config, run, device)
     engine = engine_of(config, device, source.config)
-    kind = SAE_KINDS[config.kind]
+    kind = config.sae_kind
     n, d, L = config.instances, config.dims, config.latents
     copies = len(config.settings)
     # every setting starts from the same weights on the same data: only the setting differs
@@ -172,9 +173,21 @@ def train(config: SAEConfig, run=None, progress: bool = False) -> SAEResult:
                 if config.resample and done <= config.resample_until * config.steps:
                     with torch.no_grad():
                         resampled += _resample(config, source, stepper, kind, dead, len(checks)).cpu()
+    if kind.calibrates:
+        with torch.no_grad():
+            calibrate(config, source, kind, stepper.params)
     params = {k: v.detach().cpu().clone() for k, v in stepper.params.items()}
     dead = torch.stack(dead_counts) if dead_counts else torch.zeros(0, n, dtype=torch.long)
     return SAEResult(config, params, history, resampled, checks, dead, time.perf_counter() - looping, looping - started, engine)
+
+
+def calibrate(config: SAEConfig, source, kind, params: Params) -> None:
+    """Let the kind set what its inference needs from CALIBRATION_BATCHES fresh training-sized
+    batches (their own stream of the seed; the same rows for every setting)."""
+    seed = derived_seed(config.seed, CALIBRATION) % 2**63
+    setting = settings_tensor(config, params["W_enc"].device)
+    pres = [kind.pre(params, source.batch(seed, config.batch_size, b).repeat(len(config.settings), 1, 1)) for b in range(CALIBRATION_BATCHES)]
+    kind.calibrate(params, pres, setting)
 
 
 def step_loss(
@@ -182,7 +195,7 @@ def step_loss(
 ) -> tuple[Float[Tensor, "inst"], Bool[Tensor, "inst latents"]]:
     """Each SAE's loss on the batch h, and which of its latents fired."""
     pre, a, h_hat = forward(kind, params, h, setting)
-    loss = ((h - h_hat) ** 2).mean(dim=(1, 2)) + kind.sparsity_loss(params, pre, a, setting) + kind.aux_loss(params, h - h_hat, pre, dead)
+    loss = kind.reconstruction_loss(params, h, a, h_hat) + kind.sparsity_loss(params, pre, a, setting) + kind.aux_loss(params, h - h_hat, pre, dead)
     return loss, (a > 0).any(1)
 
 
@@ -192,7 +205,7 @@ class _Reference:
 
     def __init__(self, config: SAEConfig, params: Params, source):
         self.config, self.source = config, source
-        self.kind = SAE_KINDS[config.kind]
+        self.kind = config.sae_kind
         self.loss_of = self.loss_function()
         self.params = {k: v.requires_grad_() for k, v in params.items()}
         # θ trained as log θ takes its own Adam step (`_log_threshold_step`)
@@ -257,7 +270,7 @@ class _Compiled(_Reference):
     to build their guards ("sources must not be empty") once a second shape arrives."""
 
     def loss_function(self) -> Callable:
-        key = (self.kind.name, type(self.kind), backend())
+        key = (self.kind.name, type(self.kind), repr(self.kind.options), backend())
         if key not in _COMPILED_LOSSES:
             kind = self.kind
 

@@ -1,0 +1,52 @@
+"""BatchTopK SAE (Bussmann et al. 2024): in training, the k · batch largest ReLU(pre) of the
+whole batch (not k per row), so a row may use more latents than k and another fewer; the
+TopK AuxK loss. At inference a row cannot see its batch: a latent fires where pre > θ, θ
+one threshold per SAE estimated after training as the mean, over CALIBRATION_BATCHES
+fresh batches, of the smallest activation the batch's top k · batch kept (Bussmann et
+al.'s estimate; SAELens keeps a running average of the same during training). θ is saved
+for every latent, as a JumpReLU SAE saves it, which is what the SAE becomes."""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from .kind import register
+from .topk import TopK
+
+
+@register
+class BatchTopK(TopK):
+    name, formula = "batchtopk", "ReLU(TopK over the batch (k · batch) of pre), AuxK loss; pre > θ at inference"
+    calibrates = True
+
+    def shapes(self, instances, d_in, latents):
+        return {**super().shapes(instances, d_in, latents), "threshold": (instances, latents)}
+
+    def init(self, instances, d_in, latents, generator):
+        return {**super().init(instances, d_in, latents, generator), "threshold": torch.zeros(instances, latents)}
+
+    def activate(self, params, pre, setting):
+        return batch_top(pre, setting.long())
+
+    def infer(self, params, pre, setting):
+        return torch.where(pre > params["threshold"][:, None, :], pre, 0.0)
+
+    def calibrate(self, params, pres, setting):
+        smallest = []
+        for pre in pres:
+            a = batch_top(pre, setting.long())
+            smallest.append(torch.where(a > 0, a, torch.inf).flatten(1).amin(1).nan_to_num(0.0, posinf=0.0))
+        params["threshold"].copy_(torch.stack(smallest).mean(0)[:, None].expand_as(params["threshold"]))
+
+
+def batch_top(pre: Float[Tensor, "inst batch latents"], k: Tensor) -> Float[Tensor, "inst batch latents"]:
+    """ReLU of the k[i] · batch largest pre-activations of instance i's whole batch, the rest 0."""
+    inst, rows, latents = pre.shape
+    flat = pre.reshape(inst, rows * latents)
+    keep = (k * rows).clamp(max=rows * latents)
+    values, index = flat.topk(int(keep.max()), dim=-1)
+    rank = torch.arange(values.shape[-1], device=pre.device)
+    values = torch.where(rank < keep.view(-1, 1), torch.relu(values), 0.0)
+    return torch.zeros_like(flat).scatter(-1, index, values).view_as(pre)
