@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import superposition as sp
-from superposition.analysis.recovery import MATCH, score
+from superposition.analysis.recovery import MATCH, absorption, cosines, score
 
 
 def _unit(shape, seed):
@@ -89,3 +89,29 @@ def test_classification_scores_each_latent_against_its_closest_feature():
     assert scores["precision"] == pytest.approx((2 / 3 + 1 / 2) / 3)
     assert scores["recall"] == pytest.approx((1 + 1 / 2) / 3)
     assert scores["f1_per_latent"] == pytest.approx(f1, abs=1e-6) and scores["f1"] == pytest.approx(sum(f1) / 3)
+
+
+def test_absorption_is_zero_for_an_oracle_sae_and_one_for_a_constructed_absorbing_one():
+    # parent 0 with children 1 and 2, feature 3 alone; orthonormal directions in 4 dims
+    features = torch.eye(4)
+    parents = [-1, 0, 0]
+    present = torch.tensor([[1, 0, 0, 0], [1, 1, 0, 0], [1, 0, 1, 1], [0, 0, 0, 1], [1, 1, 0, 1]], dtype=torch.bool)
+    oracle = cosines(features[None], features[None])[0]
+    assert absorption(features, oracle, present, present, parents) == {"absorption": 0.0, "absorption_per_child": [0.0, 0.0]}
+    # the children's latents write parent + child; the parent's fires only without a child
+    latents = torch.nn.functional.normalize(torch.stack([features[0], features[0] + features[1], features[0] + features[2], features[3]]), dim=-1)
+    cos = cosines(features[None], latents[None])[0]
+    fires = present.clone()
+    fires[:, 0] = present[:, 0] & ~present[:, 1] & ~present[:, 2]
+    assert absorption(features, cos, present, fires, parents) == {"absorption": 1.0, "absorption_per_child": [1.0, 1.0]}
+    # the parent's latent firing on one of child 1's two rows halves its rate
+    fires[1, 0] = True
+    assert absorption(features, cos, present, fires, parents)["absorption_per_child"] == [0.5, 1.0]
+    # silent beside the child but the child's latent is its own direction: a false negative, not absorption
+    fires = present.clone()
+    fires[:, 0] = present[:, 0] & ~present[:, 1] & ~present[:, 2]
+    assert absorption(features, oracle, present, fires, parents)["absorption"] == 0.0
+    # non-orthogonal features: the child's own cosine with its parent is not absorption
+    skewed = torch.nn.functional.normalize(torch.tensor([[1.0, 0, 0, 0], [0.6, 0.8, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]), dim=-1)
+    cos = cosines(skewed[None], skewed[None])[0]
+    assert absorption(skewed, cos, present, fires, parents)["absorption"] == 0.0

@@ -140,3 +140,9 @@ def test_a_dictionary_sae_reads_synthetic_data_with_a_zipf_profile(tmp_path):
         sp.train_sae(data="dictionary", features=12, dims=6, density=0.1, firing="zipf", firing_max=0.3, firing_min=0.05)
     with pytest.raises(sp.ConfigError, match="^roots: belongs to --data dictionary"):
         sp.train_sae(sp.train(sp.Config(steps=10, sparsity=[0.9])), roots=2)
+
+
+def test_the_largest_uniform_gives_a_finite_normal():
+    u = torch.tensor([0.0, 0.5, 1 - 2.0**-24])
+    z = lowrank.normal(u)
+    assert torch.isfinite(z).all() and float(z[0]) == pytest.approx(-float(z[2]), rel=1e-6) and float(z[1]) == pytest.approx(2.0**-25 * 2.5066, rel=1e-3)

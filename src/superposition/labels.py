@@ -65,10 +65,15 @@ def sae_source(config) -> str:
         source = f"run {Path(config.run).name if config.run else '(not saved)'}"
     else:
         firing = config.firing
-        rate = f"density {config.density:g}" if not firing else f"{firing['firing']} firing {firing['firing_max']:g} to {firing['firing_min']:g}"
+        if firing:
+            rate = f"{firing['firing']} firing {firing['firing_max']:g} to {firing['firing_min']:g}"
+        elif isinstance(config.density, list):
+            rate = f"densities {min(config.density):g} to {max(config.density):g}"
+        else:
+            rate = f"density {config.density:g}"
         shape = Config(features=config.features, hidden=config.dims, sparsity=[0.0], data=config.generator, data_options=config.data_options)
         data = "" if config.generator == "paper" else f" of {GENERATORS[config.generator].describe(shape)}"
-        source = f"a random dictionary{data}, {rate}"
+        source = f"a random {'orthonormal ' if config.orthogonal else ''}dictionary{data}, {rate}"
     return f"{source}: {config.features} features in {config.dims} dims"
 
 

@@ -22,6 +22,17 @@ and from activations (`classification`), each latent against the feature closest
 |cos|, as SAELens's synthetic evaluations match them: precision, recall and F1 of "the
 latent fires" (activation > 0) as a detector of "its feature is present" (x_i ≠ 0), per
 latent and their means over every latent (a dead one scores 0).
+
+Where features form trees (a child present only with its parent), `absorption`, after
+Chanin et al. ("A is for Absorption", 2024, and their toy models of it): the latents of
+parent P and child C are those the one-to-one matching of `mcc` gives them. A row on which
+C is present is absorbed when P's latent is silent while C's latent fires and carries the
+parent direction, its decoder row's cosine with P at least ABSORBED above the cosine of C
+itself with P (so a latent that is C's own direction never carries it, orthogonal or not).
+Per child, the share of its rows absorbed; `absorption` is the mean over the children
+present on some row. 0 for an SAE whose latents are the features; 1 where the parent's
+latent never fires beside the child and the child's latent has taken the parent's
+direction, as an L1 SAE's does in their toy.
 """
 
 from __future__ import annotations
@@ -36,6 +47,10 @@ from torch import Tensor
 # A latent within ~25° of a feature's direction: far above what chance gives in the
 # toy models' small hidden spaces, and what "recovered" is meant to be.
 MATCH = 0.9
+# A child's latent carries its parent's direction from this much more cosine with it than the
+# child itself has: (C + αP)/‖C + αP‖ with orthogonal C, P passes from α ≈ 0.33 (a fifth of
+# Chanin et al.'s absorbing latent's α = 1, cosine 0.71)
+ABSORBED = 0.3
 
 
 def cosines(
@@ -79,11 +94,47 @@ def score(
     return out
 
 
+def matching(cos: Float[Tensor, "feat latent"]) -> tuple[Any, Any]:
+    """The one-to-one matching of features to latents that maximises the sum of |cos|: (features, their latents)."""
+    return linear_sum_assignment(cos.abs().double().numpy(), maximize=True)
+
+
 def mcc(cos: Float[Tensor, "feat latent"]) -> float:
     """The mean |cos| of the one-to-one matching of features to latents that maximises it."""
-    similarity = cos.abs().double().numpy()
-    rows, columns = linear_sum_assignment(similarity, maximize=True)
-    return float(similarity[rows, columns].mean())
+    rows, columns = matching(cos)
+    return float(cos.abs().double()[rows, columns].mean())
+
+
+def absorption(
+    features: Float[Tensor, "feat dim"],
+    cos: Float[Tensor, "feat latent"],
+    present: Bool[Tensor, "rows feat"],
+    fires: Bool[Tensor, "rows latent"],
+    parents: list[int],
+) -> dict[str, Any]:
+    """The absorption rate of the module docstring: its mean over children and each child's (None: never present)."""
+    rows, columns = matching(cos)
+    latent = dict(zip(rows.tolist(), columns.tolist()))
+    unit = torch.nn.functional.normalize(features.float(), dim=-1)
+    rates: list[float | None] = []
+    for child, parent in enumerate(parents):
+        if parent < 0:
+            continue
+        on = present[:, child]
+        if not bool(on.any()):
+            rates.append(None)
+            continue
+        if child not in latent:  # more features than latents, and this child has none
+            rates.append(0.0)
+            continue
+        lc = latent[child]
+        carries = float(cos[parent, lc]) - float(unit[child] @ unit[parent]) >= ABSORBED
+        # a parent left without a latent is silent everywhere
+        silent = ~fires[:, latent[parent]] if parent in latent else torch.ones_like(on)
+        absorbed = on & silent & fires[:, lc] if carries else torch.zeros_like(on)
+        rates.append(float(absorbed.sum() / on.sum()))
+    seen = [r for r in rates if r is not None]
+    return {"absorption": sum(seen) / len(seen) if seen else float("nan"), "absorption_per_child": rates}
 
 
 def classification(

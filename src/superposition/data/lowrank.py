@@ -21,8 +21,10 @@ FACTOR, SPREAD = 0, 1
 
 
 def normal(u: Float[Tensor, "..."]) -> Float[Tensor, "..."]:
-    """A standard normal from a 24-bit uniform on [0, 1), by the inverse CDF (centred on its bin)."""
-    return torch.special.ndtri(u + 2.0**-25)
+    """A standard normal from a 24-bit uniform on [0, 1), by the inverse CDF at its bin's
+    centre; in float64, where the largest uniform's centre, 1 − 2**-25, would round to 1 in
+    float32 and give +inf (and a magnitude of 0 · inf = nan)."""
+    return torch.special.ndtri(u.double() + 2.0**-25).float()
 
 
 def structure(seed: int, part: int, count: int, device: torch.device) -> Float[Tensor, "count"]:

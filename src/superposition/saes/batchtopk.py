@@ -20,6 +20,10 @@ from .topk import TopK
 class BatchTopK(TopK):
     name, formula = "batchtopk", "ReLU(TopK over the batch (k · batch) of pre), AuxK loss; pre > θ at inference"
     calibrates = True
+    whole = False  # k is a mean over the batch's rows: 1.25 keeps 1.25 · batch (rounded), as SAELens allows
+
+    def setting_problem(self, value, latents):
+        return None if 0 < value <= latents else f"must be above 0 and at most latents ({latents})"
 
     def shapes(self, instances, d_in, latents):
         return {**super().shapes(instances, d_in, latents), "threshold": (instances, latents)}
@@ -28,7 +32,7 @@ class BatchTopK(TopK):
         return {**super().init(instances, d_in, latents, generator), "threshold": torch.zeros(instances, latents)}
 
     def activate(self, params, pre, setting):
-        return batch_top(pre, setting.long())
+        return batch_top(pre, setting)
 
     def infer(self, params, pre, setting):
         return torch.where(pre > params["threshold"][:, None, :], pre, 0.0)
@@ -36,16 +40,16 @@ class BatchTopK(TopK):
     def calibrate(self, params, pres, setting):
         smallest = []
         for pre in pres:
-            a = batch_top(pre, setting.long())
+            a = batch_top(pre, setting)
             smallest.append(torch.where(a > 0, a, torch.inf).flatten(1).amin(1).nan_to_num(0.0, posinf=0.0))
         params["threshold"].copy_(torch.stack(smallest).mean(0)[:, None].expand_as(params["threshold"]))
 
 
 def batch_top(pre: Float[Tensor, "inst batch latents"], k: Tensor) -> Float[Tensor, "inst batch latents"]:
-    """ReLU of the k[i] · batch largest pre-activations of instance i's whole batch, the rest 0."""
+    """ReLU of the k[i] · batch (rounded) largest pre-activations of instance i's whole batch, the rest 0."""
     inst, rows, latents = pre.shape
     flat = pre.reshape(inst, rows * latents)
-    keep = (k * rows).clamp(max=rows * latents)
+    keep = (k * rows).round().long().clamp(min=1, max=rows * latents)
     values, index = flat.topk(int(keep.max()), dim=-1)
     rank = torch.arange(values.shape[-1], device=pre.device)
     values = torch.where(rank < keep.view(-1, 1), torch.relu(values), 0.0)

@@ -3,10 +3,12 @@
 User keys (the same on the command line, in a TOML file and in `sp.train_sae`):
 
   run = "runs/x"            the source: a trained toy model's directory (or, in Python, a Run)
-  data = "dictionary"       or a synthetic dictionary: features, dims, density (or a firing
-                            profile: firing, firing_max, firing_min, zipf_exponent),
+  data = "dictionary"       or a synthetic dictionary: features, dims, density (one value, one
+                            per feature, or a firing profile: firing, firing_max, firing_min,
+                            zipf_exponent),
                             instances, and its data: `generator` (paper unless given) with
-                            that generator's options (correlation, set_size; roots, …)
+                            that generator's options (correlation, set_size; roots, …);
+                            orthogonal = true for orthonormal directions
   kind = "relu"             relu | topk | jumprelu, or a registered kind (saes.SAE_KINDS)
   latents, l1 | k | l0, steps, lr, batch_size, seed, device, engine, eval_batch_size
   resample, resample_every, resample_until, resample_pool   dead latents (saes/training.py)
@@ -73,9 +75,11 @@ class SAEConfig(BaseModel):
     run_config_sha256: str | None = None  # of the source run's config.json
     features: int = Field(gt=0, le=MAX_SIZE)  # true features per source instance
     dims: int = Field(gt=0, le=MAX_SIZE)  # d_in
-    density: float | None = Field(None, gt=0, le=1)  # dictionary only, where no firing profile is given
+    # dictionary only, where no firing profile is given: every feature's probability, or one per feature
+    density: float | list[float] | None = None
     firing: dict[str, Any] = Field(default_factory=dict)  # dictionary only: a firing profile's keys (data/firing.py)
     generator: str = "paper"  # dictionary only: the data's generator
+    orthogonal: bool = False  # dictionary only: orthonormal directions (features <= dims)
     data_options: dict[str, Any] = Field(default_factory=dict)  # dictionary only: the generator's options
     source_instances: int = Field(1, gt=0, le=MAX_SIZE)
     latents: int = Field(gt=0, le=MAX_SIZE)
@@ -119,7 +123,7 @@ class SAEConfig(BaseModel):
                 raise ValueError(f"{kind.setting}: expected whole numbers, got {v!r}")
             if problem := kind.setting_problem(v, self.latents):
                 raise ValueError(f"{kind.setting}: {v} {problem}")
-        if self.sparsity_warmup > 0 and kind.whole:
+        if self.sparsity_warmup > 0 and not kind.penalty:
             raise ValueError(f"sparsity_warmup: the {self.kind} SAE's {kind.setting} is not a penalty to warm up; drop it")
         if self.log_threshold and not kind.trains_threshold:
             raise ValueError(f"log_threshold: the {self.kind} SAE has no trained threshold; drop it")
@@ -127,11 +131,15 @@ class SAEConfig(BaseModel):
             raise ValueError(f"kind_options: give every option of the {self.kind} SAE (resolve_sae fills in defaults)")
         if (self.source == "dictionary") != (self.density is not None or bool(self.firing)):
             raise ValueError("density: give it (or a firing profile) for --data dictionary, and only there")
+        if self.orthogonal and self.features > self.dims:
+            raise ValueError(f"orthogonal: {self.features} features cannot be orthogonal in {self.dims} dims; give dims >= features or drop it")
+        if isinstance(self.density, list) and len(self.density) != self.features:
+            raise ValueError(f"density: give one value, or one per feature ({self.features}), not {len(self.density)}")
         if self.density is not None and self.firing:
             raise ValueError("density: a firing profile gives every feature's probability; give density or firing, not both")
         if self.generator not in GENERATORS:
             raise ValueError(f"generator: unknown generator {self.generator!r}; registered: {', '.join(GENERATORS)}")
-        if (self.data_options or self.firing or self.generator != "paper") and self.source != "dictionary":
+        if (self.data_options or self.firing or self.generator != "paper" or self.orthogonal) and self.source != "dictionary":
             raise ValueError("data_options: a run source's data is the run's own; options belong to --data dictionary")
         return self
 
@@ -177,7 +185,7 @@ def user_keys() -> set[str]:
 
 
 RUN_ONLY = {"run"}
-DICTIONARY_ONLY = {"features", "dims", "density", "instances", "generator", *FIRING_KEYS}
+DICTIONARY_ONLY = {"features", "dims", "density", "instances", "generator", "orthogonal", *FIRING_KEYS}
 
 
 def resolve_sae(raw: dict[str, Any], run: Run | None = None) -> SAEConfig:
@@ -215,11 +223,14 @@ def resolve_sae(raw: dict[str, Any], run: Run | None = None) -> SAEConfig:
             raise ConfigError(f"{missing[0]}: --data dictionary needs --features N and --dims D")
         firing = {key: keys.pop(key) for key in FIRING_KEYS if key in keys}
         density = keys.get("density") if firing else keys.setdefault("density", 0.01)
-        if density is not None and (not finite_number(density) or not MIN_PROBABILITY <= density <= 1):
-            raise ConfigError(
-                f"density: {density!r} is not a feature's probability; give a finite number from 2^-24 "
-                f"({MIN_PROBABILITY:.3g}, the rarest the data stream draws) to 1"
-            )
+        if isinstance(density, (list, tuple)):
+            keys["density"] = density = [float(v) if finite_number(v) else v for v in density]
+        for value in density if isinstance(density, list) and density else [density] if density is not None else []:
+            if not finite_number(value) or not MIN_PROBABILITY <= value <= 1:
+                raise ConfigError(
+                    f"density: {value!r} is not a feature's probability; give a finite number from 2^-24 "
+                    f"({MIN_PROBABILITY:.3g}, the rarest the data stream draws) to 1, or one per feature"
+                )
         instances = keys.pop("instances", 1)
         if isinstance(instances, bool) or not isinstance(instances, int) or not 0 < instances <= MAX_SIZE:
             raise ConfigError(f"instances: must be a whole number from 1 to {MAX_SIZE}, got {instances!r}")
@@ -232,7 +243,7 @@ def resolve_sae(raw: dict[str, Any], run: Run | None = None) -> SAEConfig:
             source["firing"] = firing
             active = sum(firing_profile(firing, features))
         else:
-            active = density * features if sized and density is not None else 1.0
+            active = 1.0 if not sized or density is None else sum(density) if isinstance(density, list) else density * features
     keys = {**source, **SAE_KINDS[kind].recipe, **keys}
     chosen = SAE_KINDS[kind]
     own = {key: keys.pop(key) for key in kind_options() if key in keys}

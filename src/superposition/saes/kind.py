@@ -70,6 +70,7 @@ class SAEKind:
     setting: ClassVar[str]
     column: ClassVar[str]
     whole: ClassVar[bool] = False  # the setting is a whole number (TopK's k)
+    penalty: ClassVar[bool] = True  # the setting is a penalty's coefficient (not TopK's k), which can warm up
     formula: ClassVar[str] = ""
     # the figures of saes/plots.py it draws, where they apply (directions: d_in = 2;
     # penalty: several settings)

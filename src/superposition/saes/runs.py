@@ -18,6 +18,10 @@ instance it read, and its scores on a fixed evaluation batch of eval_batch_size 
   recovery (recovery.py): mmcs, mmcs_all, recovered, represented, latents_matched,
                           latents_duplicate, latents_unmatched, mcc, uniqueness;
                           precision, recall, f1 (means over latents) and f1_per_latent
+  absorption              where the source's features form trees: the mean over children of
+                          the share of a child's rows absorbed (its parent's latent silent,
+                          its own firing with the parent's direction), and
+                          absorption_per_child (recovery.py)
   shrinkage               mean over rows of ‖h'‖ / ‖h‖ (1: none; rows of ‖h‖ ≤ 1e-6 left out)
   dead_fraction           latents that fire on no row of the evaluation batch
   l0                      mean number of latents firing per row
@@ -43,7 +47,7 @@ from jaxtyping import Float
 from safetensors.torch import load, save
 from torch import Tensor
 
-from ..analysis.recovery import classification, cosines, score
+from ..analysis.recovery import absorption, classification, cosines, score
 from ..config import ConfigError
 from ..files import CONFIG, atomic_dir, seal, to_json, verify
 from ..runs import package_version
@@ -150,6 +154,7 @@ def measure(result: SAEResult, run=None) -> SAE:
         shrinkage = [float((h_hat[i].norm(dim=-1) / norm[i])[norm[i] > MIN_NORM].mean()) for i in range(len(h))]
     present = (x != 0).cpu()
     cos = cosines(features, result.params["W_dec"])
+    parents = source.parents
     rows = []
     for i, scores in enumerate(score(features, result.params["W_dec"], represented)):
         rows.append(
@@ -158,6 +163,7 @@ def measure(result: SAEResult, run=None) -> SAE:
                 "source_instance": i % config.source_instances,
                 **scores,
                 **classification(cos[i], present[i % config.source_instances], firing[i]),
+                **(absorption(features[i], cos[i], present[i % config.source_instances], firing[i], parents) if parents else {}),
                 "shrinkage": shrinkage[i],
                 "dead_fraction": float((~firing[i].any(0)).float().mean()),
                 "l0": float(firing[i].sum(-1).float().mean()),

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from ..config import Config, ConfigError, firing_profile
 from ..limits import MAX_VALUES
-from ..data import batch as draw, feature_probability
+from ..data import GENERATORS, batch as draw, feature_probability
 from ..analysis.metrics import REPRESENTED_NORM
 
 
@@ -42,6 +42,11 @@ class RunSource:
     @property
     def features(self) -> Float[Tensor, "inst feat hidden"]:
         return self.W
+
+    @property
+    def parents(self) -> list[int]:
+        """The parent of each of the first features where its data has trees (see data/hierarchy.py), else empty."""
+        return GENERATORS[self.config.data].hierarchy(self.config)
 
     @property
     def represented(self) -> Bool[Tensor, "inst feat"]:
@@ -73,19 +78,26 @@ def derived_seed(seed: int, purpose: int, *more: int) -> int:
 
 
 def dictionary_data(
-    instances: int, features: int, dims: int, density: float | None, options: dict[str, Any], generator: str = "paper", firing: dict[str, Any] | None = None
+    instances: int, features: int, dims: int, density: float | list[float] | None, options: dict[str, Any], generator: str = "paper",
+    firing: dict[str, Any] | None = None,
 ) -> Config:
     """The data a dictionary's features follow: the generator's (the paper's unless named),
-    with its `options`, every feature at `density` or at the probabilities of a `firing`
-    profile; ConfigError where they do not fit."""
+    with its `options`, every feature at `density` (or each at its own), or at the probabilities
+    of a `firing` profile; ConfigError where they do not fit."""
     if instances * features > MAX_VALUES:  # before a list of them is built
         raise ConfigError(f"features: {instances} instances x {features} features is more than {MAX_VALUES:,} values; split the work into several runs")
-    probs = firing_profile(firing, features) if firing else [density] * features
+    probs = firing_profile(firing, features) if firing else list(density) if isinstance(density, list) else [density] * features
     return Config(features=features, hidden=dims, feature_probability=[probs] * instances, data=generator, data_options=options)
 
 
 class DictionarySource(RunSource):
-    def __init__(self, data: Config, seed: int, device: str):
+    """Random unit directions; with `orthogonal` (features <= dims), orthonormal ones: the same
+    draws made orthonormal by QR in order, as Nabeshima's and Chanin et al.'s toys have them."""
+
+    def __init__(self, data: Config, seed: int, device: str, orthogonal: bool = False):
         generator = torch.Generator().manual_seed(derived_seed(seed, DICTIONARY))
         F = torch.randn(data.instances, data.features, data.hidden, generator=generator)
+        if orthogonal:
+            Q, R = torch.linalg.qr(F.transpose(1, 2))  # columns of Q: Gram-Schmidt of the draws
+            F = (Q * torch.sign(torch.diagonal(R, dim1=1, dim2=2))[:, None, :]).transpose(1, 2)
         super().__init__(data, torch.nn.functional.normalize(F, dim=-1), device)

@@ -18,7 +18,7 @@ AUXK_WEIGHT = 1 / 32
 
 @register
 class TopK(SAEKind):
-    name, setting, column, formula, fused, whole = "topk", "k", "k", "ReLU(TopK(pre)), AuxK loss", True, True
+    name, setting, column, formula, fused, whole, penalty = "topk", "k", "k", "ReLU(TopK(pre)), AuxK loss", True, True, False
 
     def setting_problem(self, value, latents):
         return None if 0 < value <= latents else f"must be from 1 to latents ({latents})"

@@ -81,7 +81,7 @@ def source_run(config: SAEConfig, run=None):
 def source_of(config: SAEConfig, run=None, device: str = "cpu") -> RunSource:
     """The activations an SAE config reads: its run (see source_run) or its dictionary."""
     if config.source == "dictionary":
-        return DictionarySource(dictionary_of(config), config.seed, device)
+        return DictionarySource(dictionary_of(config), config.seed, device, config.orthogonal)
     run = source_run(config, run)
     return RunSource(run.config, run.params["W"], device)
 
