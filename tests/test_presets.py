@@ -4,6 +4,7 @@ import json
 import re
 
 import pytest
+import torch
 
 from superposition.experiments import Options, reproduce
 
@@ -158,3 +159,25 @@ def test_sae_quick_trains_scores_and_saves_every_sae(tmp_path):
     assert (tmp_path / "sae" / "pentagon-jumprelu-recipe" / recipe.config.run).resolve() == (tmp_path / "sae" / "pentagon").resolve()
     correlated = sp.load_sae(tmp_path / "sae" / "topk-correlated")
     assert correlated.config.data_options["strength"] == 0.5 and correlated.metrics["engine"] != "fused"
+
+
+def test_absorption_quick_trains_every_kind_on_the_toy_and_scores_absorption(tmp_path):
+    import superposition as sp
+
+    summary = reproduce("absorption", tmp_path / "a", Options(quick=True, overrides={"device": "cpu"}))
+    assert len(summary["claims"]) == 2 and (tmp_path / "a" / "absorption.png").is_file()
+    assert "relu" in summary["claims"][0]["ours"] and "matryoshka" in summary["claims"][1]["ours"]
+    for kind in ("relu", "topk", "batchtopk", "matryoshka"):
+        sae = sp.load_sae(tmp_path / "a" / kind)
+        assert sae.config.kind == kind and sae.config.orthogonal and sae.config.data_options["exclusive"]
+        rows = sae.metrics["instances"]
+        assert len(rows) == 2 and all(len(r["absorption_per_child"]) == 9 and 0 <= r["absorption"] <= 1 for r in rows)
+    assert sp.load_sae(tmp_path / "a" / "matryoshka").config.kind_options == {"prefixes": [3, 12, 20]}
+    # the toy's features: orthonormal, as in Nabeshima's
+    F = sp.load_sae(tmp_path / "a" / "relu").features
+    assert torch.allclose(F @ F.transpose(1, 2), torch.eye(20).expand(2, 20, 20), atol=1e-5)
+
+
+def test_absorption_refuses_overrides_it_cannot_take(tmp_path, cli):
+    code, out, err = cli("reproduce", "absorption", "--quick", "--out", tmp_path / "a", "--steps", "10")
+    assert code == 2 and "steps: the absorption preset trains SAEs on its own toy data" in err and not (tmp_path / "a").exists()
