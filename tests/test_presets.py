@@ -181,3 +181,14 @@ def test_absorption_quick_trains_every_kind_on_the_toy_and_scores_absorption(tmp
 def test_absorption_refuses_overrides_it_cannot_take(tmp_path, cli):
     code, out, err = cli("reproduce", "absorption", "--quick", "--out", tmp_path / "a", "--steps", "10")
     assert code == 2 and "steps: the absorption preset trains SAEs on its own toy data" in err and not (tmp_path / "a").exists()
+
+
+def test_hedging_quick_trains_its_three_cases(tmp_path):
+    import superposition as sp
+
+    summary = reproduce("hedging", tmp_path / "h", Options(quick=True, overrides={"device": "cpu"}))
+    assert len(summary["claims"]) == 2 and (tmp_path / "h" / "hedging.png").is_file()
+    narrow, independent, full = (sp.load_sae(tmp_path / "h" / name) for name in ("narrow", "independent", "full"))
+    assert (narrow.config.latents, independent.config.latents, full.config.latents) == (1, 1, 2)
+    assert narrow.config.data_options["parents"] == [-1, 0] and independent.config.data_options["parents"] is None
+    assert "absorption" in full.metrics["instances"][0] and "absorption" not in independent.metrics["instances"][0]
