@@ -215,10 +215,35 @@ def check_report_path(path: Path) -> None:
 KEPT = "<!-- kept: the sections below are not written by `superposition reproduce all` -->"
 
 
-def write_report(path: Path, out: Path, summaries: list[dict[str, Any]]) -> None:
-    """claim | paper | ours | holds, per preset, with its figures (copied beside the report)."""
+def report_section(summary: dict[str, Any], preset: Path, figures: Path, path: Path) -> list[str]:
+    """A preset's section of the report at `path`: claim | paper | ours | holds, the notes of
+    claims that do not hold, and its figures, copied from its directory `preset` into
+    `figures/NAME` (the report's figures directory)."""
     import shutil
 
+    name = summary["preset"]
+    mode = "quick" if summary["quick"] else "full"
+    lines = [f"## {name}", "", f"{mode} run, {summary['wall_seconds']:.0f} s, package {summary['package_version']}.", ""]
+    lines += ["| claim | paper | ours | holds |", "|---|---|---|---|"]
+    for claim in summary["claims"]:
+        cells = [claim["claim"], claim["paper"], claim["ours"], "yes" if claim["holds"] else "**no**"]
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    lines.append("")
+    for claim in summary["claims"]:
+        if not claim["holds"] and claim.get("note"):
+            lines.append(f"- *{claim['claim']}*: {claim['note']}")
+    lines.append("")
+    for png in sorted(Path(preset).glob("*.png")):
+        target = Path(figures) / name / png.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(png, target)
+        link = report_figures(path).relative_to(Path(path).parent) / name / png.name
+        lines += [f"![{name}: {png.stem}]({link.as_posix()})", ""]
+    return lines
+
+
+def write_report(path: Path, out: Path, summaries: list[dict[str, Any]]) -> None:
+    """claim | paper | ours | holds, per preset, with its figures (copied beside the report)."""
     from ..files import write_atomic
 
     path = Path(path)
@@ -230,29 +255,11 @@ def write_report(path: Path, out: Path, summaries: list[dict[str, Any]]) -> None
         "Written by `superposition reproduce all`; every number below was measured by the preset run its section names.",
         "",
     ]
-    total = held = 0
     with atomic_dir(report_figures(path), "figures") as figures:  # the report's own: rebuilt every time
         for summary in summaries:
-            name = summary["preset"]
-            mode = "quick" if summary["quick"] else "full"
-            lines += [f"## {name}", "", f"{mode} run, {summary['wall_seconds']:.0f} s, package {summary['package_version']}.", ""]
-            lines += ["| claim | paper | ours | holds |", "|---|---|---|---|"]
-            for claim in summary["claims"]:
-                total += 1
-                held += claim["holds"]
-                cells = [claim["claim"], claim["paper"], claim["ours"], "yes" if claim["holds"] else "**no**"]
-                lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
-            lines.append("")
-            for claim in summary["claims"]:
-                if not claim["holds"] and claim.get("note"):
-                    lines.append(f"- *{claim['claim']}*: {claim['note']}")
-            lines.append("")
-            for png in sorted((Path(out) / name).glob("*.png")):
-                target = figures / name / png.name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(png, target)
-                link = report_figures(path).relative_to(path.parent) / name / png.name
-                lines += [f"![{name}: {png.stem}]({link.as_posix()})", ""]
+            lines += report_section(summary, Path(out) / summary["preset"], figures, path)
         seal(figures, "figures")
+    claims = [claim for summary in summaries for claim in summary["claims"]]
+    held, total = sum(claim["holds"] for claim in claims), len(claims)
     lines[2] += f" {held} of {total} claims hold."
     write_atomic(path, "\n".join(lines) + "\n" + kept)

@@ -107,7 +107,7 @@ def run(directory: Path, options: Options) -> Outcome:
         Claim(
             f"an SAE narrower than its correlated features hedges: with 1 latent for a parent and a child that fires only with it "
             f"({instances} dictionaries, orthonormal in {DIMS} dims), the latent leans toward the child (cosine >= {HEDGES}); "
-            f"on independent features of the same rates it does not (|cosine| < {NONE})",
+            f"on independent features of the same rates it does not (absolute cosine below {NONE})",
             "Chanin et al. 2025: a narrow SAE's latent mixes in the directions of features correlated with its own",
             f"the latent's cosine with the feature it does not represent (mean ± SE): {said('narrow')}; {said('independent')}; "
             f"latents that took the child instead of the parent: narrow {took_child('narrow')}, independent {took_child('independent')} of {instances}",
