@@ -146,3 +146,16 @@ def test_the_largest_uniform_gives_a_finite_normal():
     u = torch.tensor([0.0, 0.5, 1 - 2.0**-24])
     z = lowrank.normal(u)
     assert torch.isfinite(z).all() and float(z[0]) == pytest.approx(-float(z[2]), rel=1e-6) and float(z[1]) == pytest.approx(2.0**-25 * 2.5066, rel=1e-3)
+
+
+def test_the_cpu_hash_has_torchs_bits_and_sparse_draws_match_dense_ones():
+    from superposition.data import stream
+
+    keys = stream.step_keys(3, torch.arange(4), 7)
+    counters = stream.counters(30, 50, torch.device("cpu")) + 2**41
+    dense = stream.uniform(keys, counters)
+    assert torch.equal(dense, stream._torch_unit(keys.view(-1, 1, 1) + counters * stream._int64(stream.GOLDEN)))
+    s = stream.Stream(keys, stream.counters(30, 50, torch.device("cpu")))
+    where = s.uniform(block=9) < 0.1
+    assert torch.equal(s.uniform_at(where, block=2), torch.where(where, s.uniform(block=2), 0.0))
+    assert torch.equal(s.uniform(block=2, first=7), s.uniform(block=2)[:, :7])

@@ -66,7 +66,7 @@ def compensated(p: Float[Tensor, "inst feat 1"], parents: list[int], exclusive: 
 
 
 def gate(
-    present: Bool[Tensor, "inst feat batch"], choice: Float[Tensor, "inst feat batch"], parents: list[int], exclusive: bool
+    present: Bool[Tensor, "inst feat batch"], choice: Float[Tensor, "inst tree batch"] | None, parents: list[int], exclusive: bool
 ) -> Bool[Tensor, "inst feat batch"]:
     """Presence with every child silent where its parent is, and, with `exclusive`, one of
     the siblings that fire kept: the one whose `choice` uniform is largest (ties, which

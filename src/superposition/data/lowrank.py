@@ -46,7 +46,7 @@ def diagonal(F: Float[Tensor, "feat rank"]) -> Float[Tensor, "feat"]:
 def fires(p: Float[Tensor, "inst feat 1"], F: Float[Tensor, "feat rank"], stream: Stream, blocks: tuple[int, int]) -> Bool[Tensor, "inst feat batch"]:
     """Presence of every feature on every row, from the stream's blocks (ε, η)."""
     rank = F.shape[1]
-    eps = normal(stream.uniform(blocks[0])[:, :rank])  # (inst, rank, batch)
+    eps = normal(stream.uniform(blocks[0], first=rank))  # (inst, rank, batch)
     eta = normal(stream.uniform(blocks[1]))  # (inst, feat, batch)
     z = torch.einsum("fr,irb->ifb", F, eps) + diagonal(F).sqrt().view(1, -1, 1) * eta
     return z > torch.special.ndtri(1 - p.double()).float()

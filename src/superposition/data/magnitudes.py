@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor
 
 from .lowrank import SPREAD, normal, structure
@@ -29,9 +29,13 @@ def spreads(features: int, std: float, spread: float, seed: int, device: torch.d
 
 
 def values(
-    u: Float[Tensor, "inst feat batch"], mean: Float[Tensor, "feat"] | None, std: Float[Tensor, "feat"] | None
+    u: Float[Tensor, "inst feat batch"], where: Bool[Tensor, "inst feat batch"], mean: Float[Tensor, "feat"] | None, std: Float[Tensor, "feat"] | None
 ) -> Float[Tensor, "inst feat batch"]:
-    """A value per element from its uniform: U[0, 1] where `mean` is None, else ReLU(μ + σ N)."""
+    """The value of every element `where` holds from its uniform (0 elsewhere): U[0, 1] where
+    `mean` is None, else ReLU(μ + σ N)."""
     if mean is None:
-        return u
-    return torch.relu(mean.view(1, -1, 1) + std.view(1, -1, 1) * normal(u))
+        return torch.where(where, u, 0.0)
+    inst, f, r = where.nonzero(as_tuple=True)
+    out = torch.zeros_like(u)
+    out[inst, f, r] = torch.relu(mean[f] + std[f] * normal(u[inst, f, r]))
+    return out

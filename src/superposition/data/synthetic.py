@@ -7,7 +7,9 @@ data: independent features, values U[0, 1].
 A row is drawn in the order SAELens applies them: which features fire (independently, or
 through the copula), then the trees (exclusive siblings, children silent with their
 parent), then the values (scaled by the parent's where asked). Its counter blocks: 0 the
-independent firing, 1 the values, 2 and 3 the copula's ε and η, 4 the exclusive choice.
+independent firing, 1 the values, 2 and 3 the copula's ε and η, 4 the exclusive choice;
+values and choices are hashed only where a feature fires (Stream.uniform_at), so a sparse
+row costs its firing draw.
 """
 
 from __future__ import annotations
@@ -85,12 +87,13 @@ class Synthetic(Generator):
         else:
             present = stream.uniform(FIRING) < own
         if parents:
-            present = hierarchy.gate(present, stream.uniform(CHOICE), parents, options.exclusive)
+            choice = stream.uniform_at(present[:, : len(parents)], CHOICE) if options.exclusive else None
+            present = hierarchy.gate(present, choice, parents, options.exclusive)
         mean = std = None
         if options.magnitude == "normal":
             mean = magnitudes.means(feat, options.magnitude_mean, options.magnitude_mean_end, device)
             std = magnitudes.spreads(feat, options.magnitude_std, options.magnitude_std_spread, options.structure_seed, device)
-        values = magnitudes.values(stream.uniform(VALUES), mean, std)
+        values = magnitudes.values(stream.uniform_at(present, VALUES), present, mean, std)
         if parents and options.scale_children:
             values = hierarchy.scaled(values, parents, torch.full((feat,), 0.5, device=device) if mean is None else mean)
         return torch.where(present, values, 0.0)
