@@ -159,3 +159,11 @@ def test_the_cpu_hash_has_torchs_bits_and_sparse_draws_match_dense_ones():
     where = s.uniform(block=9) < 0.1
     assert torch.equal(s.uniform_at(where, block=2), torch.where(where, s.uniform(block=2), 0.0))
     assert torch.equal(s.uniform(block=2, first=7), s.uniform(block=2)[:, :7])
+
+
+def test_exclusive_siblings_of_some_parents_only():
+    config = sp.Config(**{**TREE, "exclusive": [1]})
+    on = drawn(config) != 0
+    assert on[:, 6:9].sum(1).max() == 1 and on[:, 3:6].sum(1).max() == 3 and on[:, 9:12].sum(1).max() == 3
+    with pytest.raises(sp.ConfigError, match=r"^exclusive: \[12\] must list features of the tree"):
+        sp.Config(**{**TREE, "exclusive": [12]})

@@ -6,7 +6,8 @@ numbers them: the roots 0 … roots − 1, then their children level by level, s
 consecutive (depth 1: roots with leaves). The features after the tree are independent.
 
   exclusive     siblings exclude one another: of those that fire on a row, one chosen
-                uniformly at random keeps firing (a mutually exclusive group)
+                uniformly at random keeps firing (a mutually exclusive group); true for
+                every group, or a list of the parents whose children are exclusive
   compensate    a child's own chance is raised to p_child / p_parent (and by
                 1 + Σ_siblings p_j / p_parent where siblings are exclusive, SAELens's
                 correction), at most 1, so that its rate over all rows is near its
@@ -51,30 +52,39 @@ def levels(parents: list[int]) -> list[Int[Tensor, "members"]]:
     return [torch.tensor([i for i, d in enumerate(depth) if d == level]) for level in range(1, max(depth, default=0) + 1)]
 
 
-def compensated(p: Float[Tensor, "inst feat 1"], parents: list[int], exclusive: bool) -> Float[Tensor, "inst feat 1"]:
-    """Each child's own chance, raised so that its rate over all rows is near its p."""
+def excluding(parents: list[int], exclusive: bool | list[int]) -> Bool[Tensor, "tree"]:
+    """Which of the tree's features are children in an exclusive group."""
     parent = torch.tensor(parents)
+    groups = torch.ones(len(parents), dtype=torch.bool) if exclusive is True else torch.zeros(len(parents), dtype=torch.bool)
+    if isinstance(exclusive, list) and exclusive:
+        groups[torch.tensor(exclusive)] = True
+    return (parent >= 0) & groups[parent.clamp(min=0)]
+
+
+def compensated(p: Float[Tensor, "inst feat 1"], parents: list[int], exclusive: bool | list[int]) -> Float[Tensor, "inst feat 1"]:
+    """Each child's own chance, raised so that its rate over all rows is near its p."""
+    parent = torch.tensor(parents, device=p.device)
     child = torch.nonzero(parent >= 0).flatten()
     if not len(child):
         return p
     p_parent = p[:, parent[child]]
     own = p[:, child] / p_parent
-    if exclusive:  # its siblings' share of the parent's rows, summed over the group
-        siblings = torch.zeros_like(p).index_add_(1, parent[child], own)[:, parent[child]] - own
-        own = own * (1 + siblings)
+    # an exclusive group's members: times 1 + their siblings' share of the parent's rows
+    siblings = torch.zeros_like(p).index_add_(1, parent[child], own)[:, parent[child]] - own
+    own = torch.where(excluding(parents, exclusive)[child].to(p.device).view(1, -1, 1), own * (1 + siblings), own)
     return p.index_copy(1, child, own.clamp(max=1.0))
 
 
 def gate(
-    present: Bool[Tensor, "inst feat batch"], choice: Float[Tensor, "inst tree batch"] | None, parents: list[int], exclusive: bool
+    present: Bool[Tensor, "inst feat batch"], choice: Float[Tensor, "inst tree batch"] | None, parents: list[int], exclusive: bool | list[int]
 ) -> Bool[Tensor, "inst feat batch"]:
     """Presence with every child silent where its parent is, and, with `exclusive`, one of
     the siblings that fire kept: the one whose `choice` uniform is largest (ties, which
     24-bit uniforms have, go to the later feature)."""
     parent = torch.tensor(parents, device=present.device)
-    child = torch.nonzero(parent >= 0).flatten()
+    child = torch.nonzero(excluding(parents, exclusive)).flatten().to(present.device)
     present = present.clone()
-    if exclusive and len(child):
+    if len(child):
         # exact in float64: 24 bits of the uniform above 2**-24, the feature's index below
         unique = choice[:, child].double() + child.double().view(1, -1, 1) * 2.0**-53
         score = torch.where(present[:, child], unique, -1.0)

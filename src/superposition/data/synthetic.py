@@ -14,6 +14,7 @@ row costs its firing draw.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -37,7 +38,7 @@ class Options(NoOptions):
     branching: int = Field(2, gt=0, le=MAX_SIZE, description="Children of every node of a tree.")
     depth: int = Field(1, gt=0, le=64, description="Levels of a tree below its root (1: a root and its leaves).")
     parents: list[int] | None = Field(None, description="A tree given feature by feature: each one's parent, -1 for a root.")
-    exclusive: bool = Field(False, description="Siblings exclude one another: one of those that fire keeps firing.")
+    exclusive: bool | list[int] = Field(False, description="Siblings exclude one another (one of those that fire keeps firing): all, or a list of the parents whose children do.")
     compensate: bool = Field(False, description="Raise children's own chances so that their rates stay near their p.")
     scale_children: bool = Field(False, description="A child's value is multiplied by its parent's over the parent's mean.")
     correlation_rank: int = Field(0, ge=0, le=MAX_SIZE, description="Rank of the low-rank correlation of firing (0: none).")
@@ -48,6 +49,35 @@ class Options(NoOptions):
     magnitude_std: float = Field(0.0, ge=0, description="normal magnitudes: their standard deviation (the folded normal's mean).")
     magnitude_std_spread: float = Field(0.0, ge=0, description="normal magnitudes: std drawn per feature as |std + spread N(0, 1)|.")
     structure_seed: int = Field(0, ge=0, lt=2**63, description="Seed of the correlation factor and the magnitudes' spread.")
+
+
+@dataclass(frozen=True)
+class Parts:
+    """The parts a draw composes, resolved: from a config's options, or read from a saved
+    SAELens SyntheticModel (saes/saelens.py)."""
+
+    parents: list[int]  # the trees (empty: none)
+    exclusive: bool | list[int]
+    compensate: bool
+    scale_children: bool
+    factor: Float[Tensor, "feat rank"] | None  # the copula's (None: independent firing)
+    mean: Float[Tensor, "feat"] | None  # normal magnitudes (None: U[0, 1])
+    std: Float[Tensor, "feat"] | None
+
+
+def compose(parts: Parts, p: Float[Tensor, "inst feat 1"], stream: Stream) -> Float[Tensor, "inst feat batch"]:
+    """A draw of the parts, in the order of the module docstring."""
+    parents = parts.parents
+    own = hierarchy.compensated(p, parents, parts.exclusive) if parents and parts.compensate else p
+    present = lowrank.fires(own, parts.factor, stream, (EPSILON, ETA)) if parts.factor is not None else stream.uniform(FIRING) < own
+    if parents:
+        choice = stream.uniform_at(present[:, : len(parents)], CHOICE) if parts.exclusive else None
+        present = hierarchy.gate(present, choice, parents, parts.exclusive)
+    values = magnitudes.values(stream.uniform_at(present, VALUES), present, parts.mean, parts.std)
+    if parents and parts.scale_children:
+        mean = torch.full((p.shape[1],), 0.5, device=p.device) if parts.mean is None else parts.mean
+        values = hierarchy.scaled(values, parents, mean)
+    return values
 
 
 def tree(options: Options) -> list[int]:
@@ -67,6 +97,8 @@ class Synthetic(Generator):
             raise ValueError("parents: give the tree as parents or as roots, branching and depth, not both")
         if problem := hierarchy.problem(tree(options), config.features):
             raise ValueError(f"{'parents' if options.parents is not None else 'roots'}: {problem}")
+        if isinstance(options.exclusive, list) and any(not 0 <= q < len(tree(options)) for q in options.exclusive):
+            raise ValueError(f"exclusive: {options.exclusive} must list features of the tree (0 to {len(tree(options)) - 1}), parents of exclusive siblings")
         if options.correlation_rank > config.features:
             raise ValueError(f"correlation_rank: {options.correlation_rank} is more than features ({config.features})")
         if options.magnitude == "uniform":
@@ -79,31 +111,22 @@ class Synthetic(Generator):
         return tree(self.options(config))
 
     def draw(self, options: Options, p: Float[Tensor, "inst feat 1"], stream: Stream) -> Float[Tensor, "inst feat batch"]:
-        parents, feat, device = tree(options), p.shape[1], p.device
-        own = hierarchy.compensated(p, parents, options.exclusive) if parents and options.compensate else p
+        feat, device = p.shape[1], p.device
+        factor = mean = std = None
         if options.correlation_rank:
-            F = lowrank.factor(options.structure_seed, feat, options.correlation_rank, options.correlation_scale, device)
-            present = lowrank.fires(own, F, stream, (EPSILON, ETA))
-        else:
-            present = stream.uniform(FIRING) < own
-        if parents:
-            choice = stream.uniform_at(present[:, : len(parents)], CHOICE) if options.exclusive else None
-            present = hierarchy.gate(present, choice, parents, options.exclusive)
-        mean = std = None
+            factor = lowrank.factor(options.structure_seed, feat, options.correlation_rank, options.correlation_scale, device)
         if options.magnitude == "normal":
             mean = magnitudes.means(feat, options.magnitude_mean, options.magnitude_mean_end, device)
             std = magnitudes.spreads(feat, options.magnitude_std, options.magnitude_std_spread, options.structure_seed, device)
-        values = magnitudes.values(stream.uniform_at(present, VALUES), present, mean, std)
-        if parents and options.scale_children:
-            values = hierarchy.scaled(values, parents, torch.full((feat,), 0.5, device=device) if mean is None else mean)
-        return torch.where(present, values, 0.0)
+        parts = Parts(tree(options), options.exclusive, options.compensate, options.scale_children, factor, mean, std)
+        return compose(parts, p, stream)
 
     def describe(self, config: Config) -> str:
         options, parts = self.options(config), []
         parents = tree(options)
         if parents:
             roots = sum(1 for q in parents if q < 0)
-            shape = f"{roots} trees of {len(parents)} features" + (", exclusive siblings" if options.exclusive else "")
+            shape = f"{roots} trees of {len(parents)} features" + (", exclusive siblings" if options.exclusive is True else ", some siblings exclusive" if options.exclusive else "")
             parts.append(shape)
         if options.correlation_rank:
             parts.append(f"rank-{options.correlation_rank} correlation")
