@@ -185,7 +185,7 @@ def sae(
     run: Annotated[Path | None, typer.Argument(help="A run directory whose hidden activations x W are the data.")] = None,
     out: Annotated[Path | None, typer.Option(help="SAE directory to write (replaced only if it is an SAE directory of ours).")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML file with the same keys as these flags; flags override it.")] = None,
-    data: Annotated[str | None, typer.Option(help="run (default with RUN) or dictionary: random unit directions.")] = None,
+    data: Annotated[str | None, typer.Option(help="run (default with RUN), dictionary (random unit directions), or the directory of a SAELens SyntheticModel.")] = None,
     features: Annotated[int | None, typer.Option(help="With --data dictionary: true features per dictionary.")] = None,
     dims: Annotated[int | None, typer.Option(help="With --data dictionary: their dimension d_in.")] = None,
     density: Annotated[float | None, typer.Option(help="With --data dictionary: each feature's probability (0.01).")] = None,
@@ -313,6 +313,24 @@ def kinds() -> None:
         options = "; ".join(f"{key}: {field.description} ({field.default!r})" for key, field in generator.Options.model_fields.items())
         data.add_row(name, options or "none", "yes" if generator.kernel is not None else "no")
     _console().print(data)
+
+
+@app.command("export-saelens")
+def export_saelens(
+    run: Annotated[Path, typer.Argument(help="A run directory.")],
+    out: Annotated[Path | None, typer.Option(help="Directory to write: SAELens's SyntheticModel.load_from_disk reads it.")] = None,
+    instance: Annotated[int, typer.Option(help="Which of the run's instances (0).")] = 0,
+) -> None:
+    """Write a trained toy model as a SAELens synthetic model: its W as the feature dictionary, its data as the generator."""
+    from .runs import load_run
+    from .saes.saelens import export
+
+    if out is None:
+        raise ConfigError("out: give the directory to write, --out DIR")
+    loaded = load_run(run)
+    for note in export(loaded.config, loaded.params["W"], instance, out):
+        print(f"note: {note}")
+    print(f"SAELens synthetic model written to {out}")
 
 
 @app.command()

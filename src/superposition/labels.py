@@ -63,6 +63,8 @@ def sae_source(config) -> str:
     """What a batch of SAEs was trained on."""
     if config.source == "run":
         source = f"run {Path(config.run).name if config.run else '(not saved)'}"
+    elif config.source == "saelens":
+        source = f"SAELens model {Path(config.run).name}"
     else:
         firing = config.firing
         if firing:

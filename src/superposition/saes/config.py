@@ -3,6 +3,7 @@
 User keys (the same on the command line, in a TOML file and in `sp.train_sae`):
 
   run = "runs/x"            the source: a trained toy model's directory (or, in Python, a Run)
+  data = "path/to/model"    or a SAELens SyntheticModel's directory (saes/saelens.py)
   data = "dictionary"       or a synthetic dictionary: features, dims, density (one value, one
                             per feature, or a firing profile: firing, firing_max, firing_min,
                             zipf_exponent),
@@ -55,13 +56,13 @@ from ..config import FIRING_KEYS, MAX_SIZE, MIN_PROBABILITY, ConfigError, Device
 from ..data import GENERATORS, option_keys
 from ..files import CONFIG, read_marker, to_json
 from ..runs import load_run, package_version
-from . import SAE_KINDS, SAEKind, setting_columns
+from . import SAE_KINDS, SAEKind, saelens, setting_columns
 from .sources import dictionary_data
 
 if TYPE_CHECKING:
     from ..runs import Run
 
-Source = Literal["run", "dictionary"]
+Source = Literal["run", "dictionary", "saelens"]
 
 
 class SAEConfig(BaseModel):
@@ -71,8 +72,8 @@ class SAEConfig(BaseModel):
 
     kind: str = "relu"
     source: Source
-    run: str | None = None  # the source run's directory (absolute, or relative to the SAE's own)
-    run_config_sha256: str | None = None  # of the source run's config.json
+    run: str | None = None  # the source run's (or SAELens model's) directory (absolute, or relative to the SAE's own)
+    run_config_sha256: str | None = None  # of the source run's config.json (a SAELens model's weights)
     features: int = Field(gt=0, le=MAX_SIZE)  # true features per source instance
     dims: int = Field(gt=0, le=MAX_SIZE)  # d_in
     # dictionary only, where no firing profile is given: every feature's probability, or one per feature
@@ -194,16 +195,27 @@ def resolve_sae(raw: dict[str, Any], run: Run | None = None) -> SAEConfig:
         raise ConfigError(f"config: expected a table of keys, got {type(raw).__name__}")
     keys = normalise_keys(plain(raw), user_keys())
     data = keys.pop("data", "run" if (run is not None or "run" in keys) else None)
-    if data not in ("run", "dictionary"):
-        raise ConfigError("data: give a source run (RUN) or --data dictionary with --features and --dims")
-    for key in (DICTIONARY_ONLY | dictionary_options()) if data == "run" else RUN_ONLY:
+    model = None
+    if saelens.is_model(data):
+        if keys.pop("run", None) is not None or run is not None:
+            raise ConfigError("run: give a source run or --data DIR of a SAELens model, not both")
+        model, data = Path(data).resolve(), "saelens"
+    if data not in ("run", "dictionary", "saelens"):
+        raise ConfigError("data: give a source run (RUN), --data dictionary with --features and --dims, or --data DIR of a SAELens synthetic model")
+    for key in (DICTIONARY_ONLY | dictionary_options()) if data != "dictionary" else RUN_ONLY:
         if key in keys:
-            raise ConfigError(f"{key}: belongs to --data {'dictionary' if data == 'run' else 'run'}, not to a {data} source")
+            raise ConfigError(f"{key}: belongs to --data {'dictionary' if data != 'dictionary' else 'run'}, not to a {data} source")
 
     kind = keys.get("kind", "relu")
     if not isinstance(kind, str) or kind not in SAE_KINDS:
         raise ConfigError(f"kind: unknown SAE kind {kind!r}; kinds: {', '.join(SAE_KINDS)}")
-    if data == "run":
+    if data == "saelens":
+        read = saelens.read(model)
+        source = {"source": "saelens", "run": str(model), "run_config_sha256": saelens.weights_sha256(model),
+                  "features": read.data.features, "dims": read.data.hidden}  # fmt: skip
+        r2 = float((read.features.norm(dim=-1) ** 2).mean())
+        active = sum(read.data.feature_probability[0])
+    elif data == "run":
         run = _source_run(keys.pop("run", None), run)
         source = {
             "source": "run",

@@ -23,6 +23,7 @@ Dead latents:
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -42,7 +43,7 @@ from ..training.compiled import backend, own_code
 from ..training.engines import ENGINES, device_of, engine_of
 from ..training.loop import Diverged, LossBar, divergence, require_memory
 from ..training.steps import BETAS, EPS
-from . import AUXK_WEIGHT, BANDWIDTH, THRESHOLD_INIT, Params, forward, k_aux
+from . import AUXK_WEIGHT, BANDWIDTH, THRESHOLD_INIT, Params, forward, k_aux, saelens
 from .config import SAEConfig, config_sha256
 from .sources import CALIBRATION, RESAMPLING, RESAMPLING_POOL, SAE_INIT, DictionarySource, RunSource, derived_seed, dictionary_data
 
@@ -67,7 +68,7 @@ class SAEResult:
 def source_run(config: SAEConfig, run=None):
     """The Run an SAE config reads (None for a dictionary): `run` itself, or read from config.run
     and checked against the config's hash of it."""
-    if config.source == "dictionary" or run is not None:
+    if config.source != "run" or run is not None:
         return run
 
     if config.run is None:
@@ -82,6 +83,10 @@ def source_of(config: SAEConfig, run=None, device: str = "cpu") -> RunSource:
     """The activations an SAE config reads: its run (see source_run) or its dictionary."""
     if config.source == "dictionary":
         return DictionarySource(dictionary_of(config), config.seed, device, config.orthogonal)
+    if config.source == "saelens":
+        if saelens.weights_sha256(Path(config.run)) != config.run_config_sha256:
+            raise ConfigError(f"data: {config.run} is not the SAELens model these SAEs were trained on (its weights changed)")
+        return saelens.SAELensSource(saelens.read(config.run), device)
     run = source_run(config, run)
     return RunSource(run.config, run.params["W"], device)
 
@@ -121,7 +126,8 @@ def check(config: SAEConfig) -> None:
     """Refuse, before anything is created or allocated, SAEs that cannot train here: their
     device, their engine, or the memory they need."""
     check_memory(config)  # first: a dictionary too large to hold is refused before its data is built
-    engine_of(config, device_of(config), dictionary_of(config) if config.source == "dictionary" else None)
+    data = dictionary_of(config) if config.source == "dictionary" else saelens.read(config.run).data if config.source == "saelens" else None
+    engine_of(config, device_of(config), data)
 
 
 def check_memory(config: SAEConfig) -> None:
