@@ -180,7 +180,7 @@ def test_absorption_quick_trains_every_kind_on_the_toy_and_scores_absorption(tmp
 
 def test_absorption_refuses_overrides_it_cannot_take(tmp_path, cli):
     code, out, err = cli("reproduce", "absorption", "--quick", "--out", tmp_path / "a", "--steps", "10")
-    assert code == 2 and "steps: the absorption preset trains SAEs on its own toy data" in err and not (tmp_path / "a").exists()
+    assert code == 2 and "steps: the absorption preset trains SAEs on data of its own" in err and not (tmp_path / "a").exists()
 
 
 def test_hedging_quick_trains_its_three_cases(tmp_path):
@@ -192,3 +192,15 @@ def test_hedging_quick_trains_its_three_cases(tmp_path):
     assert (narrow.config.latents, independent.config.latents, full.config.latents) == (1, 1, 2)
     assert narrow.config.data_options["parents"] == [-1, 0] and independent.config.data_options["parents"] is None
     assert "absorption" in full.metrics["instances"][0] and "absorption" not in independent.metrics["instances"][0]
+
+
+def test_synthsaebench_quick_trains_both_kinds_on_its_data(tmp_path):
+    import superposition as sp
+
+    summary = reproduce("synthsaebench", tmp_path / "s", Options(quick=True, overrides={"device": "cpu"}))
+    assert len(summary["claims"]) == 2 and "theirs 0.793" in summary["claims"][0]["ours"]
+    batch, nested = sp.load_sae(tmp_path / "s" / "batchtopk"), sp.load_sae(tmp_path / "s" / "matryoshka")
+    assert batch.config.settings == nested.config.settings and batch.config.latents == 64 and not batch.config.resample
+    assert nested.config.kind_options == {"prefixes": [8, 16, 32, 64]}
+    assert batch.config.firing["firing"] == "zipf" and batch.config.data_options["correlation_rank"] == 25
+    assert batch.config.data_options["roots"] == 2 and "absorption" in batch.metrics["instances"][0]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel, ValidationError
+
 from .errors import ConfigError
 
 
@@ -27,3 +29,25 @@ def own(cls: type, attribute: str, default: Any) -> None:
     the arithmetic a kernel computes is a unit the kernel does not compute."""
     if attribute not in cls.__dict__:
         setattr(cls, attribute, default)
+
+
+def parse_options(options: type[BaseModel], given: dict[str, Any], owner: str) -> Any:
+    """A unit's own config keys (a data generator's, an SAE kind's) as its `options` model;
+    a bad one raises ValueError naming the key, an unknown one that it is not `owner`'s."""
+    try:
+        return options(**given)
+    except ValidationError as error:
+        first = error.errors()[0]
+        key = ".".join(str(part) for part in first["loc"])
+        if first["type"] == "extra_forbidden":
+            raise ValueError(f"{key}: not an option of {owner}") from None
+        raise ValueError(f"{key}: {first['msg'].removeprefix('Value error, ')} (got {first.get('input')!r})") from None
+
+
+def declared_keys(table: dict[str, Any]) -> dict[str, list[str]]:
+    """Every key the units of `table` declare in their `Options`, with the units that declare it."""
+    keys: dict[str, list[str]] = {}
+    for name, unit in table.items():
+        for key in unit.Options.model_fields:
+            keys.setdefault(key, []).append(name)
+    return keys

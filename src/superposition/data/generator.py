@@ -27,10 +27,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from jaxtyping import Float
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
-from ..registry import admit, own
+from ..registry import admit, declared_keys, own, parse_options
 from .stream import Stream
 
 if TYPE_CHECKING:
@@ -72,14 +72,7 @@ class Generator:
     def validate(self, given: dict[str, Any]) -> dict[str, Any]:
         """The options as given (user keys) with every default filled in; bad ones raise
         ValueError naming the key."""
-        try:
-            return self.Options(**given).model_dump()
-        except ValidationError as error:
-            first = error.errors()[0]
-            key = ".".join(str(part) for part in first["loc"])
-            if first["type"] == "extra_forbidden":
-                raise ValueError(f"{key}: not an option of {self.name} data") from None
-            raise ValueError(f"{key}: {first['msg'].removeprefix('Value error, ')} (got {first.get('input')!r})") from None
+        return parse_options(self.Options, given, f"{self.name} data").model_dump()
 
     def check(self, config: Config) -> None:
         """Raise ValueError for a config whose data this generator cannot draw."""
@@ -118,8 +111,4 @@ def register_data(cls: type[Generator]) -> type[Generator]:
 
 def option_keys() -> dict[str, list[str]]:
     """Every option's key, with the generators that declare it."""
-    keys: dict[str, list[str]] = {}
-    for name, generator in GENERATORS.items():
-        for key in generator.Options.model_fields:
-            keys.setdefault(key, []).append(name)
-    return keys
+    return declared_keys(GENERATORS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -19,7 +20,7 @@ from ..config import ConfigError, resolve
 from ..files import REPRODUCTION, atomic_dir, check_output_dir, seal, to_json
 
 # name -> module; `all` runs them in this order
-PRESETS = ("seed", "intro", "importance-sparsity", "geometry", "phase", "nonuniform", "correlated", "privileged-basis", "computation", "adversarial", "sae", "absorption", "hedging", "double-descent-arena", "double-descent")
+PRESETS = ("seed", "intro", "importance-sparsity", "geometry", "phase", "nonuniform", "correlated", "privileged-basis", "computation", "adversarial", "sae", "absorption", "hedging", "synthsaebench", "double-descent-arena", "double-descent")
 # all but the paper-size double descent, which takes 23 minutes here (docs/performance.md)
 IN_ALL = PRESETS[:-1]
 
@@ -50,6 +51,21 @@ class Outcome:
     claims: list[Claim]
     table: list[dict[str, Any]] = field(default_factory=list)  # rows a preset wants printed
     legend: str = ""  # what the table's and claims' terms mean, printed once beneath them
+
+
+def mean_se(values: list[float]) -> tuple[float, float]:
+    """The mean of some models' values and its standard error (their spread over √count)."""
+    mean = sum(values) / len(values)
+    spread = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else float("nan")
+    return mean, spread / math.sqrt(len(values))
+
+
+def sae_overrides(name: str, options: Options) -> dict[str, Any]:
+    """The command line's overrides an SAE-only preset takes (seed, device, engine); any other is refused."""
+    common = {k: v for k, v in options.overrides.items() if k in ("seed", "device", "engine")}
+    if other := sorted(set(options.overrides) - set(common)):
+        raise ConfigError(f"{other[0]}: the {name} preset trains SAEs on data of its own; it takes --seed, --device and --engine only")
+    return common
 
 
 def still_falling(history, instance: int) -> float:

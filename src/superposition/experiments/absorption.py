@@ -18,14 +18,12 @@ report in their toys: the cosine of each child's latent with its parent's direct
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure
 
-from ..config import ConfigError
-from . import Claim, Options, Outcome, _Checked
+from . import Claim, Options, Outcome, _Checked, mean_se, sae_overrides
 
 PARENT_P, INDEPENDENT_P, FEATURES = 0.15, 0.05, 20
 CHILD_OWN = 1 - 0.4 ** (1 / 3)
@@ -61,23 +59,15 @@ def parent_lean(sae) -> list[float]:
     return out
 
 
-def mean_se(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    spread = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else float("nan")
-    return mean, spread / math.sqrt(len(values))
-
 
 def run(directory: Path, options: Options) -> Outcome:
     from ..plots import save_figure
     from ..saes.config import resolve_sae
     from ..saes.runs import train_sae
-
     from ..saes.training import check
 
     instances, steps = (2, 600) if options.quick else (8, 3000)
-    common = {k: v for k, v in options.overrides.items() if k in ("seed", "device", "engine")}
-    if other := sorted(set(options.overrides) - set(common)):
-        raise ConfigError(f"{other[0]}: the absorption preset trains SAEs on its own toy data; it takes --seed, --device and --engine only")
+    common = sae_overrides("absorption", options)
     saes = {}
     for kind, extra in KINDS.items():
         config = resolve_sae({**data(instances, steps), "kind": kind, **extra, **common})

@@ -19,13 +19,11 @@ direction, or with the parent's where that latent took the child.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from ..config import ConfigError
-from . import Claim, Options, Outcome, _Checked
+from . import Claim, Options, Outcome, _Checked, mean_se, sae_overrides
 
 PARENT_P, CHILD_GIVEN_PARENT, DIMS = 0.25, 0.2, 50
 HEDGES = 0.1  # "hedges": the latent's cosine with the child's direction at least this
@@ -56,11 +54,6 @@ def hedging(sae) -> list[float]:
     return out
 
 
-def mean_se(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    spread = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else float("nan")
-    return mean, spread / math.sqrt(len(values))
-
 
 def run(directory: Path, options: Options) -> Outcome:
     from ..plots import save_figure
@@ -69,9 +62,7 @@ def run(directory: Path, options: Options) -> Outcome:
     from ..saes.training import check
 
     instances, steps = (2, 800) if options.quick else (8, 3000)
-    common = {k: v for k, v in options.overrides.items() if k in ("seed", "device", "engine")}
-    if other := sorted(set(options.overrides) - set(common)):
-        raise ConfigError(f"{other[0]}: the hedging preset trains SAEs on its own toy data; it takes --seed, --device and --engine only")
+    common = sae_overrides("hedging", options)
     cases = {"narrow": (True, 1), "independent": (False, 1), "full": (True, 2)}
     saes = {}
     for name, (tree, latents) in cases.items():

@@ -55,6 +55,7 @@ from ..analysis.metrics import REPRESENTED_NORM
 from ..config import FIRING_KEYS, MAX_SIZE, MIN_PROBABILITY, ConfigError, Device, Engine, _one_line, finite_number, firing_profile, normalise_keys, plain
 from ..data import GENERATORS, option_keys
 from ..files import CONFIG, read_marker, to_json
+from ..registry import declared_keys
 from ..runs import load_run, package_version
 from . import SAE_KINDS, SAEKind, saelens, setting_columns
 from .sources import dictionary_data
@@ -172,11 +173,7 @@ def dictionary_options() -> set[str]:
 
 def kind_options() -> dict[str, list[str]]:
     """Every registered kind's own keys, with the kinds that declare them."""
-    keys: dict[str, list[str]] = {}
-    for name, kind in SAE_KINDS.items():
-        for key in kind.Options.model_fields:
-            keys.setdefault(key, []).append(name)
-    return keys
+    return declared_keys(SAE_KINDS)
 
 
 def user_keys() -> set[str]:

@@ -38,11 +38,11 @@ from typing import Any, ClassVar
 
 import torch
 from jaxtyping import Bool, Float
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
 from ..errors import ConfigError
-from ..registry import admit, own
+from ..registry import admit, own, parse_options
 
 Params = dict[str, Tensor]
 
@@ -98,14 +98,7 @@ class SAEKind:
 
     def validate(self, given: dict[str, Any], latents: int) -> dict[str, Any]:
         """The options as given with every default filled in; bad ones raise ValueError naming the key."""
-        try:
-            options = self.Options(**given)
-        except ValidationError as error:
-            first = error.errors()[0]
-            key = ".".join(str(part) for part in first["loc"])
-            if first["type"] == "extra_forbidden":
-                raise ValueError(f"{key}: not an option of the {self.name} SAE") from None
-            raise ValueError(f"{key}: {first['msg'].removeprefix('Value error, ')} (got {first.get('input')!r})") from None
+        options = parse_options(self.Options, given, f"the {self.name} SAE")
         if problem := self.options_problem(options, latents):
             raise ValueError(problem)
         return options.model_dump()
