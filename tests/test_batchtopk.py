@@ -87,3 +87,12 @@ def test_the_kind_option_flag(cli, tmp_path):
     bad = cli("sae", "--data", "dictionary", "--features", "8", "--dims", "4", "--kind", "matryoshka", "--k", "1", "--latents", "8",
               "--kind-option", "prefixes=[2,4]", "--out", str(tmp_path / "n"))  # fmt: skip
     assert bad[0] == 2 and "prefixes: the last size, 4, must be latents (8)" in bad[2] and not (tmp_path / "n").exists()
+
+
+def test_a_fractional_k_on_the_command_line_is_batchtopks_and_not_topks(cli, tmp_path):
+    common = ["--data", "dictionary", "--features", "8", "--dims", "4", "--latents", "8", "--steps", "20", "--engine", "reference", "--no-figures"]
+    code, out, err = cli("sae", *common, "--kind", "batchtopk", "--k", "1.5", "--out", tmp_path / "b")
+    assert code == 0, err
+    assert sp.load_sae(tmp_path / "b").config.settings == [1.5]
+    code, out, err = cli("sae", *common, "--kind", "topk", "--k", "1.5", "--out", tmp_path / "t")
+    assert code == 2 and "k: expected whole numbers, got 1.5" in err and not (tmp_path / "t").exists()

@@ -197,7 +197,7 @@ def sae(
     kind_option: Annotated[list[str] | None, typer.Option(help="KEY=VALUE: an option of the kind, e.g. prefixes=[4,16,64] for matryoshka.")] = None,
     latents: Annotated[int | None, typer.Option(help="Latents per SAE (default 2 x features).")] = None,
     l1: Annotated[str | None, typer.Option(help="relu: L1 coefficient(s), comma-separated: one SAE per value.")] = None,
-    k: Annotated[str | None, typer.Option(help="topk: k (comma-separated for several).")] = None,
+    k: Annotated[str | None, typer.Option(help="topk, batchtopk, matryoshka: k (comma-separated for several; a mean over the batch, so fractional, for batchtopk).")] = None,
     l0: Annotated[str | None, typer.Option(help="jumprelu: L0 coefficient(s).")] = None,
     setting: Annotated[str | None, typer.Option(help="The kind's setting value(s), whichever it is (a registered kind's own).")] = None,
     steps: Annotated[int | None, typer.Option()] = None,
@@ -238,7 +238,7 @@ def sae(
         **_options(kind_option or [], "kind-option"),
         "latents": latents,
         "l1": _numbers("l1", l1),
-        "k": _numbers("k", k, int),
+        "k": _numbers("k", k, _whole_or_float),  # a whole number for topk, any for batchtopk: the kind checks it
         "l0": _numbers("l0", l0),
         "setting": _numbers("setting", setting, _whole_or_float),
         "steps": steps,
