@@ -171,11 +171,11 @@ def test_absorption_quick_trains_every_kind_on_the_toy_and_scores_absorption(tmp
         sae = sp.load_sae(tmp_path / "a" / kind)
         assert sae.config.kind == kind and sae.config.orthogonal and sae.config.data_options["exclusive"]
         rows = sae.metrics["instances"]
-        assert len(rows) == 2 and all(len(r["absorption_per_child"]) == 9 and 0 <= r["absorption"] <= 1 for r in rows)
+        assert len(rows) == 1 and all(len(r["absorption_per_child"]) == 9 and 0 <= r["absorption"] <= 1 for r in rows)
     assert sp.load_sae(tmp_path / "a" / "matryoshka").config.kind_options == {"prefixes": [3, 12, 20]}
     # the toy's features: orthonormal, as in Nabeshima's
     F = sp.load_sae(tmp_path / "a" / "relu").features
-    assert torch.allclose(F @ F.transpose(1, 2), torch.eye(20).expand(2, 20, 20), atol=1e-5)
+    assert torch.allclose(F @ F.transpose(1, 2), torch.eye(20).expand(1, 20, 20), atol=1e-5)
 
 
 def test_absorption_refuses_overrides_it_cannot_take(tmp_path, cli):
@@ -200,7 +200,7 @@ def test_synthsaebench_quick_trains_both_kinds_on_its_data(tmp_path):
     summary = reproduce("synthsaebench", tmp_path / "s", Options(quick=True, overrides={"device": "cpu"}))
     assert len(summary["claims"]) == 2 and "theirs 0.793" in summary["claims"][0]["ours"]
     batch, nested = sp.load_sae(tmp_path / "s" / "batchtopk"), sp.load_sae(tmp_path / "s" / "matryoshka")
-    assert batch.config.settings == nested.config.settings and batch.config.latents == 64 and not batch.config.resample
-    assert nested.config.kind_options == {"prefixes": [8, 16, 32, 64]}
+    assert batch.config.settings == nested.config.settings and batch.config.latents == 32 and not batch.config.resample
+    assert nested.config.kind_options == {"prefixes": [4, 8, 16, 32]}
     assert batch.config.firing["firing"] == "zipf" and batch.config.data_options["correlation_rank"] == 25
-    assert batch.config.data_options["roots"] == 2 and "absorption" in batch.metrics["instances"][0]
+    assert batch.config.data_options["roots"] == 1 and "absorption" in batch.metrics["instances"][0]

@@ -3,7 +3,7 @@
 (p = 0.15) with 3 mutually exclusive children each (given its parent, each child on 20%
 of rows and none on 40%: each child's own chance 1 − 0.4^(1/3), one kept of those that
 fire), and 8 independent features (p = 0.05); every firing feature has magnitude 1.
-8 random dictionaries (quick: 2), one SAE of 20 latents of each kind on each:
+8 random dictionaries (quick: 1), one SAE of 20 latents of each kind on each:
 
   relu        our default L1 (what Chanin et al.'s toy trains: an L1 SAE)
   topk        k = 1 (the true L0, 1.12, rounded)
@@ -66,7 +66,7 @@ def run(directory: Path, options: Options) -> Outcome:
     from ..saes.runs import train_sae
     from ..saes.training import check
 
-    instances, steps = (2, 600) if options.quick else (8, 3000)
+    instances, steps = (1, 200) if options.quick else (8, 3000)
     common = sae_overrides("absorption", options)
     saes = {}
     for kind, extra in KINDS.items():

@@ -61,7 +61,7 @@ def run(directory: Path, options: Options) -> Outcome:
     from ..saes.runs import train_sae
     from ..saes.training import check
 
-    instances, steps = (2, 800) if options.quick else (8, 3000)
+    instances, steps = (2, 300) if options.quick else (8, 3000)
     common = sae_overrides("hedging", options)
     cases = {"narrow": (True, 1), "independent": (False, 1), "full": (True, 2)}
     saes = {}

@@ -1,6 +1,6 @@
 """SynthSAEBench's shape (Chanin and Garriga-Alonso 2026, on SAELens's synthetic module) at a
 size this machine trains in minutes: its 16,384 features in 768 dimensions scaled down 16x
-to 1,024 in 48 (quick: 256 in 12), with its data otherwise as it has it: Zipf firing
+to 1,024 in 48 (quick: 128 in 6), with its data otherwise as it has it: Zipf firing
 (exponent 0.5, p from 0.4 to 5e-4), trees of 4 children down 3 levels under 1 root per 128
 features with exclusive siblings, compensated rates and children scaled by their parents,
 a rank-25 copula (scale 0.1), normal magnitudes with means linear from 5 to 4 and
@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 
 from . import Claim, Options, Outcome, _Checked, sae_overrides
 
-FULL, QUICK = (1024, 48, 2, 4000), (256, 12, 1, 300)  # features, dims, dictionaries, steps
+FULL, QUICK = (1024, 48, 2, 4000), (128, 6, 1, 150)  # features, dims, dictionaries, steps
 THEIRS = {"batchtopk": {"mcc": 0.757, "f1": 0.732, "variance_explained": 0.792}, "matryoshka": {"mcc": 0.793, "f1": 0.879, "variance_explained": 0.779}}
 SCORES = ("mcc", "f1", "variance_explained", "l0", "uniqueness", "shrinkage", "dead_fraction")
 
