@@ -71,7 +71,7 @@ def compensated(p: Float[Tensor, "inst feat 1"], parents: list[int], exclusive: 
     own = p[:, child] / p_parent
     # an exclusive group's members: times 1 + their siblings' share of the parent's rows
     siblings = torch.zeros_like(p).index_add_(1, parent[child], own)[:, parent[child]] - own
-    own = torch.where(excluding(parents, exclusive)[child].to(p.device).view(1, -1, 1), own * (1 + siblings), own)
+    own = torch.where(excluding(parents, exclusive).to(p.device)[child].view(1, -1, 1), own * (1 + siblings), own)
     return p.index_copy(1, child, own.clamp(max=1.0))
 
 
