@@ -87,7 +87,7 @@ def test_reproduce_seed_quick(tmp_path, cli):
         (["train", "--steps", "0"], "steps"),
         (["train", "--model", "transformer"], "model"),
         (["train", "--activation", "tanh"], "activation"),
-        (["train", "--optimizer", "sgd"], "optimizer"),
+        (["train", "--optimizer", "rmsprop"], "optimizer"),
         (["train", "--schedule", "step"], "schedule"),
         (["train", "--data", "imagenet"], "data"),
         (["train", "--device", "tpu"], "device"),

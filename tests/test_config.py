@@ -43,7 +43,7 @@ def test_defaults_are_the_seeds_sweep():
         ({"lr": 0}, "lr"),
         ({"model": "transformer"}, "model"),
         ({"activation": "gelu"}, "activation"),
-        ({"optimizer": "sgd"}, "optimizer"),
+        ({"optimizer": "rmsprop"}, "optimizer"),
         ({"schedule": "step"}, "schedule"),
         ({"data": "real"}, "data"),
         ({"bogus": 1}, "bogus"),

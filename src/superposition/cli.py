@@ -68,6 +68,12 @@ def _options(given: list[str], flag: str = "data-option") -> dict[str, Any]:
     return keys
 
 
+def _checkpoints(text: str | None) -> int | list[int] | None:
+    """`--checkpoints 50` (a count) or `--checkpoints 0,10,100` (the steps)."""
+    steps = _numbers("checkpoints", text, int)
+    return steps[0] if steps and "," not in text else steps
+
+
 def _whole_or_float(text: str) -> int | float:
     """`3` as a whole number (a whole-number setting takes it), `0.3` as a float."""
     return int(text) if text.strip().lstrip("-").isdigit() else float(text)
@@ -116,6 +122,8 @@ def train(
     eval_batch_size: Annotated[int | None, typer.Option(help="Rows of the fixed evaluation batch.")] = None,
     dataset_size: Annotated[int | None, typer.Option(help="Train on a finite set of T examples per instance, drawn once (full batch when T <= batch size).")] = None,
     normalize: Annotated[bool | None, typer.Option("--normalize/--no-normalize", help="Scale every example to unit norm (an all-zero one stays zero).")] = None,
+    checkpoints: Annotated[str | None, typer.Option(help="Keep the weights at N log-spaced steps (0 and the last included), or at the comma-separated steps given.")] = None,
+    momentum: Annotated[float | None, typer.Option(help="With --optimizer sgd: its momentum.")] = None,
     figures: Annotated[bool, typer.Option(help="Also draw the run's figures (later: `superposition plot RUN`).")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
@@ -153,6 +161,8 @@ def train(
         "eval_batch_size": eval_batch_size,
         "dataset_size": dataset_size,
         "normalize": normalize,
+        "checkpoints": _checkpoints(checkpoints),
+        "momentum": momentum,
     }
     given = {k: v for k, v in flags.items() if v is not None}
     # A flag replaces whichever of a pair of alternative keys the file used.
@@ -337,11 +347,14 @@ def export_saelens(
 def metrics(
     run: Annotated[Path, typer.Argument(help="A run directory.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics.json instead of a table.")] = False,
+    checkpoint: Annotated[int | None, typer.Option(help="The run as it stood after this many steps (one of its checkpoints).")] = None,
 ) -> None:
     """Print the metrics of a run, one row per instance."""
     from .runs import load_run
 
     loaded = load_run(run)
+    if checkpoint is not None:
+        loaded = loaded.checkpoint(checkpoint)
     if as_json:
         print(json.dumps(loaded.metrics, indent=2))
     else:

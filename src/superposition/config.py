@@ -22,7 +22,7 @@ from .limits import MAX_SIZE, MAX_VALUES, MIN_PROBABILITY
 Activation = Literal["relu", "linear"]
 Target = Literal["identity", "abs"]
 LossReduction = Literal["mean", "sum"]
-Optimizer = Literal["adam", "adamw"]
+Optimizer = Literal["adam", "adamw", "sgd"]
 Schedule = Literal["constant", "linear", "cosine"]
 Device = Literal["auto", "cpu", "cuda"]
 Engine = Literal["auto", "fused", "compiled", "reference"]
@@ -93,6 +93,7 @@ class Config(BaseModel):
     # ARENA; or the sum, as the double-descent note. With Adam the sum is the mean with eps / n.
     loss_reduction: LossReduction = "mean"
     optimizer: Optimizer = "adamw"
+    momentum: float = Field(0.0, ge=0, lt=1)  # SGD's (Adam's betas are fixed: steps.BETAS)
     weight_decay: float = Field(0.01, ge=0)
     lr: float = Field(1e-3, gt=0)
     schedule: Schedule = "constant"
@@ -116,6 +117,9 @@ class Config(BaseModel):
     # None: a fresh batch every step
     dataset_size: int | None = Field(None, gt=0, le=MAX_SIZE)
     normalize: bool = False  # scale every example to unit norm (Henighan et al., 2023)
+    # the steps after which the run keeps its weights (0: the initial ones), in increasing
+    # order; a user's `checkpoints = N` is N log-spaced steps (`checkpoint_steps`)
+    checkpoints: list[int] | None = None
 
     @field_validator("data")
     @classmethod
@@ -180,6 +184,13 @@ class Config(BaseModel):
             raise ValueError("restarts: warm start trains one chain of instances; use restarts = 1 with it")
         if self.warmup >= self.steps:
             raise ValueError(f"warmup: {self.warmup} must be smaller than steps ({self.steps})")
+        if self.momentum and self.optimizer != "sgd":
+            raise ValueError(f"momentum: SGD's; {self.optimizer} has its own (beta1 = 0.9); drop momentum or use optimizer = \"sgd\"")
+        if self.checkpoints is not None:
+            if not self.checkpoints or self.checkpoints != sorted(set(self.checkpoints)):
+                raise ValueError("checkpoints: give a number of log-spaced steps, or distinct steps in increasing order")
+            if not 0 <= self.checkpoints[0] <= self.checkpoints[-1] <= self.steps:
+                raise ValueError(f"checkpoints: steps run from 0 (the initial weights) to steps ({self.steps}), got {self.checkpoints[0]} … {self.checkpoints[-1]}")
         return self
 
     def __init__(self, **keys: Any) -> None:
@@ -327,12 +338,28 @@ def _expand(raw: dict[str, Any]) -> dict[str, Any]:
         except OverflowError:
             raise ConfigError(f"importance_decay: {decay[0]} ** {features - 1} overflows; use a value nearer 1") from None
 
+    if isinstance(keys.get("checkpoints"), int) and not isinstance(keys["checkpoints"], bool):
+        keys["checkpoints"] = checkpoint_steps(keys["checkpoints"], keys.get("steps", Config.model_fields["steps"].default))
+
     from .models import KINDS
 
     model = KINDS.get(keys.get("model", "tied")) if isinstance(keys.get("model", "tied"), str) else None
     for key, value in (model.defaults if model else {}).items():
         keys.setdefault(key, value)
     return {**keys, "feature_probability": probs, "importance": importance}
+
+
+def checkpoint_steps(count: int, steps: Any) -> list[int]:
+    """`count` steps log-spaced from 0 (the initial weights) to `steps` (the last), both
+    included: devinterp's and Chen et al.'s snapshots. Early steps that round to the same
+    whole number are kept once, so there may be fewer."""
+    if not 0 < count <= MAX_SIZE:
+        raise ConfigError(f"checkpoints: a number of steps from 1 up, or a list of steps; got {count}")
+    if not isinstance(steps, int) or isinstance(steps, bool) or not 0 < steps <= MAX_SIZE:
+        return [count]  # validation refuses the steps themselves
+    if count <= 2:
+        return [0, steps][-count:]
+    return sorted({0, *(round(steps ** (i / (count - 2))) for i in range(count - 1))})
 
 
 def firing_profile(keys: dict[str, Any], features: int) -> list[float]:

@@ -34,7 +34,7 @@ def importance_label(importance: list[list[float]]) -> str:
 
 def describe(config: Config) -> str:
     """One line naming what was trained, for figure titles."""
-    optimizer = "AdamW" if config.optimizer == "adamw" else "Adam"
+    optimizer = {"adamw": "AdamW", "adam": "Adam", "sgd": f"SGD (momentum {config.momentum:g})"}[config.optimizer]
     warm = ", warm start" if config.warm_start else ""
     copies = f", {config.replicates} copies of each" if config.replicates > 1 else ""
     data = GENERATORS[config.data].describe(config)

@@ -7,6 +7,8 @@
   dataset.safetensors  finite-data runs only: the training set x (inst, T, feat) as compressed
                        sparse rows (dataset.py): x_row_ptr (inst, T + 1) int64, x_cols int32,
                        x_values float32; `Run.dataset` is it as a torch sparse tensor
+  checkpoints.safetensors  runs with `checkpoints` only: every parameter at the steps kept,
+                       (checkpoints, inst, ...) under its own name, and `steps` (checkpoints,) int64
   *.png                figures, named from the config
   superposition.json   the marker, written last: format version and the SHA-256 of the
                        four data files (figures are not sealed: `plot` redraws them)
@@ -32,13 +34,15 @@ from jaxtyping import Float
 from safetensors import SafetensorError
 from safetensors.torch import load, save
 from torch import Tensor
+from torch.utils.data import DataLoader, TensorDataset
 
+from . import data
 from .analysis.metrics import REPRESENTED_NORM, measure
 from .analysis.recovery import score
 from .config import Config, ConfigError, validate_saved
 from .files import CONFIG, atomic_dir, seal, to_json, verify
-from .models import KINDS, Params
-from .training.loop import Diverged, TrainResult, divergence, train as fit
+from .models import KINDS, Params, loss_per_instance, loss_weights
+from .training.loop import Diverged, TrainResult, checkpoint_bytes, divergence, train as fit
 
 if TYPE_CHECKING:
     import pandas
@@ -46,11 +50,12 @@ if TYPE_CHECKING:
     from .training.dataset import Sparse
 
 MODEL, METRICS, HISTORY, DATASET = "model.safetensors", "metrics.json", "history.safetensors", "dataset.safetensors"
+CHECKPOINTS = "checkpoints.safetensors"
 SEALED = (CONFIG, MODEL, METRICS, HISTORY)
 
 
 def sealed(config: Config) -> tuple[str, ...]:
-    return SEALED + ((DATASET,) if config.dataset_size else ())
+    return SEALED + ((DATASET,) if config.dataset_size else ()) + ((CHECKPOINTS,) if config.checkpoints else ())
 
 
 def package_version() -> str:
@@ -67,6 +72,9 @@ class Run:
     losses   training loss (steps, inst), float32; `history` is the same as a DataFrame
     path     the directory it was saved to or loaded from, if any
     examples a finite-data run's training set (dataset.Sparse); `dataset` is it as a tensor
+    checkpoints  the weights at the steps `config.checkpoints` kept, (checkpoints, inst, ...)
+             per parameter (fewer where early stop ended training first); `checkpoint(step)`
+    step     where this Run is a checkpoint of another: the steps its weights had trained
     """
 
     config: Config
@@ -75,6 +83,8 @@ class Run:
     losses: np.ndarray
     path: Path | None = None
     examples: Sparse | None = None
+    checkpoints: Params | None = None
+    step: int | None = None
 
     @property
     def dataset(self) -> Tensor | None:
@@ -98,7 +108,7 @@ class Run:
         problem = divergence(result.params, [row["loss"] for row in metrics["instances"]])
         if problem:
             raise Diverged(problem)
-        return cls(result.config, result.params, metrics, result.history.numpy(), examples=result.dataset)
+        return cls(result.config, result.params, metrics, result.history.numpy(), examples=result.dataset, checkpoints=result.checkpoints)
 
     def __len__(self) -> int:
         return self.config.instances
@@ -116,7 +126,27 @@ class Run:
         metrics = {**self.metrics, "instances": [self.metrics["instances"][i]]}
         params = {k: v[i : i + 1].clone() for k, v in self.params.items()}
         examples = None if self.examples is None else self.examples.subset([i]).compact()
-        return Run(config, params, metrics, self.losses[:, i : i + 1].copy(), examples=examples)
+        kept = None if self.checkpoints is None else {k: v[:, i : i + 1].clone() for k, v in self.checkpoints.items()}
+        return Run(config, params, metrics, self.losses[:, i : i + 1].copy(), examples=examples, checkpoints=kept, step=self.step)
+
+    @property
+    def checkpoint_steps(self) -> list[int]:
+        """The steps whose weights this run kept (`checkpoints = N` in its config)."""
+        return [] if self.checkpoints is None else self.config.checkpoints[: len(next(iter(self.checkpoints.values())))]
+
+    def checkpoint(self, step: int) -> Run:
+        """The run as it stood after `step` training steps (0: its initial weights), measured as a
+        finished run is; bit for bit the weights a run stopped at that step would have."""
+        steps = self.checkpoint_steps
+        if not steps:
+            raise ConfigError("checkpoint: this run kept no checkpoints; train it with checkpoints = N (or a list of steps)")
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step not in steps:
+            shown = ", ".join(map(str, steps)) if len(steps) <= 12 else f"{', '.join(map(str, steps[:6]))}, …, {', '.join(map(str, steps[-3:]))}"
+            raise ConfigError(f"checkpoint: step {step!r} is not one this run kept; it kept {len(steps)}: {shown}")
+        at = steps.index(int(step))
+        params = {k: v[at].clone() for k, v in self.checkpoints.items()}
+        metrics = measure(self.config, params, self.examples)
+        return Run(self.config, params, metrics, self.losses[: int(step)].copy(), examples=self.examples, step=int(step))
 
     def _inputs(self, x: Any) -> Float[Tensor, "inst batch feat"]:
         x = torch.as_tensor(x, dtype=torch.float32)
@@ -141,6 +171,38 @@ class Run:
         copies: training it leaves the run unchanged."""
         return ToyModel(self.config, self.params)
 
+    def plain_module(self) -> PlainToyModel:
+        """This one-instance run's model (`run[i].plain_module()`) as a plain torch module, for
+        tools that take one (devinterp, SPD): (batch, features) -> outputs, its parameters the
+        run's without the instances axis, and `loss(outputs, target)` the run's own loss.
+        Its parameters are copies: training it leaves the run unchanged."""
+        self._one_instance("plain_module")
+        return PlainToyModel(self.config, self.params)
+
+    def loader(self, batch_size: int = 1024, rows: int | None = None, shuffle: bool = True, seed: int = 0) -> DataLoader:
+        """A DataLoader of (x, target) batches of this one-instance run's data (`run[i].loader()`),
+        target being x, or |x| where the run reproduces |x|: a finite-data run's training set,
+        otherwise `rows` fresh examples of its stream (default eval_batch_size: the evaluation
+        batch behind `loss`, so the plain module's mean loss over them is that loss).
+        Shuffled by a generator of its own seeded with `seed`."""
+        self._one_instance("loader")
+        for name, value in (("batch_size", batch_size), ("rows", rows or 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name}: a whole number of examples from 1 up, got {value!r}")
+        if self.examples is not None:
+            if rows is not None:
+                raise ConfigError(f"rows: this run trained on its {self.config.dataset_size} examples, which the loader gives; drop rows")
+            x = self.examples.torch().to_dense()[0]
+        else:
+            x = data.evaluation(self.config, rows)[0]
+        target = x.abs() if self.config.target == "abs" else x
+        shuffled = torch.Generator().manual_seed(seed) if shuffle else None
+        return DataLoader(TensorDataset(x, target), batch_size=batch_size, shuffle=shuffle, generator=shuffled)
+
+    def _one_instance(self, method: str) -> None:
+        if len(self) != 1:
+            raise ConfigError(f"{method}: this run has {len(self)} instances; take one first, run[i].{method}()")
+
     def recovery(self, latents: Any) -> list[dict[str, Any]]:
         """How well a dictionary recovers this run's features, per instance (recovery.py):
         latents (inst, n_latents, hidden), e.g. an SAE's decoder rows trained on `encode`'s
@@ -164,6 +226,8 @@ class Run:
 
     def write(self, directory: Path, figures: bool = True) -> None:
         """Write the run's files into `directory` (a staging directory from `atomic_dir`), sealed last."""
+        if self.step is not None:  # its config.json would train another model
+            raise ConfigError(f"save: this Run is the checkpoint at step {self.step} of a run; save the run, which holds it")
         directory = Path(directory)
         record = {**self.config.model_dump(), "package_version": package_version()}
         (directory / CONFIG).write_text(to_json(record))
@@ -177,6 +241,9 @@ class Run:
             own = self.examples.compact()
             arrays = {"x_row_ptr": own.row_ptr, "x_cols": own.cols, "x_values": own.values}
             (directory / DATASET).write_bytes(save_arrays(arrays))
+        if self.config.checkpoints:
+            steps = torch.tensor(self.checkpoint_steps, dtype=torch.int64)
+            (directory / CHECKPOINTS).write_bytes(save({**{k: v.contiguous() for k, v in self.checkpoints.items()}, "steps": steps}))
         if figures:
             from .plots import write_figures
 
@@ -216,6 +283,32 @@ class ToyModel(torch.nn.Module):
         return self.output(self.hidden(x, self.weights), self.weights)
 
 
+class PlainToyModel(torch.nn.Module):
+    """One toy model as a plain module: forward(x) = outputs, x (batch, features); parameters
+    named as in model.safetensors, without the instances axis (W (feat, hidden), b (feat))."""
+
+    def __init__(self, config: Config, params: Params):
+        super().__init__()
+        self.config = config
+        for name, value in params.items():
+            self.register_parameter(name, torch.nn.Parameter(value[0].clone()))
+        self.register_buffer("importance", loss_weights(config))  # (1, feat): I_i, times n for a summed loss
+
+    def _batched(self) -> Params:
+        return {name: p.unsqueeze(0) for name, p in self.named_parameters()}
+
+    def encode(self, x: Float[Tensor, "batch feat"]) -> Float[Tensor, "batch hidden"]:
+        return KINDS[self.config.model].encode(self._batched(), x.unsqueeze(0), self.config).squeeze(0)
+
+    def forward(self, x: Float[Tensor, "batch feat"]) -> Float[Tensor, "batch feat"]:
+        kind, params = KINDS[self.config.model], self._batched()
+        return kind.decode(params, kind.encode(params, x.unsqueeze(0), self.config), self.config).squeeze(0)
+
+    def loss(self, outputs: Float[Tensor, "batch feat"], target: Float[Tensor, "batch feat"]) -> Float[Tensor, ""]:
+        """The run's training loss: importance-weighted squared error, over the batch's mean."""
+        return loss_per_instance(outputs.unsqueeze(0), target.unsqueeze(0), self.importance, self.config).squeeze(0)
+
+
 def train(config: Config, progress: bool | None = None) -> Run:
     """Train `config` (all its instances at once) and measure it: the notebook's entry point.
 
@@ -252,7 +345,7 @@ def run_bytes(config: Config) -> int:
     if config.dataset_size:  # the training set (8 bytes a present value) and D_t, ||h_t|| in metrics.json
         present = sum(map(sum, config.feature_probability))
         values += config.dataset_size * (config.instances * 6 + int(present))
-    return 8 * values + 4 * 2**20
+    return 8 * values + checkpoint_bytes(config) + 4 * 2**20
 
 
 def load_run(path: str | os.PathLike[str]) -> Run:
@@ -279,7 +372,25 @@ def load_run(path: str | os.PathLike[str]) -> Run:
     if set(history) != {"loss"} or history["loss"].dim() != 2 or history["loss"].shape[1] != config.instances:
         raise ConfigError(f"run: {path}/{HISTORY} does not hold a (steps, {config.instances}) loss")
     examples = _examples(path / DATASET, config) if config.dataset_size else None
-    return Run(config, params, metrics, history["loss"].numpy(), path, examples)
+    kept = _checkpoints(path / CHECKPOINTS, config, expected) if config.checkpoints else None
+    return Run(config, params, metrics, history["loss"].numpy(), path, examples, kept)
+
+
+def _checkpoints(path: Path, config: Config, shapes: dict[str, tuple[int, ...]]) -> Params:
+    """Saved checkpoints, checked against the config: a prefix of its steps, every parameter."""
+    try:
+        tensors = load(path.read_bytes())
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ConfigError(f"run: {path} is corrupted ({error})") from None
+    steps = tensors.pop("steps", None)
+    ok = (
+        steps is not None and steps.dtype == torch.int64 and steps.dim() == 1
+        and steps.tolist() == config.checkpoints[: len(steps)] and set(tensors) == set(shapes)
+        and all(v.dtype == torch.float32 and tuple(v.shape) == (len(steps), *shapes[k]) for k, v in tensors.items())
+    )  # fmt: skip
+    if not ok:
+        raise ConfigError(f"run: {path} does not hold the weights at the config's checkpoints")
+    return tensors
 
 
 def _examples(path: Path, config: Config) -> Sparse:

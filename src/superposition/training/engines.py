@@ -79,6 +79,8 @@ class Fused(Engine):
         if data is not None and GENERATORS[data.data].kernel_draw(data) is None:
             drawn = ", ".join(name for name, g in GENERATORS.items() if g.kernel is not None)
             return f"the fused engine's kernels have no draw of {GENERATORS[data.data].describe(data)} (they draw {drawn}); use --engine compiled or reference"
+        if toy and job.optimizer == "sgd":
+            return "the fused engine trains with Adam(W); use --engine reference for SGD"
         if toy and KINDS[job.model].fused is None:
             return f"the fused engine does not run the {job.model} model; use --engine reference"
         if not toy and not SAE_KINDS[job.kind].fused:
@@ -94,6 +96,10 @@ class Fused(Engine):
 class Compiled(Engine):
     name = "compiled"
 
+    def supports(self, job: Job, device: str, data: Config | None = None) -> str | None:
+        if isinstance(job, Config) and job.optimizer == "sgd":
+            return "the compiled engine's step is Adam(W); use --engine reference for SGD"
+        return None
 
 
 class Reference(Engine):

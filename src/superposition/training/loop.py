@@ -76,7 +76,13 @@ def memory_needed(config: Config) -> int:
     else:
         evaluation = 6 * config.instances * config.eval_batch_size * config.features * 4
         training = 8 * copies * config.batch_size * config.features * 4
-    return evaluation + training + weights + 4 * config.steps * copies
+    return evaluation + training + weights + 4 * config.steps * copies + checkpoint_bytes(config)
+
+
+def checkpoint_bytes(config: Config) -> int:
+    """Bytes of the weights kept at the config's checkpoints (float32, every copy)."""
+    values = sum(math.prod(shape) for shape in KINDS[config.model].shapes(config).values())
+    return 4 * len(config.checkpoints or ()) * config.restarts * values
 
 
 def available_memory(device: str = "cpu") -> int:
@@ -132,6 +138,8 @@ class TrainResult:
     history: Float[Tensor, "steps inst"]  # training loss per step and instance (NaN where not trained)
     steps_run: int
     dataset: Sparse | None = None  # the training set of a finite-data run
+    # the weights at each step of config.checkpoints that training reached: (checkpoints, inst, ...)
+    checkpoints: Params | None = None
 
 
 def train(config: Config, progress: bool = False, sources: list[int] | None = None) -> TrainResult:
@@ -148,33 +156,34 @@ def train(config: Config, progress: bool = False, sources: list[int] | None = No
     sources = list(range(config.instances)) if sources is None else sources
     examples = _training_set(config, sources) if config.dataset_size else None
 
-    def fit(params: Params, first: int, count: int) -> tuple[Tensor, int]:
-
+    def fit(params: Params, first: int, count: int) -> tuple[Tensor, int, list[Params]]:
         share = slice(first, first + count)
         if examples is not None:
             part, own = examples.subset(range(first, first + count)), sources[share]
             run = ENGINES[config.engine].stepper("finite", params, part, own, importance[share], config)
         else:
             run = ENGINES[config.engine].stepper("fresh", params, probs[share], importance[share], config, first)
-        return _fit(run, config, count, reporter)
+        return _fit(run, config, count, reporter, lambda: {k: v.detach().to("cpu", copy=True) for k, v in params.items()})
 
     with _Progress(config, progress) as reporter:
         if not config.warm_start:
             params = {k: v.to(device) for k, v in params.items()}
-            history, steps_run = fit(params, 0, config.instances)
+            history, steps_run, kept = fit(params, 0, config.instances)
+            snapshots = [kept]
         else:
             history = torch.full((config.steps, config.instances), math.nan)
             steps_run = 0
             group = config.replicates
             previous = {k: v[:group] for k, v in params.items()}
-            finals = []
+            finals, snapshots = [], []
             for first in range(0, config.instances, group):
                 current = {name: v.detach().clone().to(device) for name, v in previous.items()}  # fresh leaves
-                part, ran = fit(current, first, group)
+                part, ran, kept = fit(current, first, group)
                 history[:ran, first : first + group] = part
                 steps_run = max(steps_run, ran)
                 previous = current
                 finals.append(current)
+                snapshots.append(kept)
             params = {name: torch.cat([p[name] for p in finals]) for name in params}
     return TrainResult(
         config=config,
@@ -182,7 +191,18 @@ def train(config: Config, progress: bool = False, sources: list[int] | None = No
         history=history[:steps_run],
         steps_run=steps_run,
         dataset=examples,
+        checkpoints=_stack(snapshots) if config.checkpoints else None,
     )
+
+
+def _stack(snapshots: list[list[Params]]) -> Params:
+    """Each warm-start phase's (or the one phase's) snapshots as one tensor per parameter,
+    (checkpoints, inst, ...): the steps every phase reached (early stop may end one sooner)."""
+    reached = min(map(len, snapshots))
+    return {
+        name: torch.stack([torch.cat([phase[c][name] for phase in snapshots]) for c in range(reached)])
+        for name in snapshots[0][0]
+    }
 
 
 def _training_set(config: Config, sources: list[int]) -> Sparse:
@@ -227,27 +247,36 @@ def _best_of_restarts(config: Config, progress: bool) -> TrainResult:
         history=result.history[:, best],
         steps_run=result.steps_run,
         dataset=examples.compact() if examples is not None else None,
+        checkpoints=None if result.checkpoints is None else {n: v[:, best].clone() for n, v in result.checkpoints.items()},
     )
 
 
-def _fit(run: Stepper, config: Config, instances: int, reporter: _Progress) -> tuple[Tensor, int]:
-    """Run `config.steps` steps in chunks, reporting progress and checking early stop between them."""
+def _fit(
+    run: Stepper, config: Config, instances: int, reporter: _Progress, snapshot: Callable[[], Params]
+) -> tuple[Tensor, int, list[Params]]:
+    """Run `config.steps` steps in chunks, reporting progress and checking early stop between
+    them; a chunk also ends at every checkpoint, where `snapshot` copies the weights."""
     history = torch.empty(config.steps, instances)
     engine = f"{config.engine}-dataset" if config.dataset_size and config.engine == "fused" else config.engine
     if engine != "compiled":
         with reporter.compiling(engine):
             run(0, 0)  # a numba kernel loads, or compiles, here: before the bar counts any step
+    wanted = config.checkpoints or []
+    kept = [snapshot()] if 0 in wanted else []
     done = 0
     while done < config.steps:
-        count = min(CHUNK, config.steps - done)
+        # chunks stay aligned to CHUNK (early stop looks at whole windows of them)
+        count = min(CHUNK - done % CHUNK, config.steps - done, *(step - done for step in wanted if step > done))
         # torch.compile compiles in the first call that runs a step
         with reporter.compiling(engine) if done == 0 and engine == "compiled" else contextlib.nullcontext():
             history[done : done + count] = run(done, count)
         done += count
+        if done in wanted:
+            kept.append(snapshot())
         reporter.advance(done, history[done - 1])
         if config.early_stop and _converged(history[:done], config.early_stop):
             break
-    return history[:done], done
+    return history[:done], done, kept
 
 
 @ENGINES["reference"].builds("fresh")
