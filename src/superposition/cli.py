@@ -325,6 +325,38 @@ def kinds() -> None:
     _console().print(data)
 
 
+@app.command()
+def llc(
+    run: Annotated[Path, typer.Argument(help="A run directory.")],
+    checkpoints: Annotated[bool, typer.Option("--checkpoints/--final", help="Estimate at every checkpoint the run kept, or at its final weights.")] = False,
+    instance: Annotated[str | None, typer.Option(help="Comma-separated instances (default: all).")] = None,
+    lr: Annotated[float | None, typer.Option(help="SGLD's step size ε (1e-3).")] = None,
+    localization: Annotated[float | None, typer.Option(help="γ, the pull back to the trained weights (1).")] = None,
+    nbeta: Annotated[float | None, typer.Option(help="nβ, the inverse temperature (n / log n of the data's rows).")] = None,
+    draws: Annotated[int | None, typer.Option(help="Draws per chain (100).")] = None,
+    chains: Annotated[int | None, typer.Option(help="Chains (5).")] = None,
+    burnin: Annotated[int | None, typer.Option(help="Burn-in steps before the draws (0).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="SGLD's batch (1024).")] = None,
+    rows: Annotated[int | None, typer.Option(help="For a run without a finite set: fresh examples to sample on (its eval_batch_size).")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """The local learning coefficient of a run's models (devinterp's SGLD), written to RUN/llc.json."""
+    from .runs import load_run
+    from .tools.llc import LLC_FILE, llc as estimate, settings
+
+    given = {"lr": lr, "localization": localization, "nbeta": nbeta, "draws": draws, "chains": chains, "burnin": burnin, "batch_size": batch_size, "rows": rows, "seed": seed}
+    given = {k: v for k, v in given.items() if v is not None}
+    settings(**given)  # bad settings are refused before the run is read
+    loaded = load_run(run)
+    record = estimate(loaded, checkpoints, _numbers("instance", instance, int), **given)
+    rows_out = [
+        {"instance": e["instance"], "step": e["step"], "loss": e["loss"], "LLC": e["llc_mean"], "std over chains": e["llc_std"]}
+        for e in record["estimates"]
+    ]
+    _print_rows(rows_out, title=f"local learning coefficient (SGLD: {record['settings']['chains']} chains x {record['settings']['draws']} draws)")
+    print(f"estimates written to {run / LLC_FILE}")
+
+
 @app.command("export-saelens")
 def export_saelens(
     run: Annotated[Path, typer.Argument(help="A run directory.")],
