@@ -1,6 +1,6 @@
 """That SAELens reads a model we write: a toy run on synthetic data (trees, exclusive
 siblings, a rank-2 copula, linear magnitudes) written with
-`superposition export-saelens`, loaded by SAELens's SyntheticModel.load_from_disk and
+`superposition export saelens`, loaded by SAELens's SyntheticModel.load_from_disk and
 sampled by SAELens; its features' rates against ours, its trees obeyed, its feature
 dictionary our W. Run in the benchmark venv (bash benchmarks/saelens_venv.sh):
 
@@ -24,7 +24,7 @@ with tempfile.TemporaryDirectory() as scratch:
     keys = dict(features=12, hidden=4, data="synthetic", sparsity=[0.7], roots=2, branching=2, exclusive=True,
                 correlation_rank=2, correlation_scale=0.3, magnitude="normal", magnitude_mean=2.0, magnitude_mean_end=1.0, steps=200)  # fmt: skip
     sp.train(sp.Config(**keys)).save(Path(scratch) / "run")
-    subprocess.run([sys.executable, "-m", "superposition", "export-saelens", str(Path(scratch) / "run"), "--out", str(Path(scratch) / "model")], check=True)
+    subprocess.run([sys.executable, "-m", "superposition", "export", "saelens", str(Path(scratch) / "run"), "--out", str(Path(scratch) / "model")], check=True)
     theirs = SyntheticModel.load_from_disk(Path(scratch) / "model")
     torch.manual_seed(0)
     hidden, features = theirs.sample_with_features(ROWS)

@@ -97,6 +97,7 @@ LAYERS = [
     ("analysis", ["analysis"]),
     ("outputs", ["labels", "plots", "runs"]),
     ("saes", ["saes.config", "saes.sources", "saes.saelens", "saes.training", "saes.runs", "saes.plots"]),
+    ("tools", ["tools"]),
     ("sweeps", ["sweeps"]),
     ("experiments", ["report", "experiments"]),
     ("entry", ["cli", "__main__", ""]),

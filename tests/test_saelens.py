@@ -73,7 +73,7 @@ def test_a_toy_run_written_as_a_saelens_model_reads_back(tmp_path, cli):
                 magnitude="normal", magnitude_mean=2.0, magnitude_mean_end=1.0, steps=50)  # fmt: skip
     run = sp.train(sp.Config(**keys))
     run.save(tmp_path / "run")
-    code, out, err = cli("export-saelens", tmp_path / "run", "--out", tmp_path / "model")
+    code, out, err = cli("export", "saelens", tmp_path / "run", "--out", tmp_path / "model")
     assert code == 0, err
     model = saelens.read(tmp_path / "model")
     assert torch.equal(model.features, run.params["W"][0])
@@ -85,11 +85,11 @@ def test_a_toy_run_written_as_a_saelens_model_reads_back(tmp_path, cli):
     assert config["mean_firing_magnitudes"] == {"start": 2.0, "end": 1.0, "generator_name": "linear"}
     # the paper's data: U[0, 1] has no SAELens form, and the command says what it wrote instead
     sp.train(sp.Config(features=6, hidden=2, sparsity=[0.9], steps=10)).save(tmp_path / "paper")
-    code, out, err = cli("export-saelens", tmp_path / "paper", "--out", tmp_path / "paper-model")
+    code, out, err = cli("export", "saelens", tmp_path / "paper", "--out", tmp_path / "paper-model")
     assert code == 0 and "note: magnitudes: SAELens has no U[0, 1]" in out
     # a copula over features of unequal probabilities: SAELens would draw it at its config's
     sp.train(sp.Config(**{**keys, "correlation_rank": 2, "steps": 5})).save(tmp_path / "copula")
-    code, out, err = cli("export-saelens", tmp_path / "copula", "--out", tmp_path / "bad")
+    code, out, err = cli("export", "saelens", tmp_path / "copula", "--out", tmp_path / "bad")
     assert code == 2 and "correlation_rank: SAELens draws correlated firing at the probabilities its config regenerates" in err
-    code, out, err = cli("export-saelens", tmp_path / "paper", "--out", tmp_path / "bad", "--instance", "3")
+    code, out, err = cli("export", "saelens", tmp_path / "paper", "--out", tmp_path / "bad", "--instance", "3")
     assert code == 2 and "instance: 3 is not one of the run's instances (0 to 0)" in err and not (tmp_path / "bad").exists()

@@ -53,6 +53,16 @@ def load_run(path) -> Run:
     return _load_run(path)
 
 
+def llc(run: Run, checkpoints: bool = False, instances: list[int] | None = None, **settings: Any) -> dict[str, Any]:
+    """The local learning coefficient of a run's models by devinterp's SGLD (`pip install
+    'superposition[llc]'`), at the final weights or at every checkpoint; settings: lr,
+    localization, nbeta, draws, chains, burnin, batch_size, rows, seed. Written to the run's
+    directory as llc.json where it has one."""
+    from .tools.llc import llc as _llc
+
+    return _llc(run, checkpoints, instances, **settings)
+
+
 def load_sweep(path) -> pandas.DataFrame:
     """The results table of a sweep directory (one row per model) as a pandas DataFrame."""
     from .sweeps.sweep import load_sweep as _load_sweep

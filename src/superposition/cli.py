@@ -357,22 +357,56 @@ def llc(
     print(f"estimates written to {run / LLC_FILE}")
 
 
-@app.command("export-saelens")
+export_app = typer.Typer(help="Write a run or an SAE in another tool's format.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("saelens")
 def export_saelens(
-    run: Annotated[Path, typer.Argument(help="A run directory.")],
-    out: Annotated[Path | None, typer.Option(help="Directory to write: SAELens's SyntheticModel.load_from_disk reads it.")] = None,
-    instance: Annotated[int, typer.Option(help="Which of the run's instances (0).")] = 0,
+    path: Annotated[Path, typer.Argument(help="An SAE directory (written as a SAELens SAE) or a run (as a SAELens SyntheticModel).")],
+    out: Annotated[Path | None, typer.Option(help="Directory to write: SAELens's SAE.load_from_disk (or SyntheticModel.load_from_disk) reads it.")] = None,
+    instance: Annotated[int, typer.Option(help="Which SAE, or which of the run's instances (0).")] = 0,
 ) -> None:
-    """Write a trained toy model as a SAELens synthetic model: its W as the feature dictionary, its data as the generator."""
-    from .runs import load_run
-    from .saes.saelens import export
+    """An SAE as SAELens's SAE.load_from_disk loads it; a trained toy model as a SAELens synthetic model."""
+    from .files import kind_of
 
     if out is None:
         raise ConfigError("out: give the directory to write, --out DIR")
-    loaded = load_run(run)
-    for note in export(loaded.config, loaded.params["W"], instance, out):
+    what = kind_of(path)
+    if what == "sae":
+        from .saes.runs import load_sae
+        from .tools.saelens_sae import export
+
+        architecture = export(load_sae(path), instance, out)
+        print(f"SAELens SAE ({architecture}) written to {out}")
+    elif what == "run":
+        from .runs import load_run
+        from .saes.saelens import export as export_model
+
+        loaded = load_run(path)
+        for note in export_model(loaded.config, loaded.params["W"], instance, out):
+            print(f"note: {note}")
+        print(f"SAELens synthetic model written to {out}")
+    else:
+        raise ConfigError(f"path: {path} is not a run or an SAE directory of ours; give one written by train or sae")
+
+
+@export_app.command("spd")
+def export_spd(
+    run: Annotated[Path, typer.Argument(help="A run directory of a tied model.")],
+    out: Annotated[Path | None, typer.Option(help="Directory to write: tms.pth and tms_train_config.yaml, SPD's TMS target.")] = None,
+    instance: Annotated[int, typer.Option(help="Which of the run's instances (0).")] = 0,
+    hidden_identity: Annotated[bool, typer.Option(help="Write the frozen identity layer of SPD's +ID targets.")] = False,
+) -> None:
+    """A tied toy model as SPD's TMS decomposition target."""
+    from .runs import load_run
+    from .tools.spd import export
+
+    if out is None:
+        raise ConfigError("out: give the directory to write, --out DIR")
+    for note in export(load_run(run), instance, out, hidden_identity):
         print(f"note: {note}")
-    print(f"SAELens synthetic model written to {out}")
+    print(f"SPD TMS target written to {out / 'tms.pth'}")
 
 
 @app.command()

@@ -39,7 +39,7 @@ from .errors import ConfigError
 
 MARKER = "superposition.json"
 FORMAT, FORMAT_VERSION = "superposition", 3
-KINDS = ("run", "reproduction", "sweep", "figures", "sae", "saelens-model")  # the last: a SAELens synthetic model we wrote
+KINDS = ("run", "reproduction", "sweep", "figures", "sae", "saelens-model", "saelens-sae", "spd-model")  # the last three: exports we wrote
 CONFIG = "config.json"  # a run's resolved config
 REPRODUCTION = "reproduction.json"  # the summary of a `reproduce` output
 
