@@ -110,6 +110,16 @@ class Run:
             raise Diverged(problem)
         return cls(result.config, result.params, metrics, result.history.numpy(), examples=result.dataset, checkpoints=result.checkpoints)
 
+    @classmethod
+    def of(cls, config: Config, params: Params) -> Run:
+        """A Run of weights set by hand (a constructed critical point, say), measured as a
+        trained one; it has no training history."""
+        expected = KINDS[config.model].shapes(config)
+        if {k: tuple(v.shape) for k, v in params.items()} != expected:
+            raise ConfigError(f"params: this config's model needs {expected}, got {({k: tuple(v.shape) for k, v in params.items()})}")
+        params = {k: torch.as_tensor(v, dtype=torch.float32).detach().clone() for k, v in params.items()}
+        return cls(config, params, measure(config, params), np.zeros((0, config.instances), np.float32))
+
     def __len__(self) -> int:
         return self.config.instances
 
