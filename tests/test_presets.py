@@ -204,3 +204,18 @@ def test_synthsaebench_quick_trains_both_kinds_on_its_data(tmp_path):
     assert nested.config.kind_options == {"prefixes": [4, 8, 16, 32]}
     assert batch.config.firing["firing"] == "zipf" and batch.config.data_options["correlation_rank"] == 25
     assert batch.config.data_options["roots"] == 1 and "absorption" in batch.metrics["instances"][0]
+
+
+def test_llc_quick_finds_the_papers_critical_points_and_estimates_along_training(tmp_path, cli):
+    import superposition as sp
+
+    summary = reproduce("llc", tmp_path / "l", Options(quick=True, overrides={"device": "cpu"}))
+    assert len(summary["claims"]) == 4 and summary["claims"][0]["holds"]  # l*, b* and losses: exact, not sampled
+    rows = {row["point"]: row for row in summary["table"]}
+    assert rows["5"]["l*"] == pytest.approx(1.17046, abs=1e-4) and rows["6"]["b*"] == pytest.approx(-0.61814, abs=1e-4)
+    trained = sp.load_run(tmp_path / "l" / "training")
+    assert trained.config.optimizer == "sgd" and trained.config.loss_reduction == "sum" and len(trained.checkpoint_steps) == 8
+    record = json.loads((tmp_path / "l" / "training" / "llc.json").read_text())
+    assert len(record["estimates"]) == 3 * 8 and all((tmp_path / "l" / f"llc-{n}.png").is_file() for n in ("training", "critical-points"))
+    code, _, err = cli("reproduce", "llc", "--quick", "--out", tmp_path / "x", "--data", "signed")
+    assert code == 2 and "data: the llc preset trains Chen et al.'s setup" in err and not (tmp_path / "x").exists()

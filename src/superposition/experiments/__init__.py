@@ -20,7 +20,7 @@ from ..config import ConfigError, resolve
 from ..files import REPRODUCTION, atomic_dir, check_output_dir, seal, to_json
 
 # name -> module; `all` runs them in this order
-PRESETS = ("seed", "intro", "importance-sparsity", "geometry", "phase", "nonuniform", "correlated", "privileged-basis", "computation", "adversarial", "sae", "absorption", "hedging", "synthsaebench", "double-descent-arena", "double-descent")
+PRESETS = ("seed", "intro", "importance-sparsity", "geometry", "phase", "nonuniform", "correlated", "privileged-basis", "computation", "adversarial", "sae", "absorption", "hedging", "synthsaebench", "llc", "double-descent-arena", "double-descent")
 # all but the paper-size double descent, which takes 23 minutes here (docs/performance.md)
 IN_ALL = PRESETS[:-1]
 
