@@ -92,3 +92,24 @@ def test_what_spd_cannot_represent_is_refused_and_nothing_is_written(cli, tmp_pa
     code, _, err = cli("train", "--out", tmp_path / "t", "--features", "5", "--hidden", "2", "--sparsity", "0.9", "--steps", "10", "--device", "cpu", "--quiet")
     code, _, err = cli("export", "spd", tmp_path / "t", "--instance", "1", "--out", tmp_path / "x")
     assert code == 2 and "instance: 1 is not one of the run's instances" in err and not (tmp_path / "x").exists()
+
+
+def test_an_sae_kind_saelens_lacks_is_refused(tmp_path):
+    from superposition.saes import SAE_KINDS
+    from superposition.saes.relu import ReLU
+    from superposition.tools.saelens_sae import export
+
+    class Squared(ReLU):  # a kind of a user's: ReLU(pre)², which no SAELens architecture computes
+        name = "test-squared"
+
+        def activate(self, params, pre, setting):
+            return torch.relu(pre) ** 2
+
+    sp.register_sae(Squared)
+    try:
+        sae = sp.train_sae(data="dictionary", features=8, dims=4, kind="test-squared", l1=0.01, steps=20, device="cpu", progress=False)
+        with pytest.raises(sp.ConfigError, match="^kind: SAELens has no architecture for the test-squared SAE"):
+            export(sae, 0, tmp_path / "x")
+        assert not (tmp_path / "x").exists()
+    finally:
+        SAE_KINDS.pop("test-squared")
