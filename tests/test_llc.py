@@ -81,3 +81,13 @@ def test_llc_at_every_checkpoint_is_written_beside_the_run(cli, tmp_path):
     code, _, err = cli("train", "--out", tmp_path / "plain", "--features", "4", "--hidden", "2", "--sparsity", "0.9", "--steps", "10", "--device", "cpu", "--quiet")
     code, _, err = cli("llc", tmp_path / "plain", "--checkpoints")
     assert code == 2 and "kept no checkpoints" in err and not (tmp_path / "plain" / "llc.json").exists()
+
+
+def test_the_estimate_does_not_depend_on_the_order_its_weights_were_read_in(regular):
+    # safetensors' loader returns a file's tensors in an order that varies from process to
+    # process; SGLD draws its noise parameter by parameter in the module's order
+    flipped = sp.runs.Run.of(regular.config, dict(reversed(list(regular.params.items()))))
+    flipped.examples = regular.examples
+    assert [name for name, _ in flipped.plain_module().named_parameters()] == ["W", "b"]
+    short = dict(batch_size=100, draws=30, chains=2)
+    assert llc(flipped, **short)["estimates"][0]["llc_per_chain"] == llc(regular, **short)["estimates"][0]["llc_per_chain"]

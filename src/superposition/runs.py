@@ -313,8 +313,10 @@ class PlainToyModel(torch.nn.Module):
     def __init__(self, config: Config, params: Params):
         super().__init__()
         self.config = config
-        for name, value in params.items():
-            self.register_parameter(name, torch.nn.Parameter(value[0].clone()))
+        # in the kind's order, never the dict's: a loaded file's order varies from process to
+        # process, and a sampler's noise is drawn parameter by parameter in this order
+        for name in KINDS[config.model].shapes(config):
+            self.register_parameter(name, torch.nn.Parameter(params[name][0].clone()))
         self.register_buffer("importance", loss_weights(config))  # (1, feat): I_i, times n for a summed loss
 
     def _batched(self) -> Params:
