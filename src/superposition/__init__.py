@@ -192,5 +192,5 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Config", "ConfigError", "Kind", "KINDS", "Run", "SAE", "__version__",
-    "load_run", "load_sae", "load_sweep", "register", "register_data", "register_sae", "sample", "train", "train_sae",
+    "llc", "load_run", "load_sae", "load_sweep", "register", "register_data", "register_sae", "sample", "train", "train_sae",
 ]  # fmt: skip
