@@ -24,6 +24,23 @@ def test_batchtopk_keeps_exactly_k_times_batch_activations_the_largest_of_the_ba
     assert int((batch_top(pre - 0.5, k)[0] > 0).sum()) <= 3 * 64  # negatives are never kept
 
 
+@pytest.mark.parametrize(("shape", "k"), [((1, 1024, 512), [13.9]), ((3, 256, 64), [1.5, 2.0, 0.3]), ((2, 64, 16), [1.0, 0.02]), ((1, 8, 4), [2.0])])
+def test_the_selection_among_candidates_is_the_whole_batchs_topk(shape, k):
+    # batch_top looks for the largest among the values above a threshold guessed from a
+    # sample (falling back to a topk of all where too few pass): the same activations, and
+    # gradients, as a topk over the whole batch
+    pre = torch.randn(*shape, generator=torch.Generator().manual_seed(len(k)), requires_grad=True)
+    setting = torch.tensor(k)
+    inst, rows, latents = shape
+    keep = (setting * rows).round().long().clamp(1, rows * latents)
+    values, index = pre.reshape(inst, -1).topk(int(keep.max()), dim=-1)
+    rank = torch.arange(values.shape[-1])
+    expected = torch.zeros(inst, rows * latents).scatter(-1, index, torch.where(rank < keep[:, None], torch.relu(values), 0.0)).view(shape)
+    found = batch_top(pre, setting)
+    assert torch.equal(found, expected)
+    assert torch.equal(*(torch.autograd.grad((a * torch.arange(a.numel()).view(shape)).sum(), pre)[0] for a in (found, expected)))
+
+
 def test_the_threshold_is_the_mean_smallest_kept_activation_and_inference_uses_it():
     kind = SAE_KINDS["batchtopk"]
     params = kind.init(1, 4, 6, torch.Generator().manual_seed(0))

@@ -167,3 +167,15 @@ def test_exclusive_siblings_of_some_parents_only():
     assert on[:, 6:9].sum(1).max() == 1 and on[:, 3:6].sum(1).max() == 3 and on[:, 9:12].sum(1).max() == 3
     with pytest.raises(sp.ConfigError, match=r"^exclusive: \[12\] must list features of the tree"):
         sp.Config(**{**TREE, "exclusive": [12]})
+
+
+def test_constant_magnitudes_skip_their_draw_and_give_what_a_zero_spread_would():
+    from superposition.data.stream import Stream, counters, step_keys
+    from superposition.data.synthetic import Parts, compose
+
+    p = torch.linspace(0.05, 0.5, 40)[None, :, None]
+    stream = Stream(step_keys(0, torch.arange(1), 3), counters(40, 500, torch.device("cpu")))
+    mean = torch.linspace(2.0, -1.0, 40)  # ReLU(μ): the negative means give 0
+    drawn = compose(Parts([], False, False, False, None, mean, torch.zeros(40)), p, stream)
+    skipped = compose(Parts([], False, False, False, None, mean, None), p, stream)
+    assert torch.equal(drawn, skipped) and (skipped > 0).any()

@@ -29,12 +29,17 @@ def spreads(features: int, std: float, spread: float, seed: int, device: torch.d
 
 
 def values(
-    u: Float[Tensor, "inst feat batch"], where: Bool[Tensor, "inst feat batch"], mean: Float[Tensor, "feat"] | None, std: Float[Tensor, "feat"] | None
+    u: Float[Tensor, "inst feat batch"] | None,
+    where: Bool[Tensor, "inst feat batch"],
+    mean: Float[Tensor, "feat"] | None,
+    std: Float[Tensor, "feat"] | None,
 ) -> Float[Tensor, "inst feat batch"]:
     """The value of every element `where` holds from its uniform (0 elsewhere): U[0, 1] where
-    `mean` is None, else ReLU(μ + σ N)."""
+    `mean` is None, ReLU(μ) where `std` is None (no uniforms needed), else ReLU(μ + σ N)."""
     if mean is None:
         return torch.where(where, u, 0.0)
+    if std is None:
+        return torch.where(where, torch.relu(mean)[:, None], 0.0)
     inst, f, r = where.nonzero(as_tuple=True)
     out = torch.zeros_like(u)
     out[inst, f, r] = torch.relu(mean[f] + std[f] * normal(u[inst, f, r]))

@@ -62,7 +62,7 @@ class Parts:
     scale_children: bool
     factor: Float[Tensor, "feat rank"] | None  # the copula's (None: independent firing)
     mean: Float[Tensor, "feat"] | None  # normal magnitudes (None: U[0, 1])
-    std: Float[Tensor, "feat"] | None
+    std: Float[Tensor, "feat"] | None  # None with a mean: every firing feature's value is ReLU(μ_i)
 
 
 def compose(parts: Parts, p: Float[Tensor, "inst feat 1"], stream: Stream) -> Float[Tensor, "inst feat batch"]:
@@ -73,7 +73,8 @@ def compose(parts: Parts, p: Float[Tensor, "inst feat 1"], stream: Stream) -> Fl
     if parents:
         choice = stream.uniform_at(present[:, : len(parents)], CHOICE) if parts.exclusive else None
         present = hierarchy.gate(present, choice, parents, parts.exclusive)
-    values = magnitudes.values(stream.uniform_at(present, VALUES), present, parts.mean, parts.std)
+    drawn = parts.mean is None or parts.std is not None  # constant magnitudes need no uniforms
+    values = magnitudes.values(stream.uniform_at(present, VALUES) if drawn else None, present, parts.mean, parts.std)
     if parents and parts.scale_children:
         mean = torch.full((p.shape[1],), 0.5, device=p.device) if parts.mean is None else parts.mean
         values = hierarchy.scaled(values, parents, mean)
@@ -117,7 +118,8 @@ class Synthetic(Generator):
             factor = lowrank.factor(options.structure_seed, feat, options.correlation_rank, options.correlation_scale, device)
         if options.magnitude == "normal":
             mean = magnitudes.means(feat, options.magnitude_mean, options.magnitude_mean_end, device)
-            std = magnitudes.spreads(feat, options.magnitude_std, options.magnitude_std_spread, options.structure_seed, device)
+            if options.magnitude_std or options.magnitude_std_spread:
+                std = magnitudes.spreads(feat, options.magnitude_std, options.magnitude_std_spread, options.structure_seed, device)
         parts = Parts(tree(options), options.exclusive, options.compensate, options.scale_children, factor, mean, std)
         return compose(parts, p, stream)
 

@@ -50,7 +50,27 @@ def batch_top(pre: Float[Tensor, "inst batch latents"], k: Tensor) -> Float[Tens
     inst, rows, latents = pre.shape
     flat = pre.reshape(inst, rows * latents)
     keep = (k * rows).round().long().clamp(min=1, max=rows * latents)
-    values, index = flat.topk(int(keep.max()), dim=-1)
-    rank = torch.arange(values.shape[-1], device=pre.device)
+    index = torch.stack([_largest(flat[i], int(keep.max())) for i in range(inst)])  # largest first
+    values = flat.gather(-1, index)
+    rank = torch.arange(index.shape[-1], device=pre.device)
     values = torch.where(rank < keep.view(-1, 1), torch.relu(values), 0.0)
     return torch.zeros_like(flat).scatter(-1, index, values).view_as(pre)
+
+
+# A batch's k · batch largest of its rows x latents values, found among those above a
+# threshold guessed from every SAMPLE-th value with some slack (exact whenever the guess
+# leaves at least k · batch candidates, and otherwise the whole topk): torch's topk over
+# half a million values for 14,000 took 6 ms a step, a third of a 1,024-feature BatchTopK step.
+SAMPLE, SLACK = 16, 1.25
+
+
+def _largest(values: Float[Tensor, "values"], keep: int) -> Tensor:
+    """The positions of the `keep` largest values, largest first."""
+    sample = values[::SAMPLE]
+    guess = min(len(sample), int(SLACK * keep / SAMPLE) + 8)  # the sample's rank whose value is the guess
+    if guess < len(sample) and keep * 4 < len(values):
+        threshold = sample.topk(guess).values[-1]
+        candidates = (values >= threshold).nonzero().squeeze(1)
+        if len(candidates) >= keep:
+            return candidates[values[candidates].topk(keep).indices]
+    return values.topk(keep).indices

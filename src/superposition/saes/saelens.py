@@ -89,6 +89,7 @@ def read(path: str | Path) -> Model:
     seed = config.get("seed")
     mean = _magnitudes(config.get("mean_firing_magnitudes", 1.0), n, seed, MEAN_SEED, path)
     std = _magnitudes(config.get("std_firing_magnitudes", 0.0), n, seed, STD_SEED, path)
+    std = std if bool(std.any()) else None  # constant magnitudes: nothing to draw (synthetic.Parts)
     options = {"parents": parents, "exclusive": exclusive, "scale_children": scaled} if parents else {}
     data = Config(features=n, hidden=d, feature_probability=[probs.tolist()], data="synthetic", data_options=options)
     parts = Parts(parents, exclusive, False, scaled, None if factor is None else factor.float(), mean, std)
