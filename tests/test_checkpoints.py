@@ -141,3 +141,35 @@ def test_sgd_with_momentum_is_torchs_and_runs_where_an_engine_has_it():
     assert torch.allclose(params["W"], run.params["W"], atol=1e-5)
     with pytest.raises(sp.ConfigError, match="^momentum: SGD's"):
         sp.Config(**BASE, momentum=0.9)
+
+
+def test_an_instance_taken_alone_keeps_its_own_stream():
+    # a one-instance config draws instance 0's stream; run[i] remembers it was instance i
+    run = sp.train(sp.Config(**{**BASE, "sparsity": [0.9, 0.9, 0.9]}, steps=40, checkpoints=[20], eval_batch_size=2000), progress=False)
+    for i in range(3):
+        module = run[i].plain_module()
+        batches = list(run[i].loader(batch_size=1000))
+        assert sum(module.loss(module(x), y).item() for x, y in batches) / 2 == pytest.approx(run.metrics["instances"][i]["loss"], rel=1e-5)
+        assert run[i].checkpoint(20).metrics == run.checkpoint(20)[i].metrics
+    assert not torch.equal(next(iter(run[1].loader(shuffle=False)))[0], next(iter(run[2].loader(shuffle=False)))[0])
+
+
+def test_early_stop_before_the_first_checkpoint_keeps_none_and_says_so(tmp_path):
+    config = sp.Config(features=5, hidden=2, sparsity=[0.9], steps=3000, early_stop=0.9, checkpoints=[2500, 3000], device="cpu")
+    run = sp.train(config, progress=False)
+    assert len(run.losses) < 2500 and run.checkpoint_steps == [] and run.checkpoints["W"].shape == (0, 1, 5, 2)
+    with pytest.raises(sp.ConfigError, match=r"^checkpoint: early stop ended this run at step \d+, before its first checkpoint \(2500\)$"):
+        run.checkpoint(2500)
+    back = sp.load_run(run.save(tmp_path / "r", figures=False))
+    assert back.checkpoint_steps == [] and back.checkpoints["W"].shape == (0, 1, 5, 2)
+
+
+def test_a_run_of_weights_set_by_hand_is_measured_and_refuses_what_it_cannot_hold():
+    config = sp.Config(features=3, hidden=2, sparsity=[0.5], device="cpu")
+    run = sp.Run.of(config, {"W": [[[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]], "b": [[0.0, 0.0, 0.0]]})
+    assert run.metrics["instances"][0]["represented"] == 2 and run.losses.shape == (0, 1)
+    for bad, key in ((dict(checkpoints=[0]), "checkpoints"), (dict(dataset_size=10), "dataset_size")):
+        with pytest.raises(sp.ConfigError, match=f"^{key}: a Run of weights set by hand"):
+            sp.Run.of(sp.Config(features=3, hidden=2, sparsity=[0.5], **bad), run.params)
+    with pytest.raises(sp.ConfigError, match="^params: this config's model needs"):
+        sp.Run.of(config, {"W": torch.zeros(1, 3, 3), "b": torch.zeros(1, 3)})

@@ -1,6 +1,7 @@
 """The local learning coefficient through devinterp (tools/llc.py), against the theory of a
 regular minimum, reproducible for a seed, and from the command line."""
 
+import dataclasses
 import json
 
 import pytest
@@ -79,6 +80,7 @@ def test_llc_at_every_checkpoint_is_written_beside_the_run(cli, tmp_path):
         assert code == 2 and err.count("\n") == 1 and message in err, err
         assert (tmp_path / "r" / "llc.json").read_bytes() == before
     code, _, err = cli("train", "--out", tmp_path / "plain", "--features", "4", "--hidden", "2", "--sparsity", "0.9", "--steps", "10", "--device", "cpu", "--quiet")
+    assert code == 0, err
     code, _, err = cli("llc", tmp_path / "plain", "--checkpoints")
     assert code == 2 and "kept no checkpoints" in err and not (tmp_path / "plain" / "llc.json").exists()
 
@@ -86,8 +88,20 @@ def test_llc_at_every_checkpoint_is_written_beside_the_run(cli, tmp_path):
 def test_the_estimate_does_not_depend_on_the_order_its_weights_were_read_in(regular):
     # safetensors' loader returns a file's tensors in an order that varies from process to
     # process; SGLD draws its noise parameter by parameter in the module's order
-    flipped = sp.runs.Run.of(regular.config, dict(reversed(list(regular.params.items()))))
-    flipped.examples = regular.examples
+    flipped = dataclasses.replace(regular, params=dict(reversed(list(regular.params.items()))))
     assert [name for name, _ in flipped.plain_module().named_parameters()] == ["W", "b"]
     short = dict(batch_size=100, draws=30, chains=2)
     assert llc(flipped, **short)["estimates"][0]["llc_per_chain"] == llc(regular, **short)["estimates"][0]["llc_per_chain"]
+
+
+def test_without_devinterp_1_the_llc_is_one_clear_line(cli, tmp_path, monkeypatch):
+    import importlib.metadata
+
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "2.0.1" if name == "devinterp" else real(name))
+    code, _, err = cli("train", "--out", tmp_path / "r", "--features", "4", "--hidden", "2", "--sparsity", "0.9", "--steps", "10", "--device", "cpu", "--quiet")
+    assert code == 0, err
+    code, _, err = cli("llc", tmp_path / "r")
+    assert code == 2 and err.count("\n") == 1 and "needs devinterp 1.x, which is 2.0.1" in err and "pip install 'superposition[llc]'" in err
+    code, _, err = cli("reproduce", "llc", "--quick", "--out", tmp_path / "x")
+    assert code == 2 and "needs devinterp 1.x" in err and not (tmp_path / "x").exists()

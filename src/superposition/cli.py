@@ -342,15 +342,16 @@ def llc(
 ) -> None:
     """The local learning coefficient of a run's models (devinterp's SGLD), written to RUN/llc.json."""
     from .runs import load_run
-    from .tools.llc import LLC_FILE, llc as estimate, settings
+    from .tools.llc import LLC_FILE, llc as estimate, require_devinterp, settings
 
     given = {"lr": lr, "localization": localization, "nbeta": nbeta, "draws": draws, "chains": chains, "burnin": burnin, "batch_size": batch_size, "rows": rows, "seed": seed}
     given = {k: v for k, v in given.items() if v is not None}
-    settings(**given)  # bad settings are refused before the run is read
+    settings(**given)  # bad settings, or no devinterp, are refused before the run is read
+    require_devinterp()
     loaded = load_run(run)
     record = estimate(loaded, checkpoints, _numbers("instance", instance, int), **given)
     rows_out = [
-        {"instance": e["instance"], "step": e["step"], "loss": e["loss"], "LLC": e["llc_mean"], "std over chains": e["llc_std"]}
+        {"instance": e["instance"], "step": e["step"], "L_n(w*)": e["init_loss"], "LLC": e["llc_mean"], "std over chains": e["llc_std"]}
         for e in record["estimates"]
     ]
     _print_rows(rows_out, title=f"local learning coefficient (SGLD: {record['settings']['chains']} chains x {record['settings']['draws']} draws)")

@@ -357,6 +357,8 @@ def checkpoint_steps(count: int, steps: Any) -> list[int]:
         raise ConfigError(f"checkpoints: a number of steps from 1 up, or a list of steps; got {count}")
     if not isinstance(steps, int) or isinstance(steps, bool) or not 0 < steps <= MAX_SIZE:
         return [count]  # validation refuses the steps themselves
+    if count > steps:
+        return list(range(steps + 1))
     if count <= 2:
         return [0, steps][-count:]
     return sorted({0, *(round(steps ** (i / (count - 2))) for i in range(count - 1))})

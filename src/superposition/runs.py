@@ -11,7 +11,7 @@
                        (checkpoints, inst, ...) under its own name, and `steps` (checkpoints,) int64
   *.png                figures, named from the config
   superposition.json   the marker, written last: format version and the SHA-256 of the
-                       four data files (figures are not sealed: `plot` redraws them)
+                       data files above (figures are not sealed: `plot` redraws them)
 
 A run is built in a hidden sibling directory and published in one atomic step as
 its last act (files.atomic_dir), so a crashed or killed run never leaves a
@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import operator
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -85,6 +85,9 @@ class Run:
     examples: Sparse | None = None
     checkpoints: Params | None = None
     step: int | None = None
+    # a Run of one instance taken from another (`run[i]`): that run and the instance. A
+    # config of one instance would draw instance 0's stream; this one's is instance i's
+    origin: tuple[Run, int] | None = field(default=None, repr=False)
 
     @property
     def dataset(self) -> Tensor | None:
@@ -114,10 +117,13 @@ class Run:
     def of(cls, config: Config, params: Params) -> Run:
         """A Run of weights set by hand (a constructed critical point, say), measured as a
         trained one; it has no training history."""
+        if config.checkpoints or config.dataset_size:
+            key = "checkpoints" if config.checkpoints else "dataset_size"
+            raise ConfigError(f"{key}: a Run of weights set by hand has no training, so no {key.replace('_', ' ')}; drop it from the config")
+        params = {k: torch.as_tensor(v, dtype=torch.float32).detach().clone() for k, v in params.items()}
         expected = KINDS[config.model].shapes(config)
         if {k: tuple(v.shape) for k, v in params.items()} != expected:
             raise ConfigError(f"params: this config's model needs {expected}, got {({k: tuple(v.shape) for k, v in params.items()})}")
-        params = {k: torch.as_tensor(v, dtype=torch.float32).detach().clone() for k, v in params.items()}
         return cls(config, params, measure(config, params), np.zeros((0, config.instances), np.float32))
 
     def __len__(self) -> int:
@@ -137,7 +143,8 @@ class Run:
         params = {k: v[i : i + 1].clone() for k, v in self.params.items()}
         examples = None if self.examples is None else self.examples.subset([i]).compact()
         kept = None if self.checkpoints is None else {k: v[:, i : i + 1].clone() for k, v in self.checkpoints.items()}
-        return Run(config, params, metrics, self.losses[:, i : i + 1].copy(), examples=examples, checkpoints=kept, step=self.step)
+        origin = self.origin or (self, i)
+        return Run(config, params, metrics, self.losses[:, i : i + 1].copy(), examples=examples, checkpoints=kept, step=self.step, origin=origin)
 
     @property
     def checkpoint_steps(self) -> list[int]:
@@ -146,13 +153,20 @@ class Run:
 
     def checkpoint(self, step: int) -> Run:
         """The run as it stood after `step` training steps (0: its initial weights), measured as a
-        finished run is; bit for bit the weights a run stopped at that step would have."""
+        finished run is: the weights training had then (those of the same config trained for
+        `step` steps where its course does not depend on its length: a constant schedule, no
+        warm start or restarts)."""
         steps = self.checkpoint_steps
         if not steps:
+            if self.config.checkpoints:
+                raise ConfigError(f"checkpoint: early stop ended this run at step {len(self.losses)}, before its first checkpoint ({self.config.checkpoints[0]})")
             raise ConfigError("checkpoint: this run kept no checkpoints; train it with checkpoints = N (or a list of steps)")
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step not in steps:
             shown = ", ".join(map(str, steps)) if len(steps) <= 12 else f"{', '.join(map(str, steps[:6]))}, …, {', '.join(map(str, steps[-3:]))}"
             raise ConfigError(f"checkpoint: step {step!r} is not one this run kept; it kept {len(steps)}: {shown}")
+        if self.origin is not None:  # measured as part of its run: on its own instance's stream
+            run, i = self.origin
+            return run.checkpoint(step)[i]
         at = steps.index(int(step))
         params = {k: v[at].clone() for k, v in self.checkpoints.items()}
         metrics = measure(self.config, params, self.examples)
@@ -192,11 +206,11 @@ class Run:
     def loader(self, batch_size: int = 1024, rows: int | None = None, shuffle: bool = True, seed: int = 0) -> DataLoader:
         """A DataLoader of (x, target) batches of this one-instance run's data (`run[i].loader()`),
         target being x, or |x| where the run reproduces |x|: a finite-data run's training set,
-        otherwise `rows` fresh examples of its stream (default eval_batch_size: the evaluation
-        batch behind `loss`, so the plain module's mean loss over them is that loss).
+        otherwise `rows` fresh examples of its instance's stream (default eval_batch_size: the
+        evaluation batch behind `loss`, so the plain module's mean loss over them is that loss).
         Shuffled by a generator of its own seeded with `seed`."""
         self._one_instance("loader")
-        for name, value in (("batch_size", batch_size), ("rows", rows or 1)):
+        for name, value in (("batch_size", batch_size), ("rows", 1 if rows is None else rows)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name}: a whole number of examples from 1 up, got {value!r}")
         if self.examples is not None:
@@ -204,7 +218,9 @@ class Run:
                 raise ConfigError(f"rows: this run trained on its {self.config.dataset_size} examples, which the loader gives; drop rows")
             x = self.examples.torch().to_dense()[0]
         else:
-            x = data.evaluation(self.config, rows)[0]
+            run, i = self.origin or (self, 0)
+            probs = data.feature_probability(run.config)[i : i + 1]
+            x = data.batch(run.config, probs, torch.tensor([i]), data.EVAL_STEP, rows or run.config.eval_batch_size)[0]
         target = x.abs() if self.config.target == "abs" else x
         shuffled = torch.Generator().manual_seed(seed) if shuffle else None
         return DataLoader(Examples(x, target), batch_size=batch_size, shuffle=shuffle, generator=shuffled, collate_fn=_as_is)

@@ -13,7 +13,7 @@ quadrature of μ on 20,000 points per feature) with L-BFGS and compare them and 
 with the paper's table, then estimate each point's LLC with devinterp's SGLD on n = 5,000
 fresh examples (nβ = n / log n, γ = 1) beside the paper's theoretical λ and its estimates.
 
-Training. 8 models (quick: 2) trained as the paper's section 5 does: SGD at lr 0.005 on
+Training. 8 models (quick: 3) trained as the paper's section 5 does: SGD at lr 0.005 on
 n = 1,000 examples in batches of 20, here for 50,000 steps (theirs 225,000, from a 4-gon
 with noise; ours from Xavier-normal weights), with 25 log-spaced checkpoints, and the
 LLC of every checkpoint with the paper's trajectory settings: full batch, ε = 1e-3,
@@ -40,7 +40,7 @@ from ..config import ConfigError, resolve
 from ..models import forward, loss_per_instance, loss_weights
 from ..plots import save_figure
 from ..runs import Run, load_run
-from ..tools.llc import llc
+from ..tools.llc import llc, require_devinterp
 from . import Claim, Options, Outcome, fit, mean_se
 
 C = 6
@@ -104,6 +104,7 @@ def run(directory: Path, options: Options) -> Outcome:
     keys = {**DATA, **TRAINING, "replicates": instances, "steps": steps, "checkpoints": checkpoints}
     if other := sorted(set(options.overrides) - {"seed", "device", "engine", "steps"}):
         raise ConfigError(f"{other[0]}: the llc preset trains Chen et al.'s setup; it takes --seed, --steps, --device and --engine only")
+    require_devinterp()  # before anything trains (`reproduce all` checks every preset first)
     fit(directory / "training", keys, options)  # in `check` mode it raises once the config resolves
     trained = load_run(directory / "training")
     trajectory = llc(trained, checkpoints=True, batch_size=TRAINING["dataset_size"], lr=1e-3, localization=1.0, draws=draws, chains=1)

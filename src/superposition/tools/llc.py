@@ -56,6 +56,19 @@ def settings(**given: Any) -> Settings:
         raise ConfigError(f"{first['loc'][0] if first['loc'] else 'llc'}: {first['msg']} (got {first.get('input')!r})") from None
 
 
+def require_devinterp() -> None:
+    """Refuse, before any work, where devinterp (1.x) is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        major = int(version("devinterp").split(".")[0])
+    except PackageNotFoundError:
+        major = None
+    if major != 1:
+        found = "is not installed" if major is None else f"is {version('devinterp')}, whose API samples language models only"
+        raise ConfigError(f"llc: the learning coefficient needs devinterp 1.x, which {found}; pip install 'superposition[llc]'")
+
+
 def estimate(run: Run, setting: Settings) -> dict[str, Any]:
     """devinterp's estimate for a run of one instance (its final weights, or a checkpoint's)."""
     from devinterp.optim.sgld import SGLD
@@ -63,6 +76,8 @@ def estimate(run: Run, setting: Settings) -> dict[str, Any]:
 
     loader = run.loader(setting.batch_size, setting.rows, seed=setting.seed)
     rows = len(loader.dataset)
+    if setting.nbeta is None and rows < 2:
+        raise ConfigError("nbeta: n / log n needs at least 2 examples; give nbeta, or a run with more data")
     nbeta = setting.nbeta or rows / math.log(rows)
     with warnings.catch_warnings():  # devinterp warns of its own deprecations and of cycling a short loader
         warnings.simplefilter("ignore")
@@ -96,6 +111,7 @@ def llc(run: Run, checkpoints: bool = False, instances: list[int] | None = None,
     (instance, step), its mean and standard deviation over chains, each chain's value and
     loss trace; written to the run's directory as llc.json where the run has one."""
     setting = settings(**given)
+    require_devinterp()
     chosen = list(range(len(run))) if instances is None else instances
     if bad := [i for i in chosen if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(run)]:
         raise ConfigError(f"instance: {bad[0]!r} is not an instance of this run (0 … {len(run) - 1})")

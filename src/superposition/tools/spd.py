@@ -49,7 +49,8 @@ def export(run: Run, instance: int, out: Path, hidden_identity: bool = False) ->
         raise ConfigError(reason)
     config, notes = run.config, []
     W, b = run.params["W"][instance], run.params["b"][instance]  # (features, hidden), (features,)
-    state = {"linear1.weight": W.T.contiguous(), "linear2.weight": W.contiguous(), "linear2.bias": b.contiguous()}
+    # clones: torch.save writes a view's whole storage, every instance's weights
+    state = {"linear1.weight": W.T.clone(), "linear2.weight": W.clone(), "linear2.bias": b.clone()}
     if hidden_identity:
         state["hidden_layers.0.weight"] = torch.eye(config.hidden)
     if set(config.importance[instance]) != {1.0}:

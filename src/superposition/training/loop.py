@@ -191,14 +191,16 @@ def train(config: Config, progress: bool = False, sources: list[int] | None = No
         history=history[:steps_run],
         steps_run=steps_run,
         dataset=examples,
-        checkpoints=_stack(snapshots) if config.checkpoints else None,
+        checkpoints=_stack(snapshots, params) if config.checkpoints else None,
     )
 
 
-def _stack(snapshots: list[list[Params]]) -> Params:
+def _stack(snapshots: list[list[Params]], params: Params) -> Params:
     """Each warm-start phase's (or the one phase's) snapshots as one tensor per parameter,
     (checkpoints, inst, ...): the steps every phase reached (early stop may end one sooner)."""
     reached = min(map(len, snapshots))
+    if reached == 0:  # early stop came before the first checkpoint: none, every parameter's shape kept
+        return {name: torch.empty(0, *v.shape) for name, v in params.items()}
     return {
         name: torch.stack([torch.cat([phase[c][name] for phase in snapshots]) for c in range(reached)])
         for name in snapshots[0][0]

@@ -36,7 +36,7 @@ def lr_factor(step: int, config: Config) -> float:
 
 
 def make_optimizer(params: list[Tensor], config: Config) -> torch.optim.Optimizer:
-    if config.optimizer == "sgd":  # Chen et al.'s and devinterp's toy models: SGD with momentum
+    if config.optimizer == "sgd":  # devinterp's TMS example: SGD with momentum (Chen et al.: plain SGD)
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, foreach=True)
     kind = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
     # foreach, as torch picks on CUDA: the same update arithmetic (and failures) on every device
