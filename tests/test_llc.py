@@ -14,7 +14,7 @@ from superposition.tools.llc import llc
 # weighted PCA, unique but for W's sign, so the loss is locally quadratic in all d = 6 parameters
 REGULAR = dict(
     features=3, hidden=1, sparsity=[0.0], importance=[1.0, 0.5, 0.25], activation="linear",
-    dataset_size=1000, batch_size=1000, steps=4000, lr=0.01, weight_decay=0, optimizer="adam", device="cpu",
+    dataset_size=1000, batch_size=1000, steps=2000, lr=0.02, weight_decay=0, optimizer="adam", device="cpu",
 )  # fmt: skip
 
 
@@ -46,10 +46,10 @@ def test_the_llc_of_a_regular_minimum_is_half_its_parameters(regular):
     # is ½ Σ nβ h / (nβ h + γ) over the Hessian's eigenvalues h, near d/2 when nβ h >> γ
     theory = 0.5 * float((nbeta * curvature / (nbeta * curvature + gamma)).sum())
     assert theory == pytest.approx(3.0, rel=0.03)
-    found = llc(regular, batch_size=1000, nbeta=nbeta, localization=gamma, lr=2e-4, burnin=1000, draws=1500, chains=2)
+    found = llc(regular, batch_size=1000, nbeta=nbeta, localization=gamma, lr=2e-4, burnin=500, draws=1000, chains=2)
     estimate = found["estimates"][0]
     assert estimate["llc_mean"] == pytest.approx(theory, rel=0.1)
-    assert estimate["rows"] == 1000 and len(estimate["loss_trace"]) == 2 and len(estimate["loss_trace"][0]) == 1500
+    assert estimate["rows"] == 1000 and len(estimate["loss_trace"]) == 2 and len(estimate["loss_trace"][0]) == 1000
     assert estimate["init_loss"] == pytest.approx(regular.metrics["instances"][0]["train_loss"], rel=1e-4)
 
 
