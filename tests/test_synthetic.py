@@ -179,3 +179,25 @@ def test_constant_magnitudes_skip_their_draw_and_give_what_a_zero_spread_would()
     drawn = compose(Parts([], False, False, False, None, mean, torch.zeros(40)), p, stream)
     skipped = compose(Parts([], False, False, False, None, mean, None), p, stream)
     assert torch.equal(drawn, skipped) and (skipped > 0).any()
+
+
+def test_orthogonalize_spreads_an_overcomplete_dictionary_into_a_tight_frame(tmp_path):
+    from superposition.saes.sources import DictionarySource, spread
+    from superposition.saes.training import dictionary_of
+
+    F = torch.nn.functional.normalize(torch.randn(2, 64, 16, generator=torch.Generator().manual_seed(0)), dim=-1)
+
+    def mean_square_cosine(F):
+        cos = F @ F.transpose(1, 2)
+        return ((cos**2).sum((1, 2)) - 64) / (64 * 63)
+
+    welch = (64 - 16) / (16 * 63)  # no 64 unit vectors in 16 dims have a lower mean squared cosine
+    spread_out = spread(F, 100)
+    assert torch.allclose(spread_out.norm(dim=-1), torch.ones(2, 64))
+    assert (mean_square_cosine(F) > welch * 1.2).all() and torch.allclose(mean_square_cosine(spread_out), torch.tensor(welch), rtol=2e-3)
+    sae = sp.train_sae(data="dictionary", features=24, dims=8, density=0.1, orthogonalize=30, kind="relu", steps=20, device="cpu", progress=False)
+    plain = DictionarySource(dictionary_of(sae.config), sae.config.seed, "cpu").features  # the same draw, not spread
+    assert sae.config.orthogonalize == 30 and torch.equal(sae.features, spread(plain, 30)) and not torch.allclose(sae.features, plain)
+    for bad, message in ((dict(orthogonal=True), "^orthogonalize: the directions are orthonormal already"), (dict(orthogonalize=-1), "^orthogonalize:")):
+        with pytest.raises(sp.ConfigError, match=message):
+            sp.train_sae(data="dictionary", features=8, dims=8, density=0.1, **{"orthogonalize": 5, **bad})

@@ -4,8 +4,9 @@ to 1,024 in 48 (quick: 128 in 6), with its data otherwise as it has it: Zipf fir
 (exponent 0.5, p from 0.4 to 5e-4), trees of 4 children down 3 levels under 1 root per 128
 features with exclusive siblings, compensated rates and children scaled by their parents,
 a rank-25 copula (scale 0.1), normal magnitudes with means linear from 5 to 4 and
-folded-normal spreads (0.5, 0.5). Not here: its dictionary's orthogonalisation (100 Adam
-steps lowering the largest cosines) and its bias of norm 0.5 (b_dec learns a constant).
+folded-normal spreads (0.5, 0.5), and its dictionary orthogonalised as SAELens does it (100
+Adam steps on the squared cosines: `orthogonalize`, a tight frame). Not here: its bias of
+norm 0.5 (b_dec learns a constant).
 
 BatchTopK and Matryoshka SAEs a quarter as wide as the features (as its 4,096 of 16,384),
 k the true L0 of the top quarter of the features (as its 25), 2 dictionaries (quick: 1),
@@ -35,7 +36,7 @@ def data(features: int, dims: int, instances: int, steps: int) -> dict:
         "generator": "synthetic", "roots": max(1, features // 128), "branching": 4, "depth": 3, "exclusive": True,
         "compensate": True, "scale_children": True, "correlation_rank": 25, "correlation_scale": 0.1,
         "magnitude": "normal", "magnitude_mean": 5.0, "magnitude_mean_end": 4.0, "magnitude_std": 0.5, "magnitude_std_spread": 0.5,
-        "latents": features // 4, "resample": False,  # SAELens's BatchTopK has AuxK, no resampling
+        "orthogonalize": 100, "latents": features // 4, "resample": False,  # SAELens's BatchTopK has AuxK, no resampling
     }  # fmt: skip
 
 

@@ -82,6 +82,8 @@ class SAEConfig(BaseModel):
     firing: dict[str, Any] = Field(default_factory=dict)  # dictionary only: a firing profile's keys (data/firing.py)
     generator: str = "paper"  # dictionary only: the data's generator
     orthogonal: bool = False  # dictionary only: orthonormal directions (features <= dims)
+    # dictionary only: SAELens's orthogonalisation of an overcomplete dictionary, this many Adam steps
+    orthogonalize: int = Field(0, ge=0, le=100_000)
     data_options: dict[str, Any] = Field(default_factory=dict)  # dictionary only: the generator's options
     source_instances: int = Field(1, gt=0, le=MAX_SIZE)
     latents: int = Field(gt=0, le=MAX_SIZE)
@@ -135,13 +137,15 @@ class SAEConfig(BaseModel):
             raise ValueError("density: give it (or a firing profile) for --data dictionary, and only there")
         if self.orthogonal and self.features > self.dims:
             raise ValueError(f"orthogonal: {self.features} features cannot be orthogonal in {self.dims} dims; give dims >= features or drop it")
+        if self.orthogonal and self.orthogonalize:
+            raise ValueError("orthogonalize: the directions are orthonormal already (orthogonal); give one of the two")
         if isinstance(self.density, list) and len(self.density) != self.features:
             raise ValueError(f"density: give one value, or one per feature ({self.features}), not {len(self.density)}")
         if self.density is not None and self.firing:
             raise ValueError("density: a firing profile gives every feature's probability; give density or firing, not both")
         if self.generator not in GENERATORS:
             raise ValueError(f"generator: unknown generator {self.generator!r}; registered: {', '.join(GENERATORS)}")
-        if (self.data_options or self.firing or self.generator != "paper" or self.orthogonal) and self.source != "dictionary":
+        if (self.data_options or self.firing or self.generator != "paper" or self.orthogonal or self.orthogonalize) and self.source != "dictionary":
             raise ValueError("data_options: a run source's data is the run's own; options belong to --data dictionary")
         return self
 
@@ -183,7 +187,7 @@ def user_keys() -> set[str]:
 
 
 RUN_ONLY = {"run"}
-DICTIONARY_ONLY = {"features", "dims", "density", "instances", "generator", "orthogonal", *FIRING_KEYS}
+DICTIONARY_ONLY = {"features", "dims", "density", "instances", "generator", "orthogonal", "orthogonalize", *FIRING_KEYS}
 
 
 def resolve_sae(raw: dict[str, Any], run: Run | None = None) -> SAEConfig:

@@ -92,12 +92,36 @@ def dictionary_data(
 
 class DictionarySource(RunSource):
     """Random unit directions; with `orthogonal` (features <= dims), orthonormal ones: the same
-    draws made orthonormal by QR in order, as Nabeshima's and Chanin et al.'s toys have them."""
+    draws made orthonormal by QR in order, as Nabeshima's and Chanin et al.'s toys have them;
+    with `orthogonalize` steps, spread apart as SAELens spreads an overcomplete dictionary."""
 
-    def __init__(self, data: Config, seed: int, device: str, orthogonal: bool = False):
+    def __init__(self, data: Config, seed: int, device: str, orthogonal: bool = False, orthogonalize: int = 0):
         generator = torch.Generator().manual_seed(derived_seed(seed, DICTIONARY))
         F = torch.randn(data.instances, data.features, data.hidden, generator=generator)
         if orthogonal:
             Q, R = torch.linalg.qr(F.transpose(1, 2))  # columns of Q: Gram-Schmidt of the draws
             F = (Q * torch.sign(torch.diagonal(R, dim1=1, dim2=2))[:, None, :]).transpose(1, 2)
-        super().__init__(data, torch.nn.functional.normalize(F, dim=-1), device)
+        F = torch.nn.functional.normalize(F, dim=-1)
+        super().__init__(data, spread(F, orthogonalize) if orthogonalize else F, device)
+
+
+# SAELens's orthogonalisation (sae_lens/synthetic/feature_dictionary.py): Adam at this lr, and
+# the pairwise products taken this many rows at a time (memory: chunk x features per instance)
+SPREAD_LR, SPREAD_ROWS = 0.01, 1024
+
+
+def spread(F: Float[Tensor, "inst feat d"], steps: int) -> Float[Tensor, "inst feat d"]:
+    """Unit directions pushed apart: `steps` Adam steps on Σ_{i≠j} (v_i · v_j)² + n Σ_i (v_i · v_i − 1)²
+    per instance, then unit rows, as SAELens orthogonalises a dictionary with more features than dims."""
+    v = F.detach().clone().requires_grad_()
+    optimizer = torch.optim.Adam([v], lr=SPREAD_LR)
+    n = F.shape[1]
+    for _ in range(steps):
+        optimizer.zero_grad()
+        for first in range(0, n, SPREAD_ROWS):
+            dots = v[:, first : first + SPREAD_ROWS] @ v.transpose(1, 2)  # (inst, chunk, feat)
+            rows = torch.arange(dots.shape[1])
+            own = dots[:, rows, first + rows]
+            ((dots**2).sum() - (own**2).sum() + n * ((own - 1) ** 2).sum()).backward()
+        optimizer.step()
+    return torch.nn.functional.normalize(v.detach(), dim=-1)

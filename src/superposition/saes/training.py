@@ -82,7 +82,7 @@ def source_run(config: SAEConfig, run=None):
 def source_of(config: SAEConfig, run=None, device: str = "cpu") -> RunSource:
     """The activations an SAE config reads: its run (see source_run) or its dictionary."""
     if config.source == "dictionary":
-        return DictionarySource(dictionary_of(config), config.seed, device, config.orthogonal)
+        return DictionarySource(dictionary_of(config), config.seed, device, config.orthogonal, config.orthogonalize)
     if config.source == "saelens":
         if saelens.weights_sha256(Path(config.run)) != config.run_config_sha256:
             raise ConfigError(f"data: {config.run} is not the SAELens model these SAEs were trained on (its weights changed)")
