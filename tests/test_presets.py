@@ -214,8 +214,8 @@ def test_llc_quick_finds_the_papers_critical_points_and_estimates_along_training
     rows = {row["point"]: row for row in summary["table"]}
     assert rows["5"]["l*"] == pytest.approx(1.17046, abs=1e-4) and rows["6"]["b*"] == pytest.approx(-0.61814, abs=1e-4)
     trained = sp.load_run(tmp_path / "l" / "training")
-    assert trained.config.optimizer == "sgd" and trained.config.loss_reduction == "sum" and len(trained.checkpoint_steps) == 6
+    assert trained.config.optimizer == "sgd" and trained.config.loss_reduction == "sum" and len(trained.checkpoint_steps) == 5
     record = json.loads((tmp_path / "l" / "training" / "llc.json").read_text())
-    assert len(record["estimates"]) == 3 * 6 and all((tmp_path / "l" / f"llc-{n}.png").is_file() for n in ("training", "critical-points"))
+    assert len(record["estimates"]) == 3 * 5 and all((tmp_path / "l" / f"llc-{n}.png").is_file() for n in ("training", "critical-points"))
     code, _, err = cli("reproduce", "llc", "--quick", "--out", tmp_path / "x", "--data", "signed")
     assert code == 2 and "data: the llc preset trains Chen et al.'s setup" in err and not (tmp_path / "x").exists()

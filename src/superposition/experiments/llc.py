@@ -100,7 +100,7 @@ def critical_point(name: str, config) -> tuple[float, float, float]:
 
 def run(directory: Path, options: Options) -> Outcome:
     quick = options.quick
-    instances, steps, checkpoints, draws = (3, 2000, 6, 60) if quick else (8, 50_000, 25, 500)
+    instances, steps, checkpoints, draws = (3, 1500, 5, 40) if quick else (8, 50_000, 25, 500)
     keys = {**DATA, **TRAINING, "replicates": instances, "steps": steps, "checkpoints": checkpoints}
     if other := sorted(set(options.overrides) - {"seed", "device", "engine", "steps"}):
         raise ConfigError(f"{other[0]}: the llc preset trains Chen et al.'s setup; it takes --seed, --steps, --device and --engine only")
@@ -110,7 +110,7 @@ def run(directory: Path, options: Options) -> Outcome:
     trajectory = llc(trained, checkpoints=True, batch_size=TRAINING["dataset_size"], lr=1e-3, localization=1.0, draws=draws, chains=1)
 
     point_config = resolve({**DATA, "steps": 1, "device": "cpu"})
-    rows, point_draws, chains = (1000, 100, 2) if quick else (5000, 2000, 4)
+    rows, point_draws, chains = (1000, 60, 2) if quick else (5000, 2000, 4)
     points = {}
     for name in PAPER:
         length, bias, loss = critical_point(name, point_config)
