@@ -24,6 +24,16 @@ def test_batchtopk_keeps_exactly_k_times_batch_activations_the_largest_of_the_ba
     assert int((batch_top(pre - 0.5, k)[0] > 0).sum()) <= 3 * 64  # negatives are never kept
 
 
+def test_identical_rows_fire_alike_where_their_values_tie_at_the_cut():
+    # a batch's empty rows all have the same pre-activations: every value tied at the cut
+    # fires (topk would keep an arbitrary share of them), so they get one code
+    pre = torch.rand(1, 40, 6) * 0.5
+    pre[0, 10:] = torch.tensor([0.9, 0.2, 0.1, 0.0, -1.0, 0.3])  # 30 identical rows
+    a = batch_top(pre, torch.tensor([0.5]))  # keeps 20: the cut falls among the 30 copies of 0.9
+    assert torch.equal(a[0, 10:], a[0, 10:11].expand(30, 6))
+    assert int((a > 0).sum()) == 30 + int((pre[0, :10] >= 0.9).sum())
+
+
 @pytest.mark.parametrize(("shape", "k"), [((1, 1024, 512), [13.9]), ((3, 256, 64), [1.5, 2.0, 0.3]), ((2, 64, 16), [1.0, 0.02]), ((1, 8, 4), [2.0])])
 def test_the_selection_among_candidates_is_the_whole_batchs_topk(shape, k):
     # batch_top looks for the largest among the values above a threshold guessed from a

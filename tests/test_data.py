@@ -71,6 +71,8 @@ def test_same_seed_and_step_same_batch():
         {"data": "seed"},
         {"correlation": "correlated", "set_size": 2},
         {"correlation": "anticorrelated", "set_size": 3, "data": "signed", "sparsity": [0.7, 0.8, 0.9]},
+        {"data": "synthetic"},  # U[0, 1] values of their own, hashed where a feature fires
+        {"data": "synthetic", "magnitude": "normal", "magnitude_mean": 2.0, "magnitude_mean_end": -0.5},  # constant per feature, ReLU'd
     ],
 )
 def test_the_torch_stream_is_the_kernels_bit_for_bit(keys):
@@ -86,8 +88,9 @@ def test_the_torch_stream_is_the_kernels_bit_for_bit(keys):
     for step in (0, 7, 123456):
         x = data.batch(config, probs, torch.arange(3) + 4, step)
         for i in range(3):
+            draw = data.GENERATORS[config.data].kernel_draw(config)
             kernel = fused.sample(
                 probs[i].numpy(), config.seed, i + 4, step, config.batch_size,
-                *data.GENERATORS[config.data].kernel_draw(config),
+                draw.code, draw.set_mode, draw.set_size, np.asarray(draw.magnitudes, np.float32),
             )  # fmt: skip
             np.testing.assert_array_equal(x[i].numpy().T, kernel)

@@ -81,6 +81,20 @@ def test_auxk_agrees_across_engines(settings, monkeypatch):
     assert not torch.allclose(unaided.params["W_dec"], reference.params["W_dec"], atol=1e-3)
 
 
+@pytest.mark.parametrize(("instances", "settings"), [(1, [0.3]), (2, [0.3, 2.0])])  # one instance's rows in parallel parts, and whole instances
+def test_batchtopk_agrees_across_engines_its_cut_over_the_whole_batch_and_auxk_on(instances, settings, monkeypatch):
+    from superposition.saes import training
+
+    monkeypatch.setattr(training, "DEAD_STEPS", 3)
+    keys = {"instances": instances, "steps": 40, "resample": False, "batch_size": 256}
+    reference = _trained("reference", "batchtopk", settings, **keys)
+    fused = _trained("fused", "batchtopk", settings, **keys)
+    _agree(fused, reference, "batchtopk", settings, 256, 1e-4)
+    monkeypatch.setattr(training, "DEAD_STEPS", 10**6)
+    unaided = _trained("fused", "batchtopk", settings, **keys)
+    assert not torch.allclose(unaided.params["W_dec"], fused.params["W_dec"], atol=1e-3)  # AuxK ran
+
+
 def test_jumprelu_estimators_match_the_derivatives_of_their_expectations():
     # pre ~ U[0, 1]: d/dθ E[H(pre − θ)] = −1 and d/dθ E[pre H(pre − θ)] = −θ; the
     # straight-through estimators are unbiased for them, up to the kernel's width
@@ -244,8 +258,9 @@ def _trained(engine, kind, setting, **keys):
         ("jumprelu", [0.005, 0.02], 200, {"lr": 1e-3, "beta1": 0.0, "sparsity_warmup": 0.1, "log_threshold": True}),  # the paper's recipe
         ("jumprelu", [0.005, 0.02], 200, {"lr": 1e-3}),  # θ itself (at its default 3e-3 a threshold flip moves weights ~1e-4 in 200 steps)
         ("topk", [1, 3], 30, {}),
+        ("batchtopk", [0.5, 2.0], 30, {}),
     ],
-    ids=["relu-warmup", "jumprelu-recipe", "jumprelu-plain", "topk"],
+    ids=["relu-warmup", "jumprelu-recipe", "jumprelu-plain", "topk", "batchtopk"],
 )
 @pytest.mark.parametrize("batch_size", [1024, 16])  # the factored encoder (2 x 12 < 1024) and the dense one
 def test_the_compiled_engine_agrees_with_autograd(kind, setting, steps, recipe, batch_size, monkeypatch):

@@ -68,6 +68,37 @@ def test_an_sae_trains_on_it_and_refuses_a_changed_model(tmp_path):
         sp.train_sae(data=str(copy), density=0.1)
 
 
+def _untangled(directory: Path) -> Path:
+    """The fixture without its trees and correlation, at constant magnitudes (linear 2 to 1
+    across its features): a model the numba kernels draw."""
+    shutil.copytree(FIXTURE, directory)
+    (directory / "hierarchy.json").unlink()
+    config = json.loads((directory / "synthetic_model_config.json").read_text())
+    config |= {"hierarchy": None, "correlation": None, "std_firing_magnitudes": {"value": 0.0, "generator_name": "constant"}}
+    (directory / "synthetic_model_config.json").write_text(json.dumps(config))
+    weights = load_file(directory / "synthetic_model.safetensors")
+    save_file({k: v for k, v in weights.items() if not k.startswith("correlation")}, directory / "synthetic_model.safetensors")
+    return directory
+
+
+@pytest.mark.parametrize(("kind", "setting"), [("batchtopk", {"k": 2.5}), ("relu", {})])
+def test_a_model_the_kernels_draw_trains_on_the_fused_engine_as_on_the_reference(tmp_path, kind, setting):
+    from superposition.data.generator import CONSTANT
+
+    model = _untangled(tmp_path / "model")
+    source = source_of(sp.train_sae(data=str(model), steps=1, device="cpu", engine="reference", progress=False).config)
+    draw = source.kernel_draw()
+    assert draw.code == CONSTANT and draw.magnitudes[0] == 2.0 and draw.magnitudes[-1] == 1.0 and float(source.bias.abs().min()) > 0
+    keys = {"data": str(model), "kind": kind, "steps": 80, "device": "cpu", "resample": False, "progress": False, **setting}
+    fused, reference = sp.train_sae(engine="fused", **keys), sp.train_sae(engine="reference", **keys)
+    assert (fused.metrics["engine"], reference.metrics["engine"]) == ("fused", "reference")
+    for name, value in reference.params.items():
+        assert torch.allclose(fused.params[name], value, atol=1e-4), name
+    # a model with trees, a copula or drawn magnitudes is drawn by torch only
+    with pytest.raises(sp.ConfigError, match="fused engine's kernels have no draw of synthetic data"):
+        sp.train_sae(data=str(FIXTURE), engine="fused", steps=1, device="cpu", progress=False)
+
+
 def test_a_toy_run_written_as_a_saelens_model_reads_back(tmp_path, cli):
     keys = dict(features=12, hidden=4, data="synthetic", sparsity=[0.8], roots=2, branching=2, exclusive=True, compensate=True,
                 magnitude="normal", magnitude_mean=2.0, magnitude_mean_end=1.0, steps=50)  # fmt: skip

@@ -37,17 +37,21 @@ if TYPE_CHECKING:
     from ..config import Config
 
 # The kernels' draws (numba takes no strings): the value distribution, then how features
-# share presence draws
-PAPER, SEED, SIGNED = 0, 1, 2
+# share presence draws. Every one decides presence by u < p_f with u element (f, r) of
+# counter block 0; a present value is then u / p_f (PAPER), 2 u / p_f - 1 (SIGNED), u
+# itself with every example scaled to unit norm (SEED), its own uniform from counter
+# block 1 (UNIFORM: synthetic data's U[0, 1]) or the feature's constant (CONSTANT).
+PAPER, SEED, SIGNED, UNIFORM, CONSTANT = 0, 1, 2, 3, 4
 INDEPENDENT, CORRELATED, ANTICORRELATED = 0, 1, 2
 
 
 class KernelDraw(NamedTuple):
     """Which of the numba kernels' draws gives a generator's data, with its arguments."""
 
-    code: int  # PAPER, SEED or SIGNED
+    code: int  # PAPER, SEED, SIGNED, UNIFORM or CONSTANT
     set_mode: int = INDEPENDENT
     set_size: int = 1
+    magnitudes: tuple[float, ...] = ()  # CONSTANT: each feature's value where it fires
 
 
 class NoOptions(BaseModel):

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from ..limits import MAX_SIZE
 from . import hierarchy, lowrank, magnitudes
-from .generator import Generator, NoOptions, register_data
+from .generator import CONSTANT, UNIFORM, Generator, KernelDraw, NoOptions, register_data
 from .stream import Stream
 
 if TYPE_CHECKING:
@@ -81,6 +81,28 @@ def compose(parts: Parts, p: Float[Tensor, "inst feat 1"], stream: Stream) -> Fl
     return values
 
 
+def kernel_draw(parts: Parts) -> KernelDraw | None:
+    """The numba kernels' draw of these parts, or None: they draw features that fire
+    independently, without trees, with U[0, 1] or constant magnitudes."""
+    if parts.parents or parts.factor is not None or (parts.mean is not None and parts.std is not None):
+        return None
+    if parts.mean is None:
+        return KernelDraw(UNIFORM)
+    return KernelDraw(CONSTANT, magnitudes=tuple(torch.relu(parts.mean).tolist()))
+
+
+def parts_of(options: Options, feat: int, device: torch.device) -> Parts:
+    """The parts a config's options compose."""
+    factor = mean = std = None
+    if options.correlation_rank:
+        factor = lowrank.factor(options.structure_seed, feat, options.correlation_rank, options.correlation_scale, device)
+    if options.magnitude == "normal":
+        mean = magnitudes.means(feat, options.magnitude_mean, options.magnitude_mean_end, device)
+        if options.magnitude_std or options.magnitude_std_spread:
+            std = magnitudes.spreads(feat, options.magnitude_std, options.magnitude_std_spread, options.structure_seed, device)
+    return Parts(tree(options), options.exclusive, options.compensate, options.scale_children, factor, mean, std)
+
+
 def tree(options: Options) -> list[int]:
     """The parents of the hierarchy's features (empty: none)."""
     if options.parents is not None:
@@ -90,7 +112,7 @@ def tree(options: Options) -> list[int]:
 
 @register_data
 class Synthetic(Generator):
-    name, Options = "synthetic", Options
+    name, kernel, Options = "synthetic", UNIFORM, Options
 
     def check(self, config: Config) -> None:
         options = self.options(config)
@@ -112,16 +134,13 @@ class Synthetic(Generator):
         return tree(self.options(config))
 
     def draw(self, options: Options, p: Float[Tensor, "inst feat 1"], stream: Stream) -> Float[Tensor, "inst feat batch"]:
-        feat, device = p.shape[1], p.device
-        factor = mean = std = None
-        if options.correlation_rank:
-            factor = lowrank.factor(options.structure_seed, feat, options.correlation_rank, options.correlation_scale, device)
-        if options.magnitude == "normal":
-            mean = magnitudes.means(feat, options.magnitude_mean, options.magnitude_mean_end, device)
-            if options.magnitude_std or options.magnitude_std_spread:
-                std = magnitudes.spreads(feat, options.magnitude_std, options.magnitude_std_spread, options.structure_seed, device)
-        parts = Parts(tree(options), options.exclusive, options.compensate, options.scale_children, factor, mean, std)
-        return compose(parts, p, stream)
+        return compose(parts_of(options, p.shape[1], p.device), p, stream)
+
+    def kernel_draw(self, config: Config) -> KernelDraw | None:
+        options = self.options(config)
+        if tree(options) or options.correlation_rank:  # before the copula's factor is built for nothing
+            return None
+        return kernel_draw(parts_of(options, config.features, torch.device("cpu")))
 
     def describe(self, config: Config) -> str:
         options, parts = self.options(config), []

@@ -40,7 +40,7 @@ from numba import njit, prange
 
 # The kernel takes no strings: the model is flags (tied, hidden ReLU, output ReLU), the
 # data the integers of a generator's KernelDraw.
-from ..data.generator import ANTICORRELATED, CORRELATED, INDEPENDENT, PAPER, SEED, SIGNED, KernelDraw
+from ..data.generator import ANTICORRELATED, CONSTANT, CORRELATED, INDEPENDENT, PAPER, SEED, SIGNED, UNIFORM, KernelDraw
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -77,15 +77,16 @@ def step_key(seed, instance, step):
 
 
 @njit(inline="always")
-def _draw(X, p, key, data_code, set_mode, set_size):
+def _draw(X, p, key, data_code, set_mode, set_size, magnitudes):
     """One step's data for one instance into X (feat, batch), then the seed's row scaling."""
-    _draw_rows(X, p, key, data_code, set_mode, set_size, X.shape[1], 0)
+    _draw_rows(X, p, key, data_code, set_mode, set_size, X.shape[1], 0, magnitudes)
 
 
 @njit(inline="always")
-def _draw_rows(X, p, key, data_code, set_mode, set_size, total, first):
+def _draw_rows(X, p, key, data_code, set_mode, set_size, total, first, magnitudes):
     """Rows first … first + batch of a draw of `total` rows into X (feat, batch): element
-    (f, r) of that draw has counter f * total + r, so a large draw can be made in blocks."""
+    (f, r) of that draw has counter f * total + r, so a large draw can be made in blocks.
+    magnitudes (feat,): CONSTANT's values (empty for the other draws)."""
     feat, batch = X.shape
     if set_mode != INDEPENDENT:
         _draw_sets(X, p, key, data_code, set_mode == ANTICORRELATED, set_size, total, first)
@@ -103,6 +104,14 @@ def _draw_rows(X, p, key, data_code, set_mode, set_size, total, first):
             for r in range(batch):
                 u = _uniform(key, base + r)
                 row[r] = np.float32(2.0) * u * inv - np.float32(1.0) if u < pf else np.float32(0.0)
+        elif data_code == UNIFORM:  # a present value's own uniform, hashed only where it fires
+            values = (feat + f) * total + first
+            for r in range(batch):
+                row[r] = _uniform(key, values + r) if _uniform(key, base + r) < pf else np.float32(0.0)
+        elif data_code == CONSTANT:
+            m = magnitudes[f]
+            for r in range(batch):
+                row[r] = m if _uniform(key, base + r) < pf else np.float32(0.0)
         else:
             for r in range(batch):
                 u = _uniform(key, base + r)
@@ -155,10 +164,11 @@ def _draw_sets(X, p, key, data_code, anticorrelated, set_size, total, first):
 
 
 @njit(cache=True)
-def sample(probs, seed, instance, step, batch, data_code, set_mode=0, set_size=1):
+def sample(probs, seed, instance, step, batch, data_code, set_mode=0, set_size=1, magnitudes=None):
     """The batch the kernel draws for (instance, step), as (feat, batch): for tests."""
     X = np.empty((probs.shape[0], batch), np.float32)
-    _draw(X, probs, step_key(seed, instance, step), data_code, set_mode, set_size)
+    values = np.zeros(0, np.float32) if magnitudes is None else magnitudes
+    _draw(X, probs, step_key(seed, instance, step), data_code, set_mode, set_size, values)
     return X
 
 
@@ -351,6 +361,7 @@ class Stream(NamedTuple):
     set_size: int
     batch: int
     normalize: bool  # every example scaled to unit norm
+    magnitudes: np.ndarray  # (feat,) KernelDraw.magnitudes (empty but for CONSTANT)
 
 
 class Model(NamedTuple):
@@ -499,7 +510,7 @@ def _train_instance(weights, moments, stream, model, optimiser, first_step, lrs,
     for s in range(lrs.shape[0]):
         step = first_step + s
         key = step_key(stream.seed, stream.first_instance + i, step)
-        _draw(X, stream.probs[i], key, stream.data_code, stream.set_mode, stream.set_size)
+        _draw(X, stream.probs[i], key, stream.data_code, stream.set_mode, stream.set_size, stream.magnitudes)
         if stream.normalize:
             _unit_columns(X)
         losses[s, i] = _loss_and_gradients(

@@ -7,8 +7,9 @@ row by row with hand-written gradients, and only the latents that fire (or, for
 JumpReLU, sit within the kernel's width of their threshold) cost more than the
 encoder's product:
 
-  x          the source's data for (seed, source instance, step), fused.py's stream
-  c = x F − b_dec                                  (only the present features of x)
+  x          the source's data for (seed, source instance, step), fused.py's stream:
+             only the rows a unit computes
+  c = x F + bias − b_dec                           (only the present features of x)
   pre = c W_enc + b_enc ;  a = act(pre) ;  e = a W_dec + b_dec − (c + b_dec)
   g = 2 e / (batch d)      dW_dec[j] += a_j g ;  db_dec += g
   for a firing latent j:   dpre_j = g · W_dec[j] + the sparsity term's derivative
@@ -16,8 +17,13 @@ encoder's product:
   and at the end           db_dec −= W_enc db_enc (b_dec enters pre with −W_enc)
 
 then Adam (torch's arithmetic, fused._adam) and unit decoder rows. The kinds' rules
-(TopK's selection and AuxK, JumpReLU's estimators) are those of saes.py, which the
-reference engine runs with autograd; the two agree to float rounding.
+(TopK's selection and AuxK, JumpReLU's estimators, BatchTopK's cut) are those of saes/,
+which the reference engine runs with autograd; the two agree to float rounding.
+
+BatchTopK's selection needs the whole batch: a first pass keeps every row's
+pre-activations (`kept`), the cut is the k · batch-th largest of them (`_cut`), and the
+passes after it read the kept pre-activations instead of computing them again. A unit
+draws its rows once per step, whatever the passes.
 
 SAEs up to COLUMNS_WIDTH = d_in x latents (ReLU and JumpReLU) run batch-major instead
 (`_columns`): the same arithmetic for every latent of every non-empty row, each loop
@@ -36,11 +42,16 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
-from .fused import _FASTMATH, _adam, _draw, _unit_columns, step_key
+from .fused import _FASTMATH, _adam, _draw_rows, _unit_columns, step_key
 
 # the kinds the kernel computes, as the integers it switches on (numba takes no strings)
-RELU, TOPK, JUMPRELU = 0, 1, 2
-KIND_CODES = {"relu": RELU, "topk": TOPK, "jumprelu": JUMPRELU}
+RELU, TOPK, JUMPRELU, BATCHTOPK = 0, 1, 2, 3
+KIND_CODES = {"relu": RELU, "topk": TOPK, "jumprelu": JUMPRELU, "batchtopk": BATCHTOPK}
+# the passes of a step: BatchTopK's pre-activations, AuxK's residual statistics, the gradients
+PRE_PASS, STATS_PASS, GRADIENT_PASS = -1, 0, 1
+# BatchTopK's PRE_PASS keeps the pre-activations above this share of the last step's cut as
+# candidates for the next (see _cut)
+GUESS = np.float32(0.9)
 ROW_UNITS = 4
 ROW_BLOCK = 16  # rows whose pre-activations are computed together (W_enc read once per block)
 
@@ -60,8 +71,9 @@ COLUMNS_WIDTH = 1024
 
 
 def batch_major(kind: str, dims: int, latents: int) -> bool:
-    """Whether `_columns` runs: small SAEs whose selection is per latent (not TopK's per row)."""
-    return kind != "topk" and dims * latents <= COLUMNS_WIDTH
+    """Whether `_columns` runs: small SAEs whose selection is per latent (not TopK's per row
+    or BatchTopK's per batch)."""
+    return kind not in ("topk", "batchtopk") and dims * latents <= COLUMNS_WIDTH
 
 
 class RowScratch(NamedTuple):
@@ -88,6 +100,10 @@ class RowScratch(NamedTuple):
     fill: np.ndarray  # (batch,): how far each row's are written
     idx: np.ndarray  # (feat x batch,): the present features of every row
     val: np.ndarray  # (feat x batch,): their values
+    kept: np.ndarray  # (rows + 1, latents): BatchTopK's pre-activations of the unit's rows, in the order taken
+    kept_weight: np.ndarray  # (rows + 1,): how many times each counts (the empty rows share the last)
+    found: np.ndarray  # (rows x latents,): those above the pass's guess at the cut, each as often as its row counts
+    slots: np.ndarray  # (2,): how many rows are kept, and how many values found
 
 
 class ColumnScratch(NamedTuple):
@@ -122,6 +138,8 @@ class Source(NamedTuple):
     set_size: int
     batch: int
     normalize: bool  # every example scaled to unit norm, as the source run's were
+    magnitudes: np.ndarray  # (feat,): KernelDraw.magnitudes (empty but for CONSTANT)
+    bias: np.ndarray  # (d,): added to every activation (a SAELens model's; 0 for runs)
 
 
 class Rule(NamedTuple):
@@ -141,43 +159,50 @@ class Rule(NamedTuple):
 
 
 @njit(inline="always")
-def _select(PRE, b, count, allowed, chosen):
-    """Indices of the `count` largest entries of PRE[b] among `allowed` ones into chosen[:n]; n.
-    Ties at the cut go to the lower index. A few are found by repeated scans, more through
-    a partition (O(latents): AuxK takes d_in / 2 of them per row)."""
+def _kth_largest(values, m, k):
+    """The k-th largest of values[:m] (1 <= k <= m), reordering them in place: quickselect,
+    median-of-three pivots."""
+    lo, hi, target = 0, m - 1, m - k  # the target-th smallest
+    while lo < hi:
+        mid = (lo + hi) // 2
+        a, b, c = values[lo], values[mid], values[hi]
+        pivot = max(min(a, b), min(max(a, b), c))
+        i, j = lo, hi
+        while i <= j:
+            while values[i] < pivot:
+                i += 1
+            while values[j] > pivot:
+                j -= 1
+            if i <= j:
+                values[i], values[j] = values[j], values[i]
+                i += 1
+                j -= 1
+        if target <= j:
+            hi = j
+        elif target >= i:
+            lo = i
+        else:
+            return values[target]
+    return values[target]
+
+
+@njit(inline="always")
+def _select(PRE, b, count, allowed, chosen, values):
+    """Indices of the `count` largest positive entries of PRE[b] among `allowed` ones into
+    chosen[:n] (all of them where fewer are positive), in index order; n. Ties at the cut go
+    to the lower index. Only positive ones: TopK and AuxK use no other. values: scratch
+    (latents,)."""
     latents = PRE.shape[1]
-    if count <= 4:
-        n = 0
-        for _ in range(count):
-            best, best_value = -1, np.float32(-np.inf)
-            for j in range(latents):
-                if allowed[j] and PRE[b, j] > best_value:
-                    taken = False
-                    for t in range(n):
-                        if chosen[t] == j:
-                            taken = True
-                            break
-                    if not taken:
-                        best, best_value = j, PRE[b, j]
-            if best < 0:
-                break
-            chosen[n] = best
-            n += 1
-        return n
-    values = np.empty(latents, np.float32)
     m = 0
     for j in range(latents):
-        if allowed[j]:
+        if allowed[j] and PRE[b, j] > 0:
+            chosen[m] = j
             values[m] = PRE[b, j]
             m += 1
-    n = 0
     if m <= count:
-        for j in range(latents):
-            if allowed[j]:
-                chosen[n] = j
-                n += 1
-        return n
-    cut = np.partition(values[:m], m - count)[m - count]  # the count-th largest
+        return m
+    cut = _kth_largest(values, m, count)
+    n = 0
     for j in range(latents):
         if allowed[j] and PRE[b, j] > cut:
             chosen[n] = j
@@ -207,7 +232,7 @@ def _block(W_dec, theta, rows, weight, PRE, C, present, xs, counts, batch, rule,
         scale = np.float32(2.0 / (batch * d)) * w
         n = 0
         if kind == TOPK:
-            for t in range(_select(PRE, b, int(setting), everyone, chosen)):
+            for t in range(_select(PRE, b, int(setting), everyone, chosen, values)):
                 j = chosen[t]
                 if PRE[b, j] > 0:
                     active[n] = j
@@ -216,6 +241,12 @@ def _block(W_dec, theta, rows, weight, PRE, C, present, xs, counts, batch, rule,
         elif kind == JUMPRELU:
             for j in range(latents):
                 if PRE[b, j] > theta[j]:
+                    active[n] = j
+                    values[n] = PRE[b, j]
+                    n += 1
+        elif kind == BATCHTOPK:  # setting: the batch's cut (see _cut)
+            for j in range(latents):
+                if PRE[b, j] > 0 and PRE[b, j] >= setting:
                     active[n] = j
                     values[n] = PRE[b, j]
                     n += 1
@@ -272,8 +303,8 @@ def _block(W_dec, theta, rows, weight, PRE, C, present, xs, counts, batch, rule,
                     for k in range(d):
                         dot += g[k] * W_dec[j, k]
                     gtheta[j] -= theta[j] * inv * dot + w * setting * inv / batch
-        if kind == TOPK and any_dead:  # AuxK: the dead latents' largest reconstruct the residual
-            n = _select(PRE, b, rule.k_aux, dead, chosen)
+        if (kind == TOPK or kind == BATCHTOPK) and any_dead:  # AuxK: the dead latents' largest reconstruct the residual
+            n = _select(PRE, b, rule.k_aux, dead, chosen, values)
             for k in range(d):
                 e[k] = -e[k]  # the residual h − h'
             for t in range(n):
@@ -338,38 +369,47 @@ def _present(X, first, last, start, fill, idx, val):
 
 
 @njit(inline="always")
-def _rows(W_enc, b_enc, W_dec, b_dec, theta, F, X, first, last, batch, rule, setting, dead, any_dead, everyone, scratch, grads, stats):
+def _rows(W_enc, b_enc, W_dec, b_dec, theta, F, bias, X, first, last, batch, rule, setting, dead, any_dead, everyone, scratch, grads, stats, stage, fresh):
     """Loss of rows first..last of X (feat, batch), as a share of the batch mean, and their
-    gradients added into grads (its gW_encT is dW_enc transposed, (latents, d)).
+    gradients added into grads (its gW_encT is dW_enc transposed, (latents, d)); in
+    BatchTopK's PRE_PASS only their pre-activations, into scratch.kept (later passes read
+    them from there), and those above `setting` (a guess at the cut) into scratch.found.
 
     Rows go in blocks of ROW_BLOCK. factored: pre = x P + base with P = F W_enc and
-    base = b_enc − b_dec W_enc (h = x F), so a row's encoder costs its present features
-    times latents instead of d times latents; otherwise the block's pre-activations are
-    one product with W_enc, each row of W_enc read once per block."""
-    C, PRE, present, xs, counts, weight, active, values, chosen, e, g, touched, dpres, P, base, Q, start, fill, idx, val = scratch
+    base = b_enc + (bias − b_dec) W_enc (h = x F + bias), so a row's encoder costs its
+    present features times latents instead of d times latents; otherwise the block's
+    pre-activations are one product with W_enc, each row of W_enc read once per block.
+    The rows' present features are found where X is `fresh`; an earlier pass of the step
+    left them in scratch otherwise."""
+    C, PRE, present, xs, counts, weight, active, values, chosen, e, g, touched, dpres, P, base, Q, start, fill, idx, val, kept, kept_weight, found, slots = scratch
     gW_encT, gb_enc, gW_dec, gb_dec, gtheta, fired = grads
     feat = X.shape[0]
     d, latents = W_enc.shape
     factored = rule.factored
+    stored = rule.kind == BATCHTOPK and stage != PRE_PASS
     if factored:
         for f in range(feat):
             for j in range(latents):
                 P[f, j] = 0
                 Q[f, j] = 0
-            for k in range(d):
-                w = F[f, k]
-                for j in range(latents):
-                    P[f, j] += w * W_enc[k, j]
+            if not stored:
+                for k in range(d):
+                    w = F[f, k]
+                    for j in range(latents):
+                        P[f, j] += w * W_enc[k, j]
         for j in range(latents):
             base[j] = b_enc[j]
         for k in range(d):
-            bk = b_dec[k]
+            bk = bias[k] - b_dec[k]
             for j in range(latents):
-                base[j] -= bk * W_enc[k, j]
-    _present(X, first, last, start, fill, idx, val)
+                base[j] += bk * W_enc[k, j]
+    if fresh:
+        _present(X, first, last, start, fill, idx, val)
     loss = np.float32(0.0)
     b = 0  # rows in the block so far
     empty = 0
+    slot = 0  # rows kept (PRE_PASS) or read back
+    n_found = 0
     for r in range(first, last + 1):  # r == last: the empty rows, as one row of their count's weight
         take = False
         if r < last:
@@ -390,13 +430,17 @@ def _rows(W_enc, b_enc, W_dec, b_dec, theta, F, X, first, last, batch, rule, set
         if take:
             counts[b] = n
             for k in range(d):
-                C[b, k] = -b_dec[k]
+                C[b, k] = bias[k] - b_dec[k]
             for t in range(n):
                 x = xs[b, t]
                 f = present[b, t]
                 for k in range(d):
                     C[b, k] += x * F[f, k]
-            if factored:
+            if stored:
+                for j in range(latents):
+                    PRE[b, j] = kept[slot, j]
+                slot += 1
+            elif factored:
                 for j in range(latents):
                     PRE[b, j] = base[j]
                 for t in range(n):
@@ -409,21 +453,37 @@ def _rows(W_enc, b_enc, W_dec, b_dec, theta, F, X, first, last, batch, rule, set
                     PRE[b, j] = b_enc[j]
             b += 1
         if b > 0 and (b == ROW_BLOCK or r == last):
-            if not factored:
+            if not factored and not stored:
                 for k in range(d):
                     for row in range(b):
                         ck = C[row, k]
                         for j in range(latents):
                             PRE[row, j] += ck * W_enc[k, j]
-            loss += _block(
-                W_dec, theta, b, weight, PRE, C, present, xs, counts, batch, rule, setting, dead, any_dead, everyone,
-                active, values, chosen, e, g, touched, dpres, Q, gW_encT, gb_enc, gW_dec, gb_dec, gtheta, fired, stats,
-            )  # fmt: skip
+            if stage == PRE_PASS:
+                for row in range(b):
+                    copies = int(weight[row])
+                    for j in range(latents):
+                        v = PRE[row, j]
+                        kept[slot + row, j] = v
+                        if v > setting:
+                            for _ in range(copies):
+                                found[n_found] = v
+                                n_found += 1
+                    kept_weight[slot + row] = weight[row]
+                slot += b
+            else:
+                loss += _block(
+                    W_dec, theta, b, weight, PRE, C, present, xs, counts, batch, rule, setting, dead, any_dead, everyone,
+                    active, values, chosen, e, g, touched, dpres, Q, gW_encT, gb_enc, gW_dec, gb_dec, gtheta, fired, stats,
+                )  # fmt: skip
             b = 0
-    if factored:  # dW_enc[:, j] = Σ rows dpre_j (x F − b_dec) = Fᵀ Q[:, j] − b_dec Σ rows dpre_j
+    if stage == PRE_PASS:
+        slots[0], slots[1] = slot, n_found
+        return np.float32(0.0)
+    if factored:  # dW_enc[:, j] = Σ rows dpre_j (x F + bias − b_dec) = Fᵀ Q[:, j] + (bias − b_dec) Σ rows dpre_j
         for j in range(latents):
             for k in range(d):
-                gW_encT[j, k] -= b_dec[k] * gb_enc[j]
+                gW_encT[j, k] += (bias[k] - b_dec[k]) * gb_enc[j]
             for f in range(feat):
                 q = Q[f, j]
                 if q != 0:
@@ -433,7 +493,7 @@ def _rows(W_enc, b_enc, W_dec, b_dec, theta, F, X, first, last, batch, rule, set
 
 
 @njit(inline="always")
-def _columns(W_enc, b_enc, W_dec, b_dec, theta, F, X, first, last, batch, rule, setting, columns, grads):
+def _columns(W_enc, b_enc, W_dec, b_dec, theta, F, bias, X, first, last, batch, rule, setting, columns, grads):
     """What `_rows` computes, batch-major: each array (…, rows) and every loop innermost along
     the rows, which the compiler vectorises; for SAEs so small (d x latents <= COLUMNS_WIDTH)
     that per-row loops over d and the latents are mostly set-up. ReLU and JumpReLU only.
@@ -466,10 +526,10 @@ def _columns(W_enc, b_enc, W_dec, b_dec, theta, F, X, first, last, batch, rule, 
             Xc[f, t] = X[f, keep[t]]
         if cols > n:
             Xc[f, n] = 0
-    # c = x F − b_dec (d, cols); pre = c W_enc + b_enc (latents, cols); a = act(pre)
+    # c = x F + bias − b_dec (d, cols); pre = c W_enc + b_enc (latents, cols); a = act(pre)
     for k in range(d):
         for t in range(cols):
-            C[k, t] = -b_dec[k]
+            C[k, t] = bias[k] - b_dec[k]
         for f in range(feat):
             w = F[f, k]
             for t in range(cols):
@@ -548,11 +608,12 @@ def _columns(W_enc, b_enc, W_dec, b_dec, theta, F, X, first, last, batch, rule, 
 
 
 @njit(inline="always")
-def _buffers(feat, d, latents, batch, factored, columns):
+def _buffers(feat, d, latents, batch, factored, columns, kept_rows):
     """Per-unit scratch: X (feat, batch), a RowScratch and a ColumnScratch: _rows' C, PRE, present, xs, counts, weight, active, values, chosen,
     e, g, touched, dpres, P, base, Q, start, fill, idx, val (idx and val, feat x batch, are
-    empty if `columns`; the rest is small); and _columns' keep, largest, wt, Xc, C, PRE, A, G
-    (empty unless `columns`)."""
+    empty if `columns`; the rest is small), kept (kept_rows x latents: 0 but for BatchTopK),
+    kept_weight, slots; and _columns' keep, largest, wt, Xc, C, PRE, A, G (empty unless
+    `columns`)."""
     table = feat if factored else 0
     cols = batch + 1 if columns else 0
     entries = 0 if columns else feat * batch
@@ -579,6 +640,10 @@ def _buffers(feat, d, latents, batch, factored, columns):
             np.empty(batch, np.int64),
             np.empty(entries, np.int32),
             np.empty(entries, np.float32),
+            np.empty((kept_rows, latents), np.float32),
+            np.empty(kept_rows, np.float32),
+            np.empty(max(kept_rows - 1, 0) * latents, np.float32),
+            np.zeros(2, np.int64),
         ),
         ColumnScratch(
             np.empty(cols, np.int64),
@@ -594,21 +659,30 @@ def _buffers(feat, d, latents, batch, factored, columns):
 
 
 @njit(fastmath=_FASTMATH, nogil=True)  # a call, not inlined: train_steps has two call sites, and inlining both doubled its compile time
-def _unit(weights, source, rule, i, step, first, last, last_fired, everyone, dead, X, scratch, columns, grads, stats):
-    """Draw instance i's batch of `step` and add the gradients of rows first..last into grads
-    (or, where stats asks, their residuals' sums into stats: see `_block`)."""
+def _unit(weights, source, rule, i, step, first, last, last_fired, everyone, dead, X, scratch, columns, grads, stats, stage, cut, fresh):
+    """One pass (`stage`) over rows first..last of instance i's batch of `step`, drawn into X
+    where `fresh` (a unit's earlier pass of the step left them there): the gradients into
+    grads, their residuals' sums into stats where it asks (see `_block`), or BatchTopK's
+    pre-activations (PRE_PASS). cut: BatchTopK's for the step (see `_cut`), or in its
+    PRE_PASS the guess at it."""
     W_enc, b_enc, W_dec, b_dec, theta = weights
     sources = source.F.shape[0]
     s = i % sources
-    _draw(X, source.probs[s], step_key(source.seed, s, step), source.data_code, source.set_mode, source.set_size)
-    if source.normalize:
-        _unit_columns(X)
-    setting = np.float32(rule.settings[i])
+    # only this unit's rows of the step's draw, as a contiguous (feat, rows) array
+    rows = last - first
+    X = X.reshape(-1)[: X.shape[0] * rows].reshape(X.shape[0], rows)
+    if fresh:
+        key = step_key(source.seed, s, step)
+        _draw_rows(X, source.probs[s], key, source.data_code, source.set_mode, source.set_size, source.batch, first, source.magnitudes)
+        if source.normalize:
+            _unit_columns(X)
+    first, last = np.int64(0), rows
+    setting = cut if rule.kind == BATCHTOPK else np.float32(rule.settings[i])
     if step + 1 < rule.warmup:
         setting *= np.float32((step + 1) / rule.warmup)
     if rule.columns:
         return _columns(
-            W_enc[i], b_enc[i], W_dec[i], b_dec[i], theta[i], source.F[s], X, first, last, source.batch, rule,
+            W_enc[i], b_enc[i], W_dec[i], b_dec[i], theta[i], source.F[s], source.bias, X, first, last, source.batch, rule,
             setting, columns, grads,
         )  # fmt: skip
     any_dead = False
@@ -616,9 +690,45 @@ def _unit(weights, source, rule, i, step, first, last, last_fired, everyone, dea
         dead[j] = step - last_fired[i, j] >= rule.dead_steps
         any_dead |= dead[j]
     return _rows(
-        W_enc[i], b_enc[i], W_dec[i], b_dec[i], theta[i], source.F[s], X, first, last, source.batch, rule,
-        setting, dead, any_dead, everyone, scratch, grads, stats,
+        W_enc[i], b_enc[i], W_dec[i], b_dec[i], theta[i], source.F[s], source.bias, X, first, last, source.batch, rule,
+        setting, dead, any_dead, everyone, scratch, grads, stats, stage, fresh,
     )  # fmt: skip
+
+
+@njit(inline="always")
+def _keep(rule, i, batch, latents):
+    """How many of a batch's pre-activations BatchTopK keeps: k · batch, rounded (as saes/batchtopk.py)."""
+    keep = int(np.round(np.float32(rule.settings[i]) * np.float32(batch)))
+    return min(max(keep, 1), batch * latents)
+
+
+@njit(inline="always")
+def _cut(buffers, lo, hi, keep, guess, candidates):
+    """BatchTopK's cut for the instance whose rows units lo..hi − 1 kept: the keep-th largest
+    pre-activation of its batch, each row counted as often as it occurs; 0 where fewer than
+    keep are positive (then every positive one fires). Sought among those the PRE_PASS
+    found above `guess` (GUESS times the last step's cut), and among every positive one
+    where that leaves too few: exact either way."""
+    n = 0
+    for u in range(lo, hi):
+        found, count = buffers[u][1].found, buffers[u][1].slots[1]
+        candidates[n : n + count] = found[:count]
+        n += count
+    if n < keep and guess > 0:
+        n = 0
+        for u in range(lo, hi):
+            kept, weight, slots = buffers[u][1].kept, buffers[u][1].kept_weight, buffers[u][1].slots
+            for s in range(slots[0]):
+                copies = int(weight[s])
+                for j in range(kept.shape[1]):
+                    v = kept[s, j]
+                    if v > 0:
+                        for _ in range(copies):
+                            candidates[n] = v
+                            n += 1
+    if n < keep:
+        return np.float32(0.0)
+    return _kth_largest(candidates, n, keep)
 
 
 @njit(inline="always")
@@ -683,8 +793,8 @@ def _update(weights, moments, rule, i, step, lr, grads, gW_enc, last_fired):
 
 @njit(inline="always")
 def _needs_auxk(rule, last_fired, i, step):
-    """Whether instance i's step has an AuxK term: a TopK SAE with a dead latent."""
-    if rule.kind != TOPK:
+    """Whether instance i's step has an AuxK term: a TopK or BatchTopK SAE with a dead latent."""
+    if rule.kind != TOPK and rule.kind != BATCHTOPK:
         return False
     for j in range(last_fired.shape[1]):
         if step - last_fired[i, j] >= rule.dead_steps:
@@ -725,23 +835,36 @@ def _train_instance(weights, moments, source, rule, first_step, lr, losses, last
     """Instance i, all its rows on this thread, for len(losses) steps."""
     d, latents = weights.W_enc.shape[1], weights.W_enc.shape[2]
     feat, batch = source.F.shape[1], source.batch
-    X, scratch, columns = _buffers(feat, d, latents, batch, rule.factored, rule.columns)
+    batchtop = rule.kind == BATCHTOPK
+    buffers = [_buffers(feat, d, latents, batch, rule.factored, rule.columns, batch + 1 if batchtop else 0)]
+    X, scratch, columns = buffers[0]
+    candidates = np.empty(batch * latents if batchtop else 0, np.float32)
     grads = _gradients(d, latents)
     gW_enc = np.empty((d, latents), np.float32)
     everyone = np.ones(latents, np.bool_)
     dead = np.empty(latents, np.bool_)
     stats = np.zeros(d + 2, np.float64)
+    cut = np.float32(0.0)
     for s in range(losses.shape[0]):
         step = first_step + s
+        fresh = True
+        if batchtop:
+            guess = GUESS * cut
+            _unit(weights, source, rule, i, step, np.int64(0), batch, last_fired, everyone, dead, X, scratch, columns, grads, stats, np.int64(PRE_PASS), guess, fresh)
+            fresh = False
+            cut = _cut(buffers, 0, 1, _keep(rule, i, batch, latents), guess, candidates)
         aux = np.float32(0.0)
         if _needs_auxk(rule, last_fired, i, step):  # a pass for the residual's variance first
             stats[:] = 0
             stats[d + 1] = -1
-            _unit(weights, source, rule, i, step, np.int64(0), batch, last_fired, everyone, dead, X, scratch, columns, grads, stats)
+            _unit(weights, source, rule, i, step, np.int64(0), batch, last_fired, everyone, dead, X, scratch, columns, grads, stats, np.int64(STATS_PASS), cut, fresh)
+            fresh = False
             aux = _auxk_weight(rule, stats, batch)
         stats[d + 1] = aux
         _zero(grads)
-        losses[s, i] = _unit(weights, source, rule, i, step, np.int64(0), batch, last_fired, everyone, dead, X, scratch, columns, grads, stats)
+        losses[s, i] = _unit(
+            weights, source, rule, i, step, np.int64(0), batch, last_fired, everyone, dead, X, scratch, columns, grads, stats, np.int64(GRADIENT_PASS), cut, fresh,
+        )  # fmt: skip
         _update(weights, moments, rule, i, first_step + s, lr, grads, gW_enc, last_fired)
 
 
@@ -766,7 +889,11 @@ def train_steps(weights, moments, source, rule, first_step, lr, losses, last_fir
     gW_encT, gb_enc = np.zeros((units, latents, d), np.float32), np.zeros((units, latents), np.float32)
     gW_dec, gb_dec = np.zeros((units, latents, d), np.float32), np.zeros((units, d), np.float32)
     gtheta, fired = np.zeros((units, latents), np.float32), np.zeros((units, latents), np.bool_)
-    buffers = [_buffers(feat, d, latents, batch, rule.factored, rule.columns) for _ in range(units)]
+    batchtop = rule.kind == BATCHTOPK
+    buffers = [_buffers(feat, d, latents, batch, rule.factored, rule.columns, size + 1 if batchtop else 0) for _ in range(units)]
+    candidates = np.empty(batch * latents if batchtop else 0, np.float32)
+    cuts = np.zeros(instances, np.float32)
+    drawn = np.full(units, -1, np.int64)  # the step whose rows each unit holds
     everyone = np.ones(latents, np.bool_)
     deads = np.empty((units, latents), np.bool_)
     gW_enc = np.empty((instances, d, latents), np.float32)
@@ -774,25 +901,35 @@ def train_steps(weights, moments, source, rule, first_step, lr, losses, last_fir
     aux = np.zeros(instances, np.float32)
     for s in range(steps):
         step = first_step + s
-        # stage 0, for a TopK SAE only: the residual's variance over each instance's whole batch,
-        # for AuxK; stage 1: the gradients. One parallel loop for both, as each parallel loop
-        # costs seconds to compile (three took 90 s, two 64; the sum and update in it too ran slower)
-        for stage in range(0 if rule.kind == TOPK else 1, 2):
+        # PRE_PASS, for BatchTopK only: every row's pre-activations, for the batch's cut;
+        # STATS_PASS, for TopK and BatchTopK: the residual's variance over each instance's whole
+        # batch, for AuxK; GRADIENT_PASS. One parallel loop for all, as each parallel loop costs
+        # seconds to compile (three took 90 s, two 64; the sum and update in it too ran slower)
+        for stage in range(PRE_PASS if batchtop else STATS_PASS if rule.kind == TOPK else GRADIENT_PASS, GRADIENT_PASS + 1):
             for u in prange(units):
                 i, part = np.int64(u // chunks), np.int64(u % chunks)
                 grads = (gW_encT[u], gb_enc[u], gW_dec[u], gb_dec[u], gtheta[u], fired[u])
                 X, scratch, columns = buffers[u]
                 first, last = part * size, min(batch, (part + 1) * size)
-                run = stage == 1 or _needs_auxk(rule, last_fired, i, step)
-                if stage == 0:
+                run = stage != STATS_PASS or _needs_auxk(rule, last_fired, i, step)
+                if stage == STATS_PASS:
                     stats[u, :] = 0
                     stats[u, d + 1] = -1
-                else:
+                elif stage == GRADIENT_PASS:
                     _zero(grads)
                     stats[u, d + 1] = aux[i]
                 if run:
-                    parts[u] = _unit(weights, source, rule, i, step, first, last, last_fired, everyone, deads[u], X, scratch, columns, grads, stats[u])
-            if stage == 0:
+                    fresh = drawn[u] != step
+                    drawn[u] = step
+                    cut = GUESS * cuts[i] if stage == PRE_PASS else cuts[i]
+                    parts[u] = _unit(
+                        weights, source, rule, i, step, first, last, last_fired, everyone, deads[u], X, scratch, columns, grads, stats[u],
+                        np.int64(stage), cut, fresh,
+                    )  # fmt: skip
+            if stage == PRE_PASS:
+                for i in range(instances):
+                    cuts[i] = _cut(buffers, i * chunks, (i + 1) * chunks, _keep(rule, i, batch, latents), GUESS * cuts[i], candidates)
+            if stage == STATS_PASS:
                 for i in range(instances):
                     for other in range(i * chunks + 1, (i + 1) * chunks):
                         for k in range(d + 1):

@@ -1,6 +1,7 @@
 """BatchTopK SAE (Bussmann et al. 2024): in training, the k · batch largest ReLU(pre) of the
 whole batch (not k per row), so a row may use more latents than k and another fewer; the
-TopK AuxK loss. At inference a row cannot see its batch: a latent fires where pre > θ, θ
+TopK AuxK loss. Values tied at the cut all fire (SAELens's topk breaks such ties as it
+happens to), so that identical rows fire alike and every engine keeps the same ones. At inference a row cannot see its batch: a latent fires where pre > θ, θ
 one threshold per SAE estimated after training as the mean, over CALIBRATION_BATCHES
 fresh batches, of the smallest activation the batch's top k · batch kept (Bussmann et
 al.'s estimate; SAELens keeps a running average of the same during training). θ is saved
@@ -20,6 +21,7 @@ from .topk import TopK
 class BatchTopK(TopK):
     name, formula = "batchtopk", "ReLU(TopK over the batch (k · batch) of pre), AuxK loss; pre > θ at inference"
     calibrates = True
+    fused = True
     whole = False  # k is a mean over the batch's rows: 1.25 keeps 1.25 · batch (rounded), as SAELens allows
 
     def setting_problem(self, value, latents):
@@ -46,15 +48,14 @@ class BatchTopK(TopK):
 
 
 def batch_top(pre: Float[Tensor, "inst batch latents"], k: Tensor) -> Float[Tensor, "inst batch latents"]:
-    """ReLU of the k[i] · batch (rounded) largest pre-activations of instance i's whole batch, the rest 0."""
+    """ReLU of instance i's pre-activations at or above the k[i] · batch-th (rounded) largest of
+    its whole batch, the rest 0. Values tied at the cut all fire, so identical rows of a batch
+    (its empty ones) fire alike: more than k · batch only where such ties fall on the cut."""
     inst, rows, latents = pre.shape
     flat = pre.reshape(inst, rows * latents)
     keep = (k * rows).round().long().clamp(min=1, max=rows * latents)
-    index = torch.stack([_largest(flat[i], int(keep.max())) for i in range(inst)])  # largest first
-    values = flat.gather(-1, index)
-    rank = torch.arange(index.shape[-1], device=pre.device)
-    values = torch.where(rank < keep.view(-1, 1), torch.relu(values), 0.0)
-    return torch.zeros_like(flat).scatter(-1, index, values).view_as(pre)
+    cut = torch.stack([flat[i, _largest(flat[i], int(keep[i]))[-1]] for i in range(inst)])
+    return torch.where(flat >= cut[:, None], torch.relu(flat), 0.0).view_as(pre)
 
 
 # A batch's k · batch largest of its rows x latents values, found among those above a

@@ -43,7 +43,8 @@ from ..data.hierarchy import compensated
 from ..data.lowrank import diagonal, factor as copula_factor
 from ..data.magnitudes import means as linear_means, spreads
 from ..data.stream import Stream
-from ..data.synthetic import Parts, compose
+from ..data.generator import KernelDraw
+from ..data.synthetic import Parts, compose, kernel_draw
 from ..files import atomic_dir, seal, to_json
 from .sources import RunSource
 
@@ -90,7 +91,11 @@ def read(path: str | Path) -> Model:
     mean = _magnitudes(config.get("mean_firing_magnitudes", 1.0), n, seed, MEAN_SEED, path)
     std = _magnitudes(config.get("std_firing_magnitudes", 0.0), n, seed, STD_SEED, path)
     std = std if bool(std.any()) else None  # constant magnitudes: nothing to draw (synthetic.Parts)
+    # the options say what the draw is made of, so that what decides on them (the engine, figure
+    # titles) decides right; the draw itself is of the model's own tensors (SAELensSource)
     options = {"parents": parents, "exclusive": exclusive, "scale_children": scaled} if parents else {}
+    options |= {"correlation_rank": factor.shape[1]} if factor is not None else {}
+    options |= {"magnitude": "normal", "magnitude_mean": float(mean.mean()), "magnitude_std": 0.0 if std is None else float(std.mean())}
     data = Config(features=n, hidden=d, feature_probability=[probs.tolist()], data="synthetic", data_options=options)
     parts = Parts(parents, exclusive, False, scaled, None if factor is None else factor.float(), mean, std)
     return Model(data, parts, F, weights.get("bias", torch.zeros(d)).float())
@@ -160,8 +165,8 @@ class SAELensSource(RunSource):
         stream = Stream(step_keys(seed, self.ids, step), counters(self.config.features, rows, self.W.device))
         return compose(self.parts, self.probs[:, :, None], stream).transpose(1, 2)
 
-    def activations(self, x: Float[Tensor, "inst rows feat"]) -> Float[Tensor, "inst rows hidden"]:
-        return torch.bmm(x, self.W) + self.bias
+    def kernel_draw(self) -> KernelDraw | None:
+        return kernel_draw(self.parts)
 
 
 def export(config: Config, W: Float[Tensor, "inst feat hidden"], instance: int, out: Path) -> list[str]:

@@ -29,6 +29,7 @@ from torch import Tensor
 from ..config import Config, ConfigError, firing_profile
 from ..limits import MAX_VALUES
 from ..data import GENERATORS, batch as draw, feature_probability
+from ..data.generator import KernelDraw
 from ..analysis.metrics import REPRESENTED_NORM
 
 
@@ -36,8 +37,13 @@ class RunSource:
     def __init__(self, config: Config, W: Float[Tensor, "inst feat hidden"], device: str):
         self.config = config
         self.W = W.to(device)
+        self.bias = torch.zeros(W.shape[-1], device=device)  # added to every activation (a SAELens model has its own)
         self.probs = feature_probability(config, device)
         self.ids = torch.arange(config.instances, device=device)
+
+    def kernel_draw(self) -> KernelDraw | None:
+        """The numba kernels' draw of this source's inputs, or None where they have none."""
+        return GENERATORS[self.config.data].kernel_draw(self.config)
 
     @property
     def features(self) -> Float[Tensor, "inst feat hidden"]:
@@ -58,8 +64,8 @@ class RunSource:
         return draw(config, self.probs, self.ids, step)
 
     def activations(self, x: Float[Tensor, "inst rows feat"]) -> Float[Tensor, "inst rows hidden"]:
-        """The activations of inputs x: x W."""
-        return torch.bmm(x, self.W)
+        """The activations of inputs x: x W + bias."""
+        return torch.baddbmm(self.bias, x, self.W)
 
     def batch(self, seed: int, rows: int, step: int) -> Float[Tensor, "inst rows hidden"]:
         """Activations of `inputs(seed, rows, step)`."""

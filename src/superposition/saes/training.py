@@ -35,7 +35,6 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from ..config import ConfigError
-from ..data import GENERATORS
 from ..kernels import fused, sae_fused
 from ..kernels.sae_fused import ROW_UNITS
 from ..runs import load_run
@@ -117,6 +116,8 @@ def memory_needed(config: SAEConfig) -> int:
     n, d, L = config.instances, config.dims, config.latents
     rows = 6 * n * config.batch_size * L + 4 * n * config.eval_batch_size * L + 2 * n * (config.batch_size + config.eval_batch_size) * d
     kernel = 3 * max(n, ROW_UNITS) * config.features * config.batch_size
+    if config.kind == "batchtopk":  # its kept pre-activations, and the candidates for its cut
+        kernel += 2 * max(n, ROW_UNITS) * config.batch_size * L
     weights = 8 * n * (2 * d + 2) * L + config.source_instances * config.features * d
     pool = 2 * n * config.resample_pool  # the resampling candidates' chances, float64
     return 4 * (rows + kernel + weights + pool + config.steps * n)
@@ -302,11 +303,11 @@ class _Fused:
         theta = arrays["threshold"] if "threshold" in arrays else np.zeros((config.instances, config.latents), np.float32)
         self.weights = sae_fused.Weights(arrays["W_enc"], arrays["b_enc"], arrays["W_dec"], arrays["b_dec"], theta)
         self.moment_arrays = tuple(np.zeros_like(w) for w in self.weights for _ in range(2))
-        data = source.config
-        draw = GENERATORS[data.data].kernel_draw(data)
+        draw = source.kernel_draw()
         self.source = sae_fused.Source(
             F=source.features.numpy(), probs=source.probs.numpy(), seed=config.seed, data_code=draw.code,
-            set_mode=draw.set_mode, set_size=draw.set_size, batch=config.batch_size, normalize=data.normalize,
+            set_mode=draw.set_mode, set_size=draw.set_size, batch=config.batch_size, normalize=source.config.normalize,
+            magnitudes=np.asarray(draw.magnitudes, np.float32), bias=source.bias.numpy(),
         )  # fmt: skip
         self.setting = settings_tensor(config)
         self.rule = sae_fused.Rule(

@@ -113,7 +113,7 @@ def draw(config: Config, step: int, rows: int, sources: list[int] | None = None)
         return _sparse(data.batch(config, data.feature_probability(config), torch.tensor(sources), step, rows))
     probs = np.asarray(config.feature_probability, np.float32)
     parts = [
-        _draw_sparse(probs[i], _key(config.seed, source, step), rows, *kernel, config.normalize)
+        _draw_sparse(probs[i], _key(config.seed, source, step), rows, *kernel[:3], np.asarray(kernel.magnitudes, np.float32), config.normalize)
         for i, source in enumerate(sources)
     ]
     offsets = np.cumsum([0] + [len(cols) for _, cols, _ in parts])
@@ -212,7 +212,7 @@ def _key(seed: int, instance: int, step: int) -> np.uint64:
 
 
 @njit(cache=True, nogil=True)
-def _draw_sparse(p, key, rows, data_code, set_mode, set_size, normalize):
+def _draw_sparse(p, key, rows, data_code, set_mode, set_size, magnitudes, normalize):
     feat = p.shape[0]
     X = np.empty((feat, BLOCK), np.float32)
     row_ptr = np.zeros(rows + 1, np.int64)
@@ -223,7 +223,7 @@ def _draw_sparse(p, key, rows, data_code, set_mode, set_size, normalize):
     for first in range(0, rows, BLOCK):
         block = min(BLOCK, rows - first)
         Xb = X[:, :block]
-        _draw_rows(Xb, p, key, data_code, set_mode, set_size, rows, first)
+        _draw_rows(Xb, p, key, data_code, set_mode, set_size, rows, first, magnitudes)
         if normalize:
             _unit_columns(Xb)
         for r in range(block):

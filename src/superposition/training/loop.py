@@ -369,6 +369,7 @@ def _fused_stepper(
         set_size=draw.set_size,
         batch=config.batch_size,
         normalize=config.normalize,
+        magnitudes=np.asarray(draw.magnitudes, np.float32),
     )
     threads = fused.free_cores(numba.get_num_threads())
     lanes, sparse = fused.plan(stream, threads)
