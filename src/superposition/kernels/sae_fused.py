@@ -187,15 +187,15 @@ def _kth_largest(values, m, k):
 
 
 @njit(inline="always")
-def _select(PRE, b, count, allowed, chosen, values):
-    """Indices of the `count` largest positive entries of PRE[b] among `allowed` ones into
-    chosen[:n] (all of them where fewer are positive), in index order; n. Ties at the cut go
-    to the lower index. Only positive ones: TopK and AuxK use no other. values: scratch
-    (latents,)."""
-    latents = PRE.shape[1]
+def _select(PRE, b, count, allowed, among, chosen, values):
+    """Indices of the `count` largest positive entries of PRE[b] among the latents
+    allowed[:among] (increasing) into chosen[:n] (all of them where fewer are positive), in
+    index order; n. Ties at the cut go to the lower index. Only positive ones: TopK and
+    AuxK use no other. values: scratch (latents,)."""
     m = 0
-    for j in range(latents):
-        if allowed[j] and PRE[b, j] > 0:
+    for t in range(among):
+        j = allowed[t]
+        if PRE[b, j] > 0:
             chosen[m] = j
             values[m] = PRE[b, j]
             m += 1
@@ -203,19 +203,20 @@ def _select(PRE, b, count, allowed, chosen, values):
         return m
     cut = _kth_largest(values, m, count)
     n = 0
-    for j in range(latents):
-        if allowed[j] and PRE[b, j] > cut:
-            chosen[n] = j
+    for t in range(m):
+        if PRE[b, chosen[t]] > cut:
+            chosen[n] = chosen[t]
             n += 1
-    for j in range(latents):
-        if n < count and allowed[j] and PRE[b, j] == cut:
+    for t in range(among):
+        j = allowed[t]
+        if n < count and PRE[b, j] == cut:
             chosen[n] = j
             n += 1
     return n
 
 
 @njit(inline="always")
-def _block(W_dec, theta, rows, weight, PRE, C, present, xs, counts, batch, rule, setting, dead, any_dead, everyone,
+def _block(W_dec, theta, rows, weight, PRE, C, present, xs, counts, batch, rule, setting, dead, n_dead, everyone,
            active, values, chosen, e, g, touched, dpres, Q, gW_encT, gb_enc, gW_dec, gb_dec, gtheta, fired, stats):  # fmt: skip
     """The block's rows from their pre-activations PRE[b]: activations, the loss (times batch)
     and the gradients, row b counted weight[b] times. One call per block, not per row: every
@@ -232,7 +233,7 @@ def _block(W_dec, theta, rows, weight, PRE, C, present, xs, counts, batch, rule,
         scale = np.float32(2.0 / (batch * d)) * w
         n = 0
         if kind == TOPK:
-            for t in range(_select(PRE, b, int(setting), everyone, chosen, values)):
+            for t in range(_select(PRE, b, int(setting), everyone, latents, chosen, values)):
                 j = chosen[t]
                 if PRE[b, j] > 0:
                     active[n] = j
@@ -303,8 +304,8 @@ def _block(W_dec, theta, rows, weight, PRE, C, present, xs, counts, batch, rule,
                     for k in range(d):
                         dot += g[k] * W_dec[j, k]
                     gtheta[j] -= theta[j] * inv * dot + w * setting * inv / batch
-        if (kind == TOPK or kind == BATCHTOPK) and any_dead:  # AuxK: the dead latents' largest reconstruct the residual
-            n = _select(PRE, b, rule.k_aux, dead, chosen, values)
+        if (kind == TOPK or kind == BATCHTOPK) and n_dead > 0:  # AuxK: the dead latents' largest reconstruct the residual
+            n = _select(PRE, b, rule.k_aux, dead, n_dead, chosen, values)
             for k in range(d):
                 e[k] = -e[k]  # the residual h − h'
             for t in range(n):
@@ -369,7 +370,7 @@ def _present(X, first, last, start, fill, idx, val):
 
 
 @njit(inline="always")
-def _rows(W_enc, b_enc, W_dec, b_dec, theta, F, bias, X, first, last, batch, rule, setting, dead, any_dead, everyone, scratch, grads, stats, stage, fresh):
+def _rows(W_enc, b_enc, W_dec, b_dec, theta, F, bias, X, first, last, batch, rule, setting, dead, n_dead, everyone, scratch, grads, stats, stage, fresh):
     """Loss of rows first..last of X (feat, batch), as a share of the batch mean, and their
     gradients added into grads (its gW_encT is dW_enc transposed, (latents, d)); in
     BatchTopK's PRE_PASS only their pre-activations, into scratch.kept (later passes read
@@ -481,7 +482,7 @@ def _rows(W_enc, b_enc, W_dec, b_dec, theta, F, bias, X, first, last, batch, rul
                 slot += b
             else:
                 loss += _block(
-                    W_dec, theta, b, weight, PRE, C, present, xs, counts, batch, rule, setting, dead, any_dead, everyone,
+                    W_dec, theta, b, weight, PRE, C, present, xs, counts, batch, rule, setting, dead, n_dead, everyone,
                     active, values, chosen, e, g, touched, dpres, Q, gW_encT, gb_enc, gW_dec, gb_dec, gtheta, fired, stats,
                 )  # fmt: skip
             b = 0
@@ -693,13 +694,14 @@ def _unit(weights, source, rule, i, step, first, last, last_fired, everyone, dea
             W_enc[i], b_enc[i], W_dec[i], b_dec[i], theta[i], source.F[s], source.bias, X, first, last, source.batch, rule,
             setting, columns, grads,
         )  # fmt: skip
-    any_dead = False
+    n_dead = 0  # the dead latents, in order, into dead[:n_dead]
     for j in range(dead.shape[0]):
-        dead[j] = step - last_fired[i, j] >= rule.dead_steps
-        any_dead |= dead[j]
+        if step - last_fired[i, j] >= rule.dead_steps:
+            dead[n_dead] = j
+            n_dead += 1
     return _rows(
         W_enc[i], b_enc[i], W_dec[i], b_dec[i], theta[i], source.F[s], source.bias, X, first, last, source.batch, rule,
-        setting, dead, any_dead, everyone, scratch, grads, stats, stage, fresh,
+        setting, dead, n_dead, everyone, scratch, grads, stats, stage, fresh,
     )  # fmt: skip
 
 
@@ -849,8 +851,8 @@ def _train_instance(weights, moments, source, rule, first_step, lr, losses, last
     candidates = np.empty(batch * latents if batchtop else 0, np.float32)
     grads = _gradients(d, latents)
     gW_enc = np.empty((d, latents), np.float32)
-    everyone = np.ones(latents, np.bool_)
-    dead = np.empty(latents, np.bool_)
+    everyone = np.arange(latents)
+    dead = np.empty(latents, np.int64)
     stats = np.zeros(d + 2, np.float64)
     cut = np.float32(0.0)
     for s in range(losses.shape[0]):
@@ -902,8 +904,8 @@ def train_steps(weights, moments, source, rule, first_step, lr, losses, last_fir
     candidates = np.empty(batch * latents if batchtop else 0, np.float32)
     cuts = np.zeros(instances, np.float32)
     drawn = np.full(units, -1, np.int64)  # the step whose rows each unit holds
-    everyone = np.ones(latents, np.bool_)
-    deads = np.empty((units, latents), np.bool_)
+    everyone = np.arange(latents)
+    deads = np.empty((units, latents), np.int64)
     gW_enc = np.empty((instances, d, latents), np.float32)
     stats = np.zeros((units, d + 2), np.float64)
     aux = np.zeros(instances, np.float32)
