@@ -180,12 +180,13 @@ def train(config: SAEConfig, run=None, progress: bool = False) -> SAEResult:
                 if config.resample and done <= config.resample_until * config.steps:
                     with torch.no_grad():
                         resampled += _resample(config, source, stepper, kind, dead, len(checks)).cpu()
+    looped = time.perf_counter() - looping  # the loop's time: a calibration after it is not a step
     if kind.calibrates:
         with torch.no_grad():
             calibrate(config, source, kind, stepper.params)
     params = {k: v.detach().cpu().clone() for k, v in stepper.params.items()}
     dead = torch.stack(dead_counts) if dead_counts else torch.zeros(0, n, dtype=torch.long)
-    return SAEResult(config, params, history, resampled, checks, dead, time.perf_counter() - looping, looping - started, engine)
+    return SAEResult(config, params, history, resampled, checks, dead, looped, looping - started, engine)
 
 
 def calibrate(config: SAEConfig, source, kind, params: Params) -> None:
