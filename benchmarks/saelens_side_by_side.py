@@ -15,10 +15,13 @@ takes its mean).
 Printed per (size, kind): training steps per second (theirs: the wall time of
 train_toy_sae; ours: train_seconds in metrics.json), and MCC, F1 and explained variance
 (theirs: eval_sae_on_synthetic_data on 100,000 samples; ours: metrics.json on 10,000).
+With --seeds N each side trains N SAEs per row (seeds 0 … N - 1, one after the other):
+the median steps/s, the mean scores and the MCC's standard deviation.
 """
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,8 +36,8 @@ SIZES = {"256 in 32, width 128": (256, 32, 128), "1,024 in 64, width 512": (1024
 LR, BATCH = 3e-4, 1024
 
 
-def theirs(model: SyntheticModel, kind: str, dims: int, width: int, k: float, steps: int) -> dict:
-    torch.manual_seed(0)
+def theirs(model: SyntheticModel, kind: str, dims: int, width: int, k: float, steps: int, seed: int) -> dict:
+    torch.manual_seed(seed)
     if kind == "batchtopk":
         sae = BatchTopKTrainingSAE(BatchTopKTrainingSAEConfig(d_in=dims, d_sae=width, k=k))
     else:
@@ -46,23 +49,31 @@ def theirs(model: SyntheticModel, kind: str, dims: int, width: int, k: float, st
     return {"steps/s": steps / seconds, "mcc": result.mcc, "f1": result.classification.f1_score, "ve": result.explained_variance, "l0": result.sae_l0}
 
 
-def ours(directory: Path, kind: str, width: int, k: float, steps: int, l1: float | None = None) -> dict:
-    out = directory / f"ours-{kind}-{l1}"
+def ours(directory: Path, kind: str, width: int, k: float, steps: int, seed: int, l1: float | None = None) -> dict:
+    out = directory / f"ours-{kind}-{l1}-{seed}"
     setting = ["--k", str(k)] if kind == "batchtopk" else ["--l1", str(l1)] if l1 is not None else []
     subprocess.run(
         [sys.executable, "-m", "superposition", "sae", "--data", str(directory / "model"), "--kind", kind, *setting, "--latents", str(width),
-         "--steps", str(steps), "--lr", str(LR), "--batch-size", str(BATCH), "--no-resample", "--out", str(out), "--no-figures", "--quiet"],
+         "--steps", str(steps), "--lr", str(LR), "--batch-size", str(BATCH), "--no-resample", "--seed", str(seed), "--out", str(out), "--no-figures", "--quiet"],
         check=True, capture_output=True,
     )  # fmt: skip
     metrics = json.loads((out / "metrics.json").read_text())
     row = metrics["instances"][0]
     return {"steps/s": steps / metrics["train_seconds"], "mcc": row["mcc"], "f1": row["f1"], "ve": row["variance_explained"], "l0": row["l0"], "engine": metrics["engine"]}
 
+def summary(runs: list[dict]) -> dict:
+    """Steps/s: the median over seeds; scores: the mean (MCC also its spread)."""
+    mean = {key: statistics.fmean(r[key] for r in runs) for key in ("mcc", "f1", "ve", "l0")}
+    spread = statistics.stdev(r["mcc"] for r in runs) if len(runs) > 1 else 0.0
+    return {**mean, "mcc_sd": spread, "steps/s": statistics.median(r["steps/s"] for r in runs), "engine": runs[0].get("engine")}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--seeds", type=int, default=1, help="SAEs per side and row, seeds 0 … seeds - 1 (the same SyntheticModel)")
     args = parser.parse_args()
+    seeds = range(args.seeds)
     print("| size | kind | SAELens steps/s | ours steps/s | ratio | SAELens MCC / F1 / VE / L0 | ours MCC / F1 / VE / L0 |")
     print("|---|---|---|---|---|---|---|")
     for name, (features, dims, width) in SIZES.items():
@@ -77,11 +88,12 @@ def main() -> None:
             probs = model.activation_generator.firing_probabilities
             k = round(float(probs[:width].sum()), 2)  # the top `width` features' expected L0
             for kind in ("batchtopk", "relu"):
-                a = theirs(model, kind, dims, width, k, args.steps)
+                a = summary([theirs(model, kind, dims, width, k, args.steps, seed) for seed in seeds])
                 # ReLU twice: our default L1, and SAELens's objective (its L1 of 1 on an error summed over d_in is 1/d on our mean)
                 for label, l1 in [("", None)] + ([(" (l1 = 1/d, SAELens's objective)", 1 / dims)] if kind == "relu" else []):
-                    b = ours(directory, kind, width, k, args.steps, l1)
-                    scores = lambda r: f"{r['mcc']:.3f} / {r['f1']:.3f} / {r['ve']:.3f} / {r['l0']:.1f}"
+                    b = summary([ours(directory, kind, width, k, args.steps, seed, l1) for seed in seeds])
+                    spread = (lambda r: f" ± {r['mcc_sd']:.3f}") if args.seeds > 1 else (lambda r: "")
+                    scores = lambda r: f"{r['mcc']:.3f}{spread(r)} / {r['f1']:.3f} / {r['ve']:.3f} / {r['l0']:.1f}"
                     print(f"| {name} | {kind}{f' k={k}' if kind == 'batchtopk' else label} | {a['steps/s']:.0f} | {b['steps/s']:.0f} ({b['engine']}) | "
                           f"{b['steps/s'] / a['steps/s']:.2f}x | {scores(a)} | {scores(b)} |", flush=True)  # fmt: skip
 

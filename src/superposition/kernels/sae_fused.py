@@ -158,7 +158,7 @@ class Rule(NamedTuple):
     log_threshold: bool  # θ trained as log θ
 
 
-@njit(inline="always")
+@njit(nogil=True)  # a call, as _cut is: inlined at their six call sites the two cost 9 s of the kernel's compile
 def _kth_largest(values, m, k):
     """The k-th largest of values[:m] (1 <= k <= m), reordering them in place: quickselect,
     median-of-three pivots."""
@@ -369,7 +369,7 @@ def _present(X, first, last, start, fill, idx, val):
                 fill[r] += 1
 
 
-@njit(inline="always")
+@njit(inline="always")  # as a call, LLVM no longer knew its arrays apart and left the encoder's product scalar (1.9 -> 2.8 ms a step)
 def _rows(W_enc, b_enc, W_dec, b_dec, theta, F, bias, X, first, last, batch, rule, setting, dead, n_dead, everyone, scratch, grads, stats, stage, fresh):
     """Loss of rows first..last of X (feat, batch), as a share of the batch mean, and their
     gradients added into grads (its gW_encT is dW_enc transposed, (latents, d)); in
@@ -501,7 +501,7 @@ def _rows(W_enc, b_enc, W_dec, b_dec, theta, F, bias, X, first, last, batch, rul
     return loss / batch
 
 
-@njit(inline="always")
+@njit(fastmath=_FASTMATH, nogil=True)  # a call, once per unit and step, compiled apart from _unit
 def _columns(W_enc, b_enc, W_dec, b_dec, theta, F, bias, X, first, last, batch, rule, setting, columns, grads):
     """What `_rows` computes, batch-major: each array (…, rows) and every loop innermost along
     the rows, which the compiler vectorises; for SAEs so small (d x latents <= COLUMNS_WIDTH)
@@ -667,6 +667,15 @@ def _buffers(feat, d, latents, batch, factored, columns, kept_rows):
     )
 
 
+@njit(fastmath=_FASTMATH, nogil=True)
+def _draw_unit(X, source, s, step, first):
+    """Rows first … first + X.shape[1] of source instance s's batch of `step` into X."""
+    key = step_key(source.seed, s, step)
+    _draw_rows(X, source.probs[s], key, source.data_code, source.set_mode, source.set_size, source.batch, first, source.magnitudes)
+    if source.normalize:
+        _unit_columns(X)
+
+
 @njit(fastmath=_FASTMATH, nogil=True)  # a call, not inlined: train_steps has two call sites, and inlining both doubled its compile time
 def _unit(weights, source, rule, i, step, first, last, last_fired, everyone, dead, X, scratch, columns, grads, stats, stage, cut, fresh):
     """One pass (`stage`) over rows first..last of instance i's batch of `step`, drawn into X
@@ -681,10 +690,7 @@ def _unit(weights, source, rule, i, step, first, last, last_fired, everyone, dea
     rows = last - first
     X = X.reshape(-1)[: X.shape[0] * rows].reshape(X.shape[0], rows)
     if fresh:
-        key = step_key(source.seed, s, step)
-        _draw_rows(X, source.probs[s], key, source.data_code, source.set_mode, source.set_size, source.batch, first, source.magnitudes)
-        if source.normalize:
-            _unit_columns(X)
+        _draw_unit(X, source, s, step, first)
     first, last = np.int64(0), rows
     setting = cut if rule.kind == BATCHTOPK else np.float32(rule.settings[i])
     if step + 1 < rule.warmup:
@@ -694,7 +700,7 @@ def _unit(weights, source, rule, i, step, first, last, last_fired, everyone, dea
             W_enc[i], b_enc[i], W_dec[i], b_dec[i], theta[i], source.F[s], source.bias, X, first, last, source.batch, rule,
             setting, columns, grads,
         )  # fmt: skip
-    n_dead = 0  # the dead latents, in order, into dead[:n_dead]
+    n_dead = np.int64(0)  # the dead latents, in order, into dead[:n_dead] (not a literal 0: see train_steps)
     for j in range(dead.shape[0]):
         if step - last_fired[i, j] >= rule.dead_steps:
             dead[n_dead] = j
@@ -712,7 +718,7 @@ def _keep(rule, i, batch, latents):
     return min(max(keep, 1), batch * latents)
 
 
-@njit(inline="always")
+@njit(nogil=True)  # a call, once per step: train_steps has two call sites
 def _cut(buffers, lo, hi, keep, guess, candidates):
     """BatchTopK's cut for the instance whose rows units lo..hi − 1 kept: the keep-th largest
     pre-activation of its batch, each row counted as often as it occurs; 0 where fewer than
@@ -857,12 +863,12 @@ def _train_instance(weights, moments, source, rule, first_step, lr, losses, last
     cut = np.float32(0.0)
     for s in range(losses.shape[0]):
         step = first_step + s
-        fresh = True
+        fresh = np.bool_(True)
         if batchtop:
             guess = GUESS * cut
             _unit(weights, source, rule, i, step, np.int64(0), batch, last_fired, everyone, dead, X, scratch, columns, grads, stats, np.int64(PRE_PASS), guess, fresh)
             fresh = False
-            cut = _cut(buffers, 0, 1, _keep(rule, i, batch, latents), guess, candidates)
+            cut = _cut(buffers, np.int64(0), np.int64(1), _keep(rule, i, batch, latents), guess, candidates)
         aux = np.float32(0.0)
         if _needs_auxk(rule, last_fired, i, step):  # a pass for the residual's variance first
             stats[:] = 0
@@ -887,7 +893,8 @@ def train_steps(weights, moments, source, rule, first_step, lr, losses, last_fir
     steps = losses.shape[0]
     chunks = max(1, ROW_UNITS // instances)
     # Every call out of a prange passes its indices as int64: prange's index is unsigned, and a
-    # callee given uint64 in one loop and int64 in another is compiled once for each
+    # callee given uint64 in one loop and int64 in another is compiled once for each (as one
+    # given a literal, True or 0, at one call site and a bool or int64 at another)
     if chunks == 1:
         for i in prange(instances):
             _train_instance(weights, moments, source, rule, first_step, lr, losses, last_fired, np.int64(i))
