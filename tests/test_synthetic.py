@@ -201,3 +201,18 @@ def test_orthogonalize_spreads_an_overcomplete_dictionary_into_a_tight_frame(tmp
     for bad, message in ((dict(orthogonal=True), "^orthogonalize: the directions are orthonormal already"), (dict(orthogonalize=-1), "^orthogonalize:")):
         with pytest.raises(sp.ConfigError, match=message):
             sp.train_sae(data="dictionary", features=8, dims=8, density=0.1, **{"orthogonalize": 5, **bad})
+
+
+@pytest.mark.parametrize("finite", [None, 200])  # fresh data each step, and a finite training set
+def test_synthetic_data_without_trees_trains_on_the_fused_engine_as_on_the_reference(finite):
+    from superposition.config import resolve
+
+    keys = {"features": 6, "hidden": 2, "data": "synthetic", "magnitude": "normal", "magnitude_mean": 1.5, "magnitude_mean_end": 0.5,
+            "sparsity": [0.8, 0.9], "steps": 200, "device": "cpu", "dataset_size": finite}  # fmt: skip
+    fused = sp.train(resolve({**keys, "engine": "fused"}), progress=False)
+    reference = sp.train(resolve({**keys, "engine": "reference"}), progress=False)
+    assert (fused.config.engine, reference.config.engine) == ("fused", "reference")
+    for name, value in reference.params.items():
+        assert torch.allclose(fused.params[name], value, atol=1e-4), name
+    with pytest.raises(sp.ConfigError, match="fused engine's kernels have no draw of synthetic data"):
+        sp.train(resolve({**keys, "engine": "fused", "roots": 1, "branching": 2}), progress=False)
