@@ -68,6 +68,8 @@ class Generator:
     # the kernels' draw of this data (its value distribution), or None: the fused engine
     # does not run it. Never inherited (see `register_data`).
     kernel: ClassVar[int | None] = None
+    # where the kernels draw only some of its configs, which (words for the fused engine's refusal)
+    kernel_scope: ClassVar[str] = ""
 
     def options(self, config: Config) -> Any:
         """The config's options for this generator, typed (an instance of `Options`)."""

@@ -113,6 +113,7 @@ def tree(options: Options) -> list[int]:
 @register_data
 class Synthetic(Generator):
     name, kernel, Options = "synthetic", UNIFORM, Options
+    kernel_scope = "without trees, correlation or drawn magnitudes"
 
     def check(self, config: Config) -> None:
         options = self.options(config)

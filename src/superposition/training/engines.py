@@ -77,7 +77,7 @@ class Fused(Engine):
         toy = isinstance(job, Config)
         data = job if toy else data
         if data is not None and GENERATORS[data.data].kernel_draw(data) is None:
-            drawn = ", ".join(name for name, g in GENERATORS.items() if g.kernel is not None)
+            drawn = ", ".join(f"{name} {g.kernel_scope}".strip() for name, g in GENERATORS.items() if g.kernel is not None)
             return f"the fused engine's kernels have no draw of {GENERATORS[data.data].describe(data)} (they draw {drawn}); use --engine compiled or reference"
         if toy and job.optimizer == "sgd":
             return "the fused engine trains with Adam(W); use --engine reference for SGD"
