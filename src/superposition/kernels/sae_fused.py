@@ -187,6 +187,18 @@ def _kth_largest(values, m, k):
 
 
 @njit(inline="always")
+def _above(pre, copies, low, out, n):
+    """Append a row's pre-activations above `low` to out[n:], each `copies` times (the row's
+    weight); the new n."""
+    for j in range(pre.shape[0]):
+        if pre[j] > low:
+            for _ in range(copies):
+                out[n] = pre[j]
+                n += 1
+    return n
+
+
+@njit(inline="always")
 def _select(PRE, b, count, allowed, among, chosen, values):
     """Indices of the `count` largest positive entries of PRE[b] among the latents
     allowed[:among] (increasing) into chosen[:n] (all of them where fewer are positive), in
@@ -470,14 +482,9 @@ def _rows(W_enc, b_enc, W_dec, b_dec, theta, F, bias, X, first, last, batch, rul
                             PRE[row, j] += ck * W_enc[k, j]
             if stage == PRE_PASS:
                 for row in range(b):
-                    copies = int(weight[row])
                     for j in range(latents):
-                        v = PRE[row, j]
-                        kept[slot + row, j] = v
-                        if v > setting:
-                            for _ in range(copies):
-                                found[n_found] = v
-                                n_found += 1
+                        kept[slot + row, j] = PRE[row, j]
+                    n_found = _above(PRE[row], int(weight[row]), setting, found, n_found)
                     kept_weight[slot + row] = weight[row]
                 slot += b
             else:
@@ -621,7 +628,7 @@ def _buffers(feat, d, latents, batch, factored, columns, kept_rows):
     """Per-unit scratch: X (feat, batch), a RowScratch and a ColumnScratch: _rows' C, PRE, present, xs, counts, weight, active, values, chosen,
     e, g, touched, dpres, P, base, Q, start, fill, idx, val (idx and val, feat x batch, are
     empty if `columns`; the rest is small), kept (kept_rows x latents: 0 but for BatchTopK),
-    kept_weight, slots; and _columns' keep, largest, wt, Xc, C, PRE, A, G (empty unless
+    kept_weight, found, slots; and _columns' keep, largest, wt, Xc, C, PRE, A, G (empty unless
     `columns`)."""
     table = feat if factored else 0
     cols = batch + 1 if columns else 0
@@ -735,13 +742,7 @@ def _cut(buffers, lo, hi, keep, guess, candidates):
         for u in range(lo, hi):
             kept, weight, slots = buffers[u][1].kept, buffers[u][1].kept_weight, buffers[u][1].slots
             for s in range(slots[0]):
-                copies = int(weight[s])
-                for j in range(kept.shape[1]):
-                    v = kept[s, j]
-                    if v > 0:
-                        for _ in range(copies):
-                            candidates[n] = v
-                            n += 1
+                n = _above(kept[s], int(weight[s]), np.float32(0.0), candidates, n)
     if n < keep:
         return np.float32(0.0)
     return _kth_largest(candidates, n, keep)
