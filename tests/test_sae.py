@@ -7,7 +7,8 @@ import torch
 
 import superposition as sp
 from superposition.saes.config import resolve_sae
-from superposition.saes.training import _resample
+from superposition.saes.relu import DECODER_INIT
+from superposition.saes.training import _resample, step_loss
 from superposition.saes import BANDWIDTH, SAE_KINDS, forward
 from superposition.saes.jumprelu import _JumpReLU, _Step
 
@@ -35,6 +36,38 @@ def test_a_small_pentagon_sae_recovers_all_five_directions(pentagon):
     assert f1.count(0.0) == round(10 * row["dead_fraction"]) and all(f > 0.6 for f in f1 if f > 0)
     assert row["f1"] == pytest.approx(sum(f1) / 10, abs=1e-5) and 0.3 < row["shrinkage"] < 1
     assert sae.config.latents == 10 and sae.config.settings == [pytest.approx(0.3 * float((pentagon.params["W"].norm(dim=-1) ** 2).mean()) / 2)]
+
+
+def test_relu_weighs_its_l1_term_by_free_decoder_norms_and_folds_them_into_unit_rows():
+    kind = SAE_KINDS["relu"]
+    params = kind.init(2, 5, 7, torch.Generator().manual_seed(0))
+    # SAELens's start: rows at norm 0.1, the encoder their transpose
+    assert torch.allclose(params["W_dec"].norm(dim=-1), torch.full((2, 7), DECODER_INIT))
+    assert torch.equal(params["W_enc"], params["W_dec"].transpose(1, 2))
+    g = torch.Generator().manual_seed(1)
+    params = {k: v + 0.3 * torch.randn(v.shape, generator=g) for k, v in params.items()}  # rows of unequal norms
+    h, setting, dead = torch.randn(2, 64, 5, generator=g), torch.tensor([0.2, 0.5]), torch.zeros(2, 7, dtype=torch.bool)
+    pre, a, h_hat = forward(kind, params, h, setting)
+    norms = params["W_dec"].norm(dim=-1)
+    assert (a > 0).any() and not torch.allclose(norms, torch.ones(2, 7))
+    by_hand = setting * torch.einsum("ibl,il->ib", a, norms).mean(-1)
+    assert torch.allclose(kind.sparsity_loss(params, pre, a, setting), by_hand)
+    loss = step_loss(kind, params, h, setting, dead)[0]
+    before = {k: v.clone() for k, v in params.items()}
+    kind.after_step(params)  # the rows stay free while training
+    assert all(torch.equal(params[k], before[k]) for k in params)
+    kind.fold(params)  # and are unit at the end: the same SAE, the same loss, a its rows' lengths
+    assert torch.allclose(params["W_dec"].norm(dim=-1), torch.ones(2, 7))
+    _, a_folded, h_folded = forward(kind, params, h, setting)
+    assert torch.allclose(h_folded, h_hat, atol=1e-6) and torch.allclose(a_folded, a * norms[:, None, :], atol=1e-6)
+    assert torch.allclose(step_loss(kind, params, h, setting, dead)[0], loss, atol=1e-6)
+
+
+def test_a_trained_relu_sae_has_unit_decoder_rows_on_every_engine():
+    keys = {"data": "dictionary", "features": 8, "dims": 4, "latents": 16, "steps": 30, "batch_size": 64, "resample_every": 10, "device": "cpu"}
+    for engine in ("reference", "fused"):
+        params = sp.train_sae(progress=False, engine=engine, **keys).params
+        assert torch.allclose(params["W_dec"].norm(dim=-1), torch.ones(1, 16), atol=1e-6), engine
 
 
 def test_topk_keeps_exactly_k_latents_per_instance():
@@ -150,12 +183,14 @@ def test_resampling_revives_dead_latents_on_a_constructed_case():
     moments = {k: (optimizer.state[p]["exp_avg"], optimizer.state[p]["exp_avg_sq"]) for k, p in params.items()}
     stepper = SimpleNamespace(params=params, moments=lambda: moments, setting=torch.zeros(1))
     with torch.no_grad():
+        live = params["W_dec"][0, :3].norm(dim=-1).mean()  # ReLU's rows are free: ~0.1 here
         count = _resample(config, source, stepper, kind, dead, 1)
         assert count.tolist() == [3]
         # each dead latent now points along a different input with error (seen from b_dec),
-        # drawn without replacement, fires on it, and starts Adam afresh
+        # at the live rows' mean norm, drawn without replacement, fires on it, and starts Adam afresh
         along = torch.nn.functional.normalize(pool[0, 40:48] - params["b_dec"][0], dim=-1)
-        matches = (params["W_dec"][0, 3:] @ along.T).isclose(torch.tensor(1.0), atol=1e-6)
+        assert torch.allclose(params["W_dec"][0, 3:].norm(dim=-1), live.expand(3)) and not torch.allclose(live, torch.tensor(1.0))
+        matches = (params["W_dec"][0, 3:] @ along.T / live).isclose(torch.tensor(1.0), atol=1e-6)
         assert matches.sum(1).tolist() == [1, 1, 1] and matches.any(0).sum() == 3
         assert (params["b_enc"][0, 3:] == 0).all()
         a = forward(kind, params, pool, torch.zeros(1))[1]

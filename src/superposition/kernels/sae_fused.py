@@ -16,7 +16,9 @@ encoder's product:
                            db_enc[j] += dpre_j ;  dW_enc[:, j] += dpre_j c
   and at the end           db_dec −= W_enc db_enc (b_dec enters pre with −W_enc)
 
-then Adam (torch's arithmetic, fused._adam) and unit decoder rows. The kinds' rules
+ReLU's L1 term, l1 a_j |W_dec[j]| (saes/relu.py), also pulls on its row:
+dW_dec[j] += l1 a_j W_dec[j] / |W_dec[j]|. Then Adam (torch's arithmetic, fused._adam)
+and unit decoder rows, but for ReLU, whose rows are free. The kinds' rules
 (TopK's selection and AuxK, JumpReLU's estimators, BatchTopK's cut) are those of saes/,
 which the reference engine runs with autograd; the two agree to float rounding.
 
@@ -89,6 +91,7 @@ class RowScratch(NamedTuple):
     active: np.ndarray  # (latents,): the latents that fire on a row
     values: np.ndarray  # (latents,): and their activations
     chosen: np.ndarray  # (latents,): TopK's (and AuxK's) selection
+    norms: np.ndarray  # (latents,): ReLU's decoder rows' norms, which weigh its L1 term
     e: np.ndarray  # (d,): a row's reconstruction error
     g: np.ndarray  # (d,): its gradient
     touched: np.ndarray  # (2 latents,): the latents whose pre-activation has a gradient
@@ -235,7 +238,8 @@ def _block(W_dec, theta, rows, weight, PRE, C, present, xs, counts, batch, rule,
     array handed to a function costs numba two atomic reference counts, which per row had
     tripled the time. stats (d + 2,): its last entry AuxK's weight (see `_auxk_weight`), or a
     negative number: then only add the rows' Σ e and Σ |e|² into the others, nothing else
-    (numba inlines no function of more than 30 arguments)."""
+    (numba inlines no function of more than 30 arguments). theta: JumpReLU's thresholds, or
+    for ReLU its decoder rows' norms."""
     d, latents = C.shape[1], PRE.shape[1]
     kind, factored = rule.kind, rule.factored
     aux = np.float32(stats[d + 1])
@@ -291,7 +295,7 @@ def _block(W_dec, theta, rows, weight, PRE, C, present, xs, counts, batch, rule,
         if kind == RELU:
             penalty = np.float32(setting / batch) * w
             for t in range(n):
-                loss += w * setting * values[t]
+                loss += w * setting * values[t] * theta[active[t]]
         elif kind == JUMPRELU:
             loss += w * setting * np.float32(n)
         # dL/dpre of each latent that gets one, applied to the encoder below
@@ -301,11 +305,18 @@ def _block(W_dec, theta, rows, weight, PRE, C, present, xs, counts, batch, rule,
             fired[j] = True
             v = values[t]
             dot = np.float32(0.0)
-            for k in range(d):
-                gW_dec[j, k] += v * g[k]
-                dot += g[k] * W_dec[j, k]
+            if kind == RELU:
+                pull = penalty * v / theta[j]
+                for k in range(d):
+                    gW_dec[j, k] += v * g[k] + pull * W_dec[j, k]
+                    dot += g[k] * W_dec[j, k]
+                dot += penalty * theta[j]
+            else:
+                for k in range(d):
+                    gW_dec[j, k] += v * g[k]
+                    dot += g[k] * W_dec[j, k]
             touched[m] = j
-            dpres[m] = dot + penalty
+            dpres[m] = dot
             m += 1
         if kind == JUMPRELU:  # the threshold's straight-through estimators, for pre near θ
             half = np.float32(rule.bandwidth / 2)
@@ -394,7 +405,7 @@ def _rows(W_enc, b_enc, W_dec, b_dec, theta, F, bias, X, first, last, batch, rul
     pre-activations are one product with W_enc, each row of W_enc read once per block.
     The rows' present features are found where X is `fresh`; an earlier pass of the step
     left them in scratch otherwise."""
-    C, PRE, present, xs, counts, weight, active, values, chosen, e, g, touched, dpres, P, base, Q, start, fill, idx, val, kept, kept_weight, found, slots = scratch
+    C, PRE, present, xs, counts, weight, active, values, chosen, norms, e, g, touched, dpres, P, base, Q, start, fill, idx, val, kept, kept_weight, found, slots = scratch
     gW_encT, gb_enc, gW_dec, gb_dec, gtheta, fired = grads
     feat = X.shape[0]
     d, latents = W_enc.shape
@@ -512,7 +523,8 @@ def _rows(W_enc, b_enc, W_dec, b_dec, theta, F, bias, X, first, last, batch, rul
 def _columns(W_enc, b_enc, W_dec, b_dec, theta, F, bias, X, first, last, batch, rule, setting, columns, grads):
     """What `_rows` computes, batch-major: each array (…, rows) and every loop innermost along
     the rows, which the compiler vectorises; for SAEs so small (d x latents <= COLUMNS_WIDTH)
-    that per-row loops over d and the latents are mostly set-up. ReLU and JumpReLU only.
+    that per-row loops over d and the latents are mostly set-up. ReLU and JumpReLU only;
+    theta as in `_block`.
 
     The non-empty rows of first..last are gathered into Xc; the empty ones share one more
     column, weighted by their count (wt)."""
@@ -564,7 +576,7 @@ def _columns(W_enc, b_enc, W_dec, b_dec, theta, F, bias, X, first, last, batch, 
             on = PRE[j, t] > cut
             A[j, t] = PRE[j, t] if on else np.float32(0.0)
             sparsity += wt[t] * (A[j, t] if relu else np.float32(on))
-        loss += setting * sparsity
+        loss += setting * sparsity * (theta[j] if relu else np.float32(1.0))
     # e = a W_dec − c (h' − h), g = 2 e wt / (batch d)
     scale = np.float32(2.0 / (batch * d))
     for k in range(d):
@@ -588,11 +600,16 @@ def _columns(W_enc, b_enc, W_dec, b_dec, theta, F, bias, X, first, last, batch, 
     half = np.float32(rule.bandwidth / 2)
     inv = np.float32(1.0 / rule.bandwidth)
     for j in range(latents):
+        pull = np.float32(0.0)  # ReLU's L1 term on the row: penalty Σ wt a_j W_dec[j] / |W_dec[j]|
+        if relu:
+            for t in range(cols):
+                pull += wt[t] * A[j, t]
+            pull *= penalty / theta[j]
         for k in range(d):
             acc = np.float32(0.0)
             for t in range(cols):
                 acc += A[j, t] * G[k, t]
-            gW_dec[j, k] += acc
+            gW_dec[j, k] += acc + pull * W_dec[j, k]
         cut = np.float32(0.0) if relu else theta[j]
         for t in range(cols):
             A[j, t] = 0
@@ -608,9 +625,10 @@ def _columns(W_enc, b_enc, W_dec, b_dec, theta, F, bias, X, first, last, batch, 
             gtheta[j] -= pull
         total = np.float32(0.0)
         count = 0
+        weighted = penalty * theta[j] if relu else np.float32(0.0)
         for t in range(cols):
             on = PRE[j, t] > cut
-            A[j, t] = A[j, t] + penalty * wt[t] if on else np.float32(0.0)
+            A[j, t] = A[j, t] + weighted * wt[t] if on else np.float32(0.0)
             total += A[j, t]
             count += on
         fired[j] |= count > 0
@@ -626,7 +644,7 @@ def _columns(W_enc, b_enc, W_dec, b_dec, theta, F, bias, X, first, last, batch, 
 @njit(inline="always")
 def _buffers(feat, d, latents, batch, factored, columns, kept_rows):
     """Per-unit scratch: X (feat, batch), a RowScratch and a ColumnScratch: _rows' C, PRE, present, xs, counts, weight, active, values, chosen,
-    e, g, touched, dpres, P, base, Q, start, fill, idx, val (idx and val, feat x batch, are
+    norms, e, g, touched, dpres, P, base, Q, start, fill, idx, val (idx and val, feat x batch, are
     empty if `columns`; the rest is small), kept (kept_rows x latents: 0 but for BatchTopK),
     kept_weight, found, slots; and _columns' keep, largest, wt, Xc, C, PRE, A, G (empty unless
     `columns`)."""
@@ -645,6 +663,7 @@ def _buffers(feat, d, latents, batch, factored, columns, kept_rows):
             np.empty(latents, np.int64),
             np.empty(latents, np.float32),
             np.empty(latents, np.int64),
+            np.empty(latents, np.float32),
             np.empty(d, np.float32),
             np.empty(d, np.float32),
             np.empty(2 * latents, np.int64),
@@ -702,9 +721,17 @@ def _unit(weights, source, rule, i, step, first, last, last_fired, everyone, dea
     setting = cut if rule.kind == BATCHTOPK else np.float32(rule.settings[i])
     if step + 1 < rule.warmup:
         setting *= np.float32((step + 1) / rule.warmup)
+    per_latent = theta[i]
+    if rule.kind == RELU:  # its L1 term weighs each activation by its decoder row's norm
+        per_latent = scratch.norms
+        for j in range(per_latent.shape[0]):
+            total = np.float32(0.0)
+            for k in range(W_dec.shape[2]):
+                total += W_dec[i, j, k] * W_dec[i, j, k]
+            per_latent[j] = max(np.sqrt(total), np.float32(1e-12))
     if rule.columns:
         return _columns(
-            W_enc[i], b_enc[i], W_dec[i], b_dec[i], theta[i], source.F[s], source.bias, X, first, last, source.batch, rule,
+            W_enc[i], b_enc[i], W_dec[i], b_dec[i], per_latent, source.F[s], source.bias, X, first, last, source.batch, rule,
             setting, columns, grads,
         )  # fmt: skip
     n_dead = np.int64(0)  # the dead latents, in order, into dead[:n_dead] (not a literal 0: see train_steps)
@@ -713,7 +740,7 @@ def _unit(weights, source, rule, i, step, first, last, last_fired, everyone, dea
             dead[n_dead] = j
             n_dead += 1
     return _rows(
-        W_enc[i], b_enc[i], W_dec[i], b_dec[i], theta[i], source.F[s], source.bias, X, first, last, source.batch, rule,
+        W_enc[i], b_enc[i], W_dec[i], b_dec[i], per_latent, source.F[s], source.bias, X, first, last, source.batch, rule,
         setting, dead, n_dead, everyone, scratch, grads, stats, stage, fresh,
     )  # fmt: skip
 
@@ -766,7 +793,7 @@ def _zero(grads):
 
 @njit(fastmath=_FASTMATH, nogil=True)  # a call: inlined, it would be compiled into each parallel loop that runs it
 def _update(weights, moments, rule, i, step, lr, grads, gW_enc, last_fired):
-    """Adam on instance i from its summed gradients, then unit decoder rows, θ >= 0 and the firing record."""
+    """Adam on instance i from its summed gradients, then unit decoder rows (but ReLU's), θ >= 0 and the firing record."""
     W_enc, b_enc, W_dec, b_dec, theta = weights
     gW_encT, gb_enc, gW_dec, gb_dec, gtheta, fired = grads
     d, latents = W_enc.shape[1], W_enc.shape[2]
@@ -798,12 +825,13 @@ def _update(weights, moments, rule, i, step, lr, grads, gW_enc, last_fired):
         for j in range(latents):
             theta[i, j] = max(theta[i, j], np.float32(0.0))
     for j in range(latents):
-        norm = np.float32(0.0)
-        for k in range(d):
-            norm += W_dec[i, j, k] * W_dec[i, j, k]
-        norm = max(np.sqrt(norm), np.float32(1e-12))
-        for k in range(d):
-            W_dec[i, j, k] /= norm
+        if rule.kind != RELU:
+            norm = np.float32(0.0)
+            for k in range(d):
+                norm += W_dec[i, j, k] * W_dec[i, j, k]
+            norm = max(np.sqrt(norm), np.float32(1e-12))
+            for k in range(d):
+                W_dec[i, j, k] /= norm
         if fired[j]:
             last_fired[i, j] = step
 

@@ -8,13 +8,14 @@ SAELens's names and shapes, with an instances axis in front (as in `sae.safetens
   pre = (h − b_dec) W_enc + b_enc ;  a = act(pre) ;  h' = a W_dec + b_dec
   loss = mean over d_in of (h − h')² + the kind's sparsity term (+ its auxiliary loss)
 
-The decoder rows are kept at unit norm (renormalised after every step, as in "Towards
-Monosemanticity" and the plain loops people write), so a latent's activation is the
-length of what it writes, and an L1 penalty on `a` cannot be dodged by shrinking `a`
-and growing the row. Every instance has its own `setting`: the L1 coefficient, k, or
+A trained SAE's decoder rows have unit norm, so a latent's activation is the length of
+what it writes. TopK, BatchTopK and JumpReLU keep them so throughout (renormalised after
+every step, as in "Towards Monosemanticity" and the plain loops people write); ReLU
+trains them free and weights its L1 term by their norms, as SAELens does, then folds
+the norms into the encoder when training ends (relu.py says why). Every instance has its own `setting`: the L1 coefficient, k, or
 the L0 coefficient, which is how one job trains a grid of penalties.
 
-  relu      a = ReLU(pre), sparsity term l1 Σ_j a_j
+  relu      a = ReLU(pre), sparsity term l1 Σ_j a_j |W_dec[j]|
   topk      a = ReLU(TopK_k(pre)) (Gao et al. 2024); no sparsity term, and the AuxK loss:
             the k_aux largest pre-activations of dead latents reconstruct the residual
             (squared error over the residual's variance)
@@ -157,6 +158,10 @@ class SAEKind:
     def after_step(self, params: Params) -> None:
         """Restore what the update may have broken: unit decoder rows."""
         params["W_dec"].div_(params["W_dec"].norm(dim=-1, keepdim=True).clamp_min(1e-12))
+
+    def fold(self, params: Params) -> None:
+        """When training ends: unit decoder rows, the SAE's function unchanged (where the
+        kind trains them free)."""
 
     def setting_problem(self, value: float, latents: int) -> str | None:
         """What is wrong with `value` as this kind's setting, or None: a penalty is >= 0."""

@@ -1,7 +1,8 @@
 """Train a batch of SAEs (saes.py) on activations with known features (activations.py).
 
-Every SAE instance trains at once: one Adam step on the sum of their losses, decoder
-rows renormalised after it. Each step draws fresh activations from the source (the
+Every SAE instance trains at once: one Adam step on the sum of their losses, then the
+kind's `after_step` (unit decoder rows, but for ReLU), and its `fold` when training ends.
+Each step draws fresh activations from the source (the
 same batch for every setting of a source instance, so settings differ only in the
 setting).
 
@@ -14,7 +15,7 @@ Dead latents:
   75k and 100k steps, for neurons silent for 12,500, from ~800k inputs): each gets an input
   of a pool of `resample_pool` fresh rows, drawn without replacement with probability
   proportional to the square of its squared error; its decoder row that input's direction
-  (after b_dec), its encoder column the same direction at 0.2 times the mean norm of the
+  (after b_dec) at the mean norm of the live rows, its encoder column the same direction at 0.2 times the mean norm of the
   live encoder columns, b_enc 0 (θ its initial value), and Adam's moments for all of those
   set to zero. Where fewer rows than dead latents have any error, only that many are
   resampled.
@@ -181,6 +182,8 @@ def train(config: SAEConfig, run=None, progress: bool = False) -> SAEResult:
                     with torch.no_grad():
                         resampled += _resample(config, source, stepper, kind, dead, len(checks)).cpu()
     looped = time.perf_counter() - looping  # the loop's time: a calibration after it is not a step
+    with torch.no_grad():
+        kind.fold(stepper.params)
     if kind.calibrates:
         with torch.no_grad():
             calibrate(config, source, kind, stepper.params)
@@ -386,7 +389,8 @@ def _resample(config: SAEConfig, source, stepper, kind, dead: Bool[Tensor, "inst
         direction = torch.nn.functional.normalize(h - params["b_dec"][i], dim=-1)  # (resampled, d_in)
         alive = params["W_enc"][i][:, ~dead[i]]
         scale = RESAMPLE_SCALE * (alive.norm(dim=0).mean() if alive.shape[1] else 1.0)
-        params["W_dec"][i, latents] = direction
+        norms = params["W_dec"][i][~dead[i]].norm(dim=-1)  # 1 but for a kind whose rows are free
+        params["W_dec"][i, latents] = direction * (norms.mean() if len(norms) else 1.0)
         params["W_enc"][i][:, latents] = direction.T * scale
         params["b_enc"][i, latents] = 0.0
         if "threshold" in params:
