@@ -17,7 +17,8 @@ encoder's product:
   and at the end           db_dec −= W_enc db_enc (b_dec enters pre with −W_enc)
 
 ReLU's L1 term, l1 a_j |W_dec[j]| (saes/relu.py), also pulls on its row:
-dW_dec[j] += l1 a_j W_dec[j] / |W_dec[j]|. Then Adam (torch's arithmetic, fused._adam)
+dW_dec[j] += (l1 Σ_rows a_j / |W_dec[j]|) W_dec[j], the sum gathered per latent in the
+gradient of θ (ReLU has none) and applied once per step. Then Adam (torch's arithmetic, fused._adam)
 and unit decoder rows, but for ReLU, whose rows are free. The kinds' rules
 (TopK's selection and AuxK, JumpReLU's estimators, BatchTopK's cut) are those of saes/,
 which the reference engine runs with autograd; the two agree to float rounding.
@@ -305,16 +306,12 @@ def _block(W_dec, theta, rows, weight, PRE, C, present, xs, counts, batch, rule,
             fired[j] = True
             v = values[t]
             dot = np.float32(0.0)
-            if kind == RELU:
-                pull = penalty * v / theta[j]
-                for k in range(d):
-                    gW_dec[j, k] += v * g[k] + pull * W_dec[j, k]
-                    dot += g[k] * W_dec[j, k]
+            for k in range(d):
+                gW_dec[j, k] += v * g[k]
+                dot += g[k] * W_dec[j, k]
+            if kind == RELU:  # the L1 term's pull on the row's norm, applied in _update
+                gtheta[j] += penalty * v / theta[j]
                 dot += penalty * theta[j]
-            else:
-                for k in range(d):
-                    gW_dec[j, k] += v * g[k]
-                    dot += g[k] * W_dec[j, k]
             touched[m] = j
             dpres[m] = dot
             m += 1
@@ -600,16 +597,16 @@ def _columns(W_enc, b_enc, W_dec, b_dec, theta, F, bias, X, first, last, batch, 
     half = np.float32(rule.bandwidth / 2)
     inv = np.float32(1.0 / rule.bandwidth)
     for j in range(latents):
-        pull = np.float32(0.0)  # ReLU's L1 term on the row: penalty Σ wt a_j W_dec[j] / |W_dec[j]|
-        if relu:
+        if relu:  # the L1 term's pull on the row's norm, applied in _update
+            pull = np.float32(0.0)
             for t in range(cols):
                 pull += wt[t] * A[j, t]
-            pull *= penalty / theta[j]
+            gtheta[j] += pull * penalty / theta[j]
         for k in range(d):
             acc = np.float32(0.0)
             for t in range(cols):
                 acc += A[j, t] * G[k, t]
-            gW_dec[j, k] += acc + pull * W_dec[j, k]
+            gW_dec[j, k] += acc
         cut = np.float32(0.0) if relu else theta[j]
         for t in range(cols):
             A[j, t] = 0
@@ -804,6 +801,10 @@ def _update(weights, moments, rule, i, step, lr, grads, gW_enc, last_fired):
             total += W_enc[i, k, j] * gb_enc[j]
             gW_enc[k, j] = gW_encT[j, k]
         gb_dec[k] -= total
+    if rule.kind == RELU:  # its L1 term's pull on each row, gathered in gtheta (see the module's docstring)
+        for j in range(latents):
+            for k in range(d):
+                gW_dec[j, k] += gtheta[j] * W_dec[i, j, k]
     c1 = 1 - rule.beta1 ** (step + 1)
     c2 = np.sqrt(1 - rule.beta2 ** (step + 1))
     hyper = (lr, rule.beta1, rule.beta2, rule.eps, 0.0, True, c1, c2)
