@@ -178,6 +178,8 @@ def run(directory: Path, options: Options) -> Outcome:
             f"{way(False, strong)}; {way(True, strong)}; dead per check (mean) without "
             f"{[round(c, 1) for c in by[False, strong][3]]}, with {[round(c, 1) for c in by[True, strong][3]]}",
             by[True, strong][0] > by[False, strong][0] and by[True, strong][1] <= by[False, strong][1],
+            f"ReLU trains its decoder rows free (saes/relu.py): at {strong:g}x our default only {by[False, strong][2]:.1f} of "
+            f"{latents} latents die, and those resampled die again ({by[True, strong][2]:.1f} dead at the end with resampling); "
             f"at our default L1 no latent dies and resampling changes nothing: {way(False, 1.0)}; {way(True, 1.0)}",
         )
     )
