@@ -17,7 +17,7 @@ encoder's product:
   and at the end           db_dec −= W_enc db_enc (b_dec enters pre with −W_enc)
 
 ReLU's L1 term, l1 a_j |W_dec[j]| (saes/relu.py), also pulls on its row:
-dW_dec[j] += (l1 Σ_rows a_j / |W_dec[j]|) W_dec[j], the sum gathered per latent in the
+dW_dec[j] += (l1 Σ_rows a_j) W_dec[j] / |W_dec[j]|, the sum gathered per latent in the
 gradient of θ (ReLU has none) and applied once per step. Then Adam (torch's arithmetic, fused._adam)
 and unit decoder rows, but for ReLU, whose rows are free. The kinds' rules
 (TopK's selection and AuxK, JumpReLU's estimators, BatchTopK's cut) are those of saes/,
@@ -310,7 +310,7 @@ def _block(W_dec, theta, rows, weight, PRE, C, present, xs, counts, batch, rule,
                 gW_dec[j, k] += v * g[k]
                 dot += g[k] * W_dec[j, k]
             if kind == RELU:  # the L1 term's pull on the row's norm, applied in _update
-                gtheta[j] += penalty * v / theta[j]
+                gtheta[j] += penalty * v
                 dot += penalty * theta[j]
             touched[m] = j
             dpres[m] = dot
@@ -601,7 +601,7 @@ def _columns(W_enc, b_enc, W_dec, b_dec, theta, F, bias, X, first, last, batch, 
             pull = np.float32(0.0)
             for t in range(cols):
                 pull += wt[t] * A[j, t]
-            gtheta[j] += pull * penalty / theta[j]
+            gtheta[j] += pull * penalty
         for k in range(d):
             acc = np.float32(0.0)
             for t in range(cols):
@@ -803,8 +803,12 @@ def _update(weights, moments, rule, i, step, lr, grads, gW_enc, last_fired):
         gb_dec[k] -= total
     if rule.kind == RELU:  # its L1 term's pull on each row, gathered in gtheta (see the module's docstring)
         for j in range(latents):
+            norm = np.float32(0.0)
             for k in range(d):
-                gW_dec[j, k] += gtheta[j] * W_dec[i, j, k]
+                norm += W_dec[i, j, k] * W_dec[i, j, k]
+            pull = gtheta[j] / max(np.sqrt(norm), np.float32(1e-12))
+            for k in range(d):
+                gW_dec[j, k] += pull * W_dec[i, j, k]
     c1 = 1 - rule.beta1 ** (step + 1)
     c2 = np.sqrt(1 - rule.beta2 ** (step + 1))
     hyper = (lr, rule.beta1, rule.beta2, rule.eps, 0.0, True, c1, c2)
