@@ -690,6 +690,15 @@ def _buffers(feat, d, latents, batch, factored, columns, kept_rows):
     )
 
 
+@njit(inline="always")
+def _norm(row):
+    """A decoder row's length, at least 1e-12."""
+    total = np.float32(0.0)
+    for k in range(row.shape[0]):
+        total += row[k] * row[k]
+    return max(np.sqrt(total), np.float32(1e-12))
+
+
 @njit(fastmath=_FASTMATH, nogil=True)
 def _draw_unit(X, source, s, step, first):
     """Rows first … first + X.shape[1] of source instance s's batch of `step` into X."""
@@ -722,10 +731,7 @@ def _unit(weights, source, rule, i, step, first, last, last_fired, everyone, dea
     if rule.kind == RELU:  # its L1 term weighs each activation by its decoder row's norm
         per_latent = scratch.norms
         for j in range(per_latent.shape[0]):
-            total = np.float32(0.0)
-            for k in range(W_dec.shape[2]):
-                total += W_dec[i, j, k] * W_dec[i, j, k]
-            per_latent[j] = max(np.sqrt(total), np.float32(1e-12))
+            per_latent[j] = _norm(W_dec[i, j])
     if rule.columns:
         return _columns(
             W_enc[i], b_enc[i], W_dec[i], b_dec[i], per_latent, source.F[s], source.bias, X, first, last, source.batch, rule,
@@ -803,10 +809,7 @@ def _update(weights, moments, rule, i, step, lr, grads, gW_enc, last_fired):
         gb_dec[k] -= total
     if rule.kind == RELU:  # its L1 term's pull on each row, gathered in gtheta (see the module's docstring)
         for j in range(latents):
-            norm = np.float32(0.0)
-            for k in range(d):
-                norm += W_dec[i, j, k] * W_dec[i, j, k]
-            pull = gtheta[j] / max(np.sqrt(norm), np.float32(1e-12))
+            pull = gtheta[j] / _norm(W_dec[i, j])
             for k in range(d):
                 gW_dec[j, k] += pull * W_dec[i, j, k]
     c1 = 1 - rule.beta1 ** (step + 1)
@@ -831,10 +834,7 @@ def _update(weights, moments, rule, i, step, lr, grads, gW_enc, last_fired):
             theta[i, j] = max(theta[i, j], np.float32(0.0))
     for j in range(latents):
         if rule.kind != RELU:
-            norm = np.float32(0.0)
-            for k in range(d):
-                norm += W_dec[i, j, k] * W_dec[i, j, k]
-            norm = max(np.sqrt(norm), np.float32(1e-12))
+            norm = _norm(W_dec[i, j])
             for k in range(d):
                 W_dec[i, j, k] /= norm
         if fired[j]:
